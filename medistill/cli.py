@@ -1,0 +1,127 @@
+"""The ``medistill`` command line: demo, run, audit, ingest-fhir.
+
+Errors a user can cause print one paragraph and exit 2 — never a traceback. A run whose
+report was written but failed a gate exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from medistill.errors import MedistillError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Privacy-preserving knowledge distillation for healthcare data.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(error: MedistillError) -> None:
+    err.print(f"[bold red]error:[/] {error.render()}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _finish(report: dict, run_dir: Path) -> None:
+    from medistill.audit.report import headline
+
+    out.print(f"Report: {run_dir / 'report.html'}  (also report.md, report.json)")
+    for line in headline(report):
+        out.print(f"  {line}", highlight=False)
+    raise typer.Exit(EXIT_OK if report.get("passed") else EXIT_GATE_FAILED)
+
+
+@app.command()
+def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
+         patients: Annotated[int, typer.Option(help="Patients in the built-in cohort.")] = 20000,
+         seed: Annotated[int, typer.Option(help="Seed of the whole run.")] = 0) -> None:
+    """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
+    from medistill.config import parse_config
+    from medistill.pipeline import run_pipeline
+
+    try:
+        config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
+        outcome = run_pipeline(config, out_dir, console=err)
+    except MedistillError as error:
+        _fail(error)
+    _finish(outcome.report, out_dir)
+
+
+def _demo_pipeline(patients: int, seed: int) -> dict:
+    import yaml
+    from importlib.resources import files
+
+    raw = yaml.safe_load(files("medistill").joinpath("demo_pipeline.yaml").read_text())
+    raw["data"].setdefault("builtin", {})["n_patients"] = patients
+    raw["seed"] = seed
+    return raw
+
+
+@app.command()
+def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
+        out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to write.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Override the pipeline's seed.")] = None) -> None:
+    """Run the whole pipeline described by PIPELINE."""
+    from medistill.config import load_config
+    from medistill.pipeline import run_pipeline
+
+    try:
+        config = load_config(pipeline, seed=seed)
+        target = out_dir or Path("runs") / pipeline.stem
+        outcome = run_pipeline(config, target, console=err)
+    except MedistillError as error:
+        _fail(error)
+    _finish(outcome.report, target)
+
+
+@app.command()
+def audit(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+          policy: Annotated[Path | None, typer.Option(help="Audit policy YAML.")] = None) -> None:
+    """Re-judge a finished run against a policy; rewrites its report files atomically."""
+    from medistill.audit.rejudge import rejudge_run
+
+    try:
+        report = rejudge_run(run_dir, policy)
+    except MedistillError as error:
+        _fail(error)
+    _finish(report, run_dir)
+
+
+@app.command("ingest-fhir")
+def ingest_fhir(source: Annotated[Path, typer.Argument(help="FHIR Bulk export folder or Bundle file.")],
+                out: Annotated[Path, typer.Option("--out", help="Parquet table to write.")],
+                mapping: Annotated[Path | None, typer.Option(help="Mapping YAML.")] = None,
+                on_error: Annotated[str, typer.Option(help="stop or skip bad lines.")] = "stop",
+                fhir_version: Annotated[str, typer.Option(help="auto, R4, R4B or R5.")] = "auto",
+                salt: Annotated[str, typer.Option(help="Salt of the patient-key hash.", envvar="MEDISTILL_SALT")] = "medistill",
+                jobs: Annotated[int, typer.Option(help="Worker processes.")] = 1) -> None:
+    """Turn a FHIR export into one row per patient (no names, addresses or FHIR ids)."""
+    try:
+        from medistill.data.fhir_source import ingest_to_parquet
+
+        summary = ingest_to_parquet(source, out, mapping=mapping, on_error=on_error,
+                                    fhir_version=fhir_version, salt=salt, n_jobs=jobs)
+    except MedistillError as error:
+        _fail(error)
+    out_console = Console()
+    out_console.print(json.dumps(summary, indent=2, default=str))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; no run folder was written.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

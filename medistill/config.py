@@ -1,0 +1,288 @@
+"""The pipeline file: YAML loaded with ``yaml.safe_load`` into frozen, validated objects.
+
+The smallest valid file is a ``data`` section and a ``privacy`` section; every other
+section has defaults that work on tables from 500 to 1,000,000 rows. Unknown keys are
+errors that suggest the closest valid key. Errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medistill.errors import ConfigError
+
+FeatureKind = Literal["numeric", "binary", "categorical"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BuiltinConfig(_Frozen):
+    """Built-in data: the simulated clinical cohort, or scikit-learn's breast-cancer table."""
+
+    name: Literal["cohort", "breast_cancer"] = "cohort"
+    n_patients: int = Field(20_000, ge=200, le=5_000_000)
+
+
+class DataConfig(_Frozen):
+    """Where the sensitive records are and how to read them."""
+
+    source: Literal["csv", "parquet", "fhir", "builtin"]
+    path: Path | None = None
+    label: str | None = None
+    id_column: str | None = None
+    identifiers: tuple[str, ...] = ()
+    feature_types: dict[str, FeatureKind] = Field(default_factory=dict)
+    features: tuple[str, ...] | None = None
+    sensitive_attributes: tuple[str, ...] = ()
+    mapping: Path | None = None
+    builtin: BuiltinConfig = BuiltinConfig()
+    min_category_count: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> DataConfig:
+        if self.source in ("csv", "parquet", "fhir") and self.path is None:
+            raise ValueError(f"'path' is required when source is '{self.source}'")
+        if self.source in ("csv", "parquet") and not self.label:
+            raise ValueError(f"'label' is required when source is '{self.source}'")
+        return self
+
+
+class SplitConfig(_Frozen):
+    """Patient-level split fractions: the rest of the patients train the teachers."""
+
+    test: float = Field(0.2, gt=0.0, lt=0.5)
+    holdout: float = Field(0.2, gt=0.0, lt=0.5)
+
+
+class PrivacyConfig(_Frozen):
+    """The total budget for the whole pipeline, with respect to one patient."""
+
+    target_epsilon: float
+    delta: float | None = None
+    accountant: Literal["pld", "rdp"] = "pld"
+    shares: dict[str, float] = Field(
+        default_factory=lambda: {"schema_statistics": 0.05, "labels": 0.35, "student": 0.60})
+    allow_nonprivate: bool = False
+
+    @field_validator("target_epsilon")
+    @classmethod
+    def _positive_epsilon(cls, value: float) -> float:
+        if not value > 0 or value != value or value == float("inf"):
+            raise ValueError("must be a positive, finite number (e.g. 3.0); "
+                             "a smaller ε is more private")
+        return value
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError("must be in (0, 1); the default is 1/(10·n_patients)")
+        return value
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        allowed = {"schema_statistics", "labels", "student"}
+        for key, share in value.items():
+            if key not in allowed:
+                raise ValueError(f"unknown stage '{key}'; expected one of {sorted(allowed)}")
+            if not 0 < share <= 1:
+                raise ValueError(f"share of '{key}' must be in (0, 1]. Got {share}")
+        return value
+
+
+class TeachersConfig(_Frozen):
+    """The reference teacher and the partitioned ensemble."""
+
+    reference: Literal["hist_gradient_boosting", "logistic_regression"] = "hist_gradient_boosting"
+    kind: Literal["hist_gradient_boosting", "logistic_regression"] = "logistic_regression"
+    n_teachers: int | Literal["auto"] = "auto"
+    n_jobs: int = Field(2, ge=1, le=256)
+
+
+class LabelsConfig(_Frozen):
+    """Noisy aggregation of the teachers' votes on transfer rows."""
+
+    aggregator: Literal["gnmax", "plurality"] = "gnmax"
+    n_queries: int | Literal["auto"] = "auto"
+    sigma_over_teachers: float = Field(0.5, gt=0, le=10)
+
+    @field_validator("n_queries")
+    @classmethod
+    def _positive_queries(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return value
+
+
+class NumericPrior(_Frozen):
+    """A public prior for one numeric column of the transfer data."""
+
+    min: float
+    max: float
+    distribution: Literal["uniform", "lognormal", "normal"] = "uniform"
+    mean: float | None = None
+    sd: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericPrior:
+        if not self.min < self.max:
+            raise ValueError(f"min must be below max (got min={self.min}, max={self.max})")
+        return self
+
+
+class TransferConfig(_Frozen):
+    """Where the transfer rows that the teachers label come from."""
+
+    source: Literal["schema_prior"] = "schema_prior"
+    n_rows: int = Field(5000, ge=10, le=10_000_000)
+    priors: dict[str, NumericPrior] = Field(default_factory=dict)
+    categories: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+class StudentConfig(_Frozen):
+    """The small MLP student trained with DP-SGD (Opacus)."""
+
+    hidden_layers: tuple[int, ...] = (32, 16)
+    alpha: float = Field(0.3, ge=0.0, le=1.0)
+    epochs: int = Field(15, ge=1, le=1000)
+    batch_size: int = Field(512, ge=8)
+    learning_rate: float = Field(0.005, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    secure_mode: bool = False
+
+
+class AuditConfig(_Frozen):
+    """What the audit measures and which policy judges it."""
+
+    policy: Path | None = None
+    speed_repeats: int = Field(300, ge=10)
+    throughput_batch: int = Field(10_000, ge=100)
+    threads: int = Field(1, ge=1)
+
+
+class PipelineConfig(_Frozen):
+    """The whole pipeline file, resolved."""
+
+    data: DataConfig
+    privacy: PrivacyConfig
+    split: SplitConfig = SplitConfig()
+    teachers: TeachersConfig = TeachersConfig()
+    labels: LabelsConfig = LabelsConfig()
+    transfer: TransferConfig = TransferConfig()
+    student: StudentConfig = StudentConfig()
+    audit: AuditConfig = AuditConfig()
+    seed: int = Field(0, ge=0)
+
+    def to_yaml(self) -> str:
+        """The resolved configuration, as written to ``pipeline.yaml`` in the run folder."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def sha256(self) -> str:
+        """Hash of the resolved configuration (recorded in the model and the report)."""
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys at ``loc`` inside ``model`` (for 'did you mean' suggestions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                       None)
+    return list(getattr(current, "model_fields", {}).keys()) if current else []
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        key, parent = str(loc[-1]), ".".join(str(p) for p in loc[:-1]) or "the top level"
+        valid = _fields_of(PipelineConfig, loc[:-1])
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are {', '.join(valid)}."
+        return f"{source}: unknown key '{key}' in {parent}{hint}"
+    if error["type"] == "missing":
+        return f"{source}: the required field '{where}' is missing."
+    msg = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) else f" Got {got!r}."
+    return f"{source}: field '{where}' {msg}.{shown}".replace("..", ".")
+
+
+def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Validate a parsed YAML document into a :class:`PipelineConfig`.
+
+    Relative paths are resolved against ``base_dir`` (the pipeline file's folder).
+    """
+    if raw is None:
+        raise ConfigError(f"{source} is empty.", hint="It needs at least a 'data' and a "
+                          "'privacy' section; see pipelines/minimal.yaml.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, privacy, ...) "
+                          f"at the top level, found a {type(raw).__name__}.")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        raw[key] = value
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError(" ".join(problems[:3]) + (f" (and {len(problems) - 3} more problems)"
+                                                    if len(problems) > 3 else "")) from None
+    if base_dir is not None:
+        data = config.data
+        updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
+                   if v is not None and not Path(v).is_absolute()}
+        if updates:
+            config = config.model_copy(update={"data": data.model_copy(update=updates)})
+        policy = config.audit.policy
+        if policy is not None and not policy.is_absolute():
+            audit = config.audit.model_copy(update={"policy": base_dir / policy})
+            config = config.model_copy(update={"audit": audit})
+    return config
+
+
+def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
+    """Read a pipeline file; ``seed`` (from ``--seed``) overrides the file's seed."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Pipeline file '{path}' does not exist.",
+                          hint="Check the path, or start from pipelines/minimal.yaml.")
+    if path.is_dir():
+        raise ConfigError(f"'{path}' is a folder; expected a pipeline YAML file.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}.",
+                          hint="Check indentation and that every 'key: value' pair has a "
+                               "space after the colon.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {exc}.") from None
+    overrides = {"seed": seed} if seed is not None else None
+    return parse_config(raw, source=str(path), base_dir=path.parent, overrides=overrides)
+
+
+__all__ = [
+    "AuditConfig", "BuiltinConfig", "DataConfig", "LabelsConfig", "NumericPrior",
+    "PipelineConfig", "PrivacyConfig", "SplitConfig", "StudentConfig", "TeachersConfig",
+    "TransferConfig", "load_config", "parse_config",
+]

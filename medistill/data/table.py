@@ -1,0 +1,137 @@
+"""Assemble the sensitive table: read, drop identifiers, infer the schema, encode the label."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from medistill.config import DataConfig
+from medistill.data.builtin import builtin_table
+from medistill.data.identifiers import detect_identifiers
+from medistill.data.loaders import load_table
+from medistill.data.schema import (
+    CATEGORICAL,
+    FeatureSpec,
+    TableSchema,
+    coerce_numeric,
+    encode_labels,
+    infer_kind,
+    public_categories,
+)
+from medistill.errors import DataError, IdentifierColumnError
+
+
+@dataclass(frozen=True)
+class SensitiveData:
+    """The sensitive records, ready for the pipeline. Patient ids stay in memory only."""
+
+    features: pd.DataFrame          # one column per feature: float, or str/None for categories
+    labels: np.ndarray              # class codes 0..C-1
+    patient_ids: np.ndarray         # never written to any artifact
+    schema: TableSchema
+    name: str
+    caveats: tuple[str, ...] = ()
+
+    def rows(self, index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Features, labels and patient ids of the given rows."""
+        return (self.features.iloc[index].reset_index(drop=True), self.labels[index],
+                self.patient_ids[index])
+
+    @property
+    def n_patients(self) -> int:
+        return len(np.unique(self.patient_ids))
+
+
+def _require_column(frame: pd.DataFrame, column: str, role: str, source: str) -> None:
+    if column not in frame.columns:
+        close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise DataError(f"{source}: the {role} column '{column}' is not in the table; its "
+                        f"columns are {', '.join(map(str, frame.columns[:30]))}.{hint}")
+
+
+def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None, tuple[str, ...], str]:
+    if config.source == "builtin":
+        table, label, id_col, identifiers = builtin_table(
+            config.builtin.name, n_patients=config.builtin.n_patients, seed=seed)
+        return table, config.label or label, config.id_column or id_col, \
+            tuple(dict.fromkeys(identifiers + config.identifiers)), f"built-in '{config.builtin.name}'"
+    if config.source == "fhir":
+        from medistill.data.fhir_source import read_fhir_table
+
+        table, label, id_col = read_fhir_table(config, seed=seed)
+        return table, config.label or label, id_col, config.identifiers, str(config.path)
+    table = load_table(config.path, config.source)
+    return table, config.label, config.id_column, config.identifiers, str(config.path)
+
+
+def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
+    """Read the sensitive records named in ``config`` and check them."""
+    frame, label, id_column, identifiers, source = _read(config, seed)
+    _require_column(frame, label, "label", source)
+    if id_column is not None:
+        _require_column(frame, id_column, "patient id", source)
+    for column in identifiers:
+        _require_column(frame, column, "identifier", source)
+    declared = set(identifiers) | {label} | set(config.feature_types)
+    if id_column:
+        declared.add(id_column)
+    if config.features is not None:
+        for column in config.features:
+            _require_column(frame, column, "feature", source)
+        candidates = list(config.features)
+    else:
+        findings = detect_identifiers(frame, exclude=declared)
+        if findings:
+            listed = "; ".join(f"'{f.column}' ({f.reason})" for f in findings)
+            names = ", ".join(f.column for f in findings)
+            raise IdentifierColumnError(
+                f"{source}: these columns look like direct identifiers and will not be used "
+                f"as features: {listed}.",
+                hint=f"Declare them as identifiers to drop (data.identifiers: [{names}]) or, if "
+                     "they really are clinical features, declare their type, e.g. "
+                     f"data.feature_types.{findings[0].column}: categorical.")
+        candidates = [c for c in frame.columns if c not in declared or c in config.feature_types]
+        candidates = [c for c in candidates if c not in (label, id_column) and c not in identifiers]
+    if not candidates:
+        raise DataError(f"{source}: no feature columns are left after removing the label, the "
+                        "patient id and the identifiers.")
+    labels, classes = encode_labels(frame[label], source=source, label=label)
+    patient_ids = (frame[id_column].astype(str).to_numpy() if id_column
+                   else np.array([f"row{i}" for i in range(len(frame))]))
+    if id_column and frame[id_column].isna().any():
+        row = int(frame[id_column].isna().to_numpy().nonzero()[0][0])
+        raise DataError(f"{source}: the patient id column '{id_column}' is empty in row {row + 2}.")
+
+    specs, columns, caveats = [], {}, []
+    inferred_categories = []
+    for column in candidates:
+        kind = config.feature_types.get(column) or infer_kind(frame[column])
+        if kind == CATEGORICAL:
+            values = frame[column].astype("object").where(frame[column].notna(), None)
+            values = values.map(lambda v: None if v is None else str(v).strip())
+            cats = public_categories(values, config.min_category_count)
+            inferred_categories.append(column)
+            specs.append(FeatureSpec(column, CATEGORICAL, cats))
+            columns[column] = values.where(values.isin(cats), None)
+        else:
+            columns[column] = coerce_numeric(frame, column, source=source)
+            specs.append(FeatureSpec(column, kind))
+    if inferred_categories:
+        caveats.append(
+            "Category lists of " + ", ".join(inferred_categories) + " were read from the "
+            f"sensitive table (categories seen in fewer than {config.min_category_count} rows "
+            "were dropped) and are treated as public schema metadata.")
+    if id_column is None:
+        caveats.append("No patient id column was given: each row is treated as one patient.")
+    schema = TableSchema(features=tuple(specs), label=label, classes=classes,
+                         id_column=id_column, dropped_identifiers=tuple(identifiers))
+    features = pd.DataFrame(columns)
+    return SensitiveData(features=features, labels=labels, patient_ids=patient_ids,
+                         schema=schema, name=source, caveats=tuple(caveats))
+
+
+__all__ = ["SensitiveData", "load_sensitive"]

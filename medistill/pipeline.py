@@ -1,0 +1,276 @@
+"""The whole pipeline: data → teachers → transfer → noisy labels → DP student → ONNX → audit.
+
+Each stage is a module of its own; this file only wires them together, plans the privacy
+budget before any training, and writes the run folder atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from medistill import __version__
+from medistill.audit.assemble import build_report, write_run_files
+from medistill.config import PipelineConfig
+from medistill.data.table import SensitiveData, load_sensitive
+from medistill.data.splits import split_patients
+from medistill.errors import ConfigError, PrivacyBudgetError
+from medistill.privacy.ledger import PrivacyLedger, epsilon_of
+from medistill.privacy.planner import StagePlan, plan_budget
+from medistill.runfolder import AtomicRunFolder
+from medistill.student.export import export_student
+from medistill.student.preprocess import as_model_input, make_preprocessor
+from medistill.student.train import DpSgdSchedule, train_student
+from medistill.teachers.aggregators import GNMax, PluralityVote
+from medistill.teachers.ensemble import PartitionedEnsemble, auto_n_teachers
+from medistill.teachers.models import make_teacher
+from medistill.transfer.dp_marginals import marginals_event, release_marginals
+from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
+
+
+MIN_AUTO_QUERIES = 10
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where the run folder is and what its report says."""
+
+    run_dir: Path
+    report: dict
+
+
+def one_row_per_patient(patient_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Index of one random row per patient: DP stages see each patient at most once."""
+    order = rng.permutation(len(patient_ids))
+    _, first = np.unique(patient_ids[order], return_index=True)
+    return np.sort(order[first])
+
+
+def auto_queries(n_teachers: int, sigma_ratio: float, epsilon: float, delta: float,
+                 accountant: str, cap: int) -> int:
+    """The most GNMax queries at σ = ratio·K that fit in ``epsilon`` (at most ``cap``)."""
+    sigma = sigma_ratio * n_teachers
+
+    def fits(q: int) -> bool:
+        return epsilon_of([GNMax.event_for(sigma, q)], delta, accountant) <= epsilon
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while high <= cap and fits(high):
+        low, high = high, high * 2
+    high = min(high, cap + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+class Pipeline:
+    """One run of the pipeline for a resolved configuration."""
+
+    def __init__(self, config: PipelineConfig, *, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+        seeds = np.random.SeedSequence(config.seed).spawn(8)
+        self.rngs = {name: np.random.default_rng(s) for name, s in zip(
+            ("split", "dp_rows", "marginals", "transfer", "labels", "audit", "mix", "spare"),
+            seeds, strict=True)}
+
+    def _say(self, text: str) -> None:
+        self.console.print(f"[bold cyan]•[/] {text}")
+
+    def run(self, out_dir: Path) -> RunOutcome:
+        cfg = self.config
+        if cfg.labels.aggregator == "plurality" and not cfg.privacy.allow_nonprivate:
+            raise ConfigError("labels.aggregator 'plurality' has no formal privacy guarantee "
+                              "(ε = ∞); it is allowed only with privacy.allow_nonprivate: true.")
+        with AtomicRunFolder(out_dir) as tmp:
+            report = self._run_into(tmp)
+        return RunOutcome(run_dir=Path(out_dir), report=report)
+
+    def _run_into(self, folder: Path) -> dict:
+        cfg, rngs = self.config, self.rngs
+        with self.console.status("Reading the sensitive records…"):
+            data = load_sensitive(cfg.data, seed=cfg.seed)
+        n_patients = data.n_patients
+        delta = cfg.privacy.delta or 1.0 / (10 * n_patients)
+        ledger = PrivacyLedger(delta=delta, accountant=cfg.privacy.accountant)
+        split = split_patients(data.patient_ids, data.labels, test=cfg.split.test,
+                               holdout=cfg.split.holdout, seed=cfg.seed)
+        train_X, train_y, train_ids = data.rows(split.train)
+        self._say(f"{data.name}: {n_patients} patients, {len(data.schema.features)} features; "
+                  f"train {len(np.unique(train_ids))} / test / holdout patients split by patient")
+
+        with self.console.status("Training the reference teacher and the partitioned ensemble…"):
+            reference = make_teacher(cfg.teachers.reference, data.schema,
+                                     random_state=cfg.seed).fit(train_X, train_y)
+            n_train_patients = len(np.unique(train_ids))
+            k = (auto_n_teachers(n_train_patients) if cfg.teachers.n_teachers == "auto"
+                 else cfg.teachers.n_teachers)
+            ensemble = PartitionedEnsemble(n_teachers=k, kind=cfg.teachers.kind,
+                                           schema=data.schema, random_state=cfg.seed,
+                                           n_jobs=cfg.teachers.n_jobs).fit(train_X, train_y, train_ids)
+        self._say(f"teachers: reference {cfg.teachers.reference}; {k} {cfg.teachers.kind} "
+                  "teachers on disjoint patient partitions")
+
+        plan = self._plan(data, train_X, train_y, train_ids, k, delta)
+        noises = plan["noises"]
+
+        with self.console.status("Making transfer data…"):
+            marginals = {}
+            if plan["marginal_columns"]:
+                marginals = release_marginals(
+                    train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema,
+                    plan["marginal_columns"], noise_multiplier=noises["schema_statistics"],
+                    rng=rngs["marginals"])
+                ledger.record("schema_statistics", marginals_event(noises["schema_statistics"]),
+                              f"noisy one-way marginals of {len(marginals)} columns")
+            sampler = SchemaPriorSampler(data.schema, priors=cfg.transfer.priors,
+                                         categories=cfg.transfer.categories, marginals=marginals)
+            n_rows = max(cfg.transfer.n_rows, plan["n_queries"])
+            transfer = sampler.sample(n_rows, rngs["transfer"])
+
+        n_queries = plan["n_queries"]
+        query_rows = transfer.iloc[:n_queries].reset_index(drop=True)
+        transfer_labels = np.empty(0, dtype=np.int64)
+        if n_queries:
+            with self.console.status(f"Labelling {n_queries} transfer rows by noisy vote…"):
+                aggregator = (GNMax(sigma=noises["labels"], rng=rngs["labels"])
+                              if cfg.labels.aggregator == "gnmax" else PluralityVote())
+                transfer_labels = aggregator.aggregate(ensemble.vote_histogram(query_rows))
+                ledger.record("labels", aggregator.privacy_events(),
+                              f"{aggregator.name} on {n_queries} transfer rows, {k} teachers")
+
+        preprocessor = make_preprocessor(data.schema).fit(as_model_input(transfer, data.schema))
+        inputs, targets = self._student_data(preprocessor, data, query_rows, transfer_labels,
+                                             train_X, train_y, plan)
+        progress_text = "Training the student with DP-SGD (epoch {}/{}, loss {:.3f})…"
+        with self.console.status("Training the student with DP-SGD…") as status:
+            network, record = train_student(
+                inputs, targets, n_classes=data.schema.n_classes, config=cfg.student,
+                noise_multiplier=noises.get("student", plan["student_noise_free"]),
+                seed=cfg.seed,
+                on_epoch=lambda e, loss: status.update(progress_text.format(
+                    e + 1, cfg.student.epochs, loss)))
+        if plan["student_touches_sensitive"]:
+            schedule = DpSgdSchedule(len(inputs), cfg.student.batch_size, record.sample_rate,
+                                     record.steps)
+            ledger.record("student_dp_sgd", schedule.event(record.noise_multiplier),
+                          f"DP-SGD on {plan['n_sensitive_dp_rows']} sensitive patients' rows "
+                          "mixed with labelled transfer rows")
+        epsilon = ledger.epsilon()
+        if ledger.formal_guarantee and epsilon > cfg.privacy.target_epsilon * 1.0001:
+            raise PrivacyBudgetError(
+                f"Internal check failed: the ledger's ε = {epsilon:.4f} exceeds the target "
+                f"{cfg.privacy.target_epsilon}. This is a bug; nothing was written.")
+        self._say(f"student trained: {record.steps} DP-SGD steps, noise multiplier "
+                  f"{record.noise_multiplier:.3f}; ledger ε = {epsilon:.3f} at δ = {delta:.2g}")
+
+        metadata = {"medistill_version": __version__, "epsilon": f"{epsilon:.6g}",
+                    "delta": f"{delta:.6g}", "accountant": ledger.accountant,
+                    "formal_guarantee": str(ledger.formal_guarantee).lower(),
+                    "pipeline_sha256": cfg.sha256()}
+        export_student(folder / "student.onnx", preprocessor, network, data.schema, metadata)
+
+        with self.console.status("Auditing: utility, speed, membership inference…"):
+            report = build_report(
+                config=cfg, data=data, split=split, reference=reference, ensemble=ensemble,
+                student_path=folder / "student.onnx", ledger=ledger, plan=plan,
+                network=network, record=record, rng=rngs["audit"])
+        write_run_files(folder, cfg, ledger, report)
+        return report
+
+    def _plan(self, data: SensitiveData, train_X: pd.DataFrame, train_y: np.ndarray,
+              train_ids: np.ndarray, n_teachers: int, delta: float) -> dict:
+        """Decide every stage's work and calibrate its noise before any of it runs."""
+        cfg = self.config
+        target, accountant = cfg.privacy.target_epsilon, cfg.privacy.accountant
+        shares = cfg.privacy.shares
+        dp_rows = one_row_per_patient(train_ids, self.rngs["dp_rows"])
+        marginal_columns = columns_needing_marginals(data.schema, cfg.transfer.priors,
+                                                     cfg.transfer.categories)
+        alpha = cfg.student.alpha
+        notes: list[str] = []
+        uses_labels = alpha > 0
+        touches_sensitive = alpha < 1
+        active = [s for s, on in (("schema_statistics", bool(marginal_columns)),
+                                  ("labels", uses_labels and cfg.labels.aggregator == "gnmax"),
+                                  ("student", touches_sensitive)) if on]
+        total_share = sum(shares.get(s, 0.0) for s in active) or 1.0
+        n_queries = 0
+        if uses_labels:
+            if cfg.labels.n_queries != "auto":
+                n_queries = int(cfg.labels.n_queries)
+            elif cfg.labels.aggregator == "plurality":
+                n_queries = min(cfg.transfer.n_rows, 2000)
+            else:
+                eps_labels = target * shares.get("labels", 0.0) / total_share
+                n_queries = auto_queries(n_teachers, cfg.labels.sigma_over_teachers, eps_labels,
+                                         delta, accountant, cap=cfg.transfer.n_rows)
+                if n_queries < MIN_AUTO_QUERIES:
+                    notes.append(
+                        f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) "
+                        f"affords only {n_queries} GNMax queries to {n_teachers} teachers at "
+                        f"σ = {cfg.labels.sigma_over_teachers}·K, too few to teach the student; "
+                        "the student was trained on sensitive rows by DP-SGD alone and the "
+                        "label share went to it.")
+                    n_queries, uses_labels, alpha = 0, False, 0.0
+                    active = [s for s in active if s != "labels"]
+        n_sensitive = len(dp_rows) if touches_sensitive else 0
+        repeats = 1
+        if uses_labels and touches_sensitive and n_queries:
+            repeats = max(1, round(alpha / (1 - alpha) * n_sensitive / n_queries))
+        n_examples = n_sensitive + repeats * n_queries
+        schedule = DpSgdSchedule.for_data(n_examples, cfg.student.batch_size, cfg.student.epochs)
+        stages = []
+        if "schema_statistics" in active:
+            stages.append(StagePlan("schema_statistics", shares.get("schema_statistics", 0.05),
+                                    marginals_event, 1e4, "noisy marginals for transfer data"))
+        if "labels" in active:
+            stages.append(StagePlan("labels", shares.get("labels", 0.35),
+                                    lambda s: GNMax.event_for(s, n_queries),
+                                    4.0 * n_teachers, f"GNMax on {n_queries} queries"))
+        if "student" in active:
+            stages.append(StagePlan("student", shares.get("student", 0.6), schedule.event, 50.0,
+                                    f"DP-SGD, {schedule.steps} steps at sample rate "
+                                    f"{schedule.sample_rate:.4f}"))
+        noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant)
+        return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows, "marginal_columns": marginal_columns,
+                "n_queries": n_queries, "repeats": repeats, "n_teachers": n_teachers,
+                "student_touches_sensitive": touches_sensitive,
+                "n_sensitive_dp_rows": n_sensitive, "schedule": schedule,
+                # Training only on teacher-labelled transfer rows is post-processing of the
+                # labels; DP-SGD noise then protects no sensitive patient, so keep it modest.
+                "student_noise_free": 0.5}
+
+    def _student_data(self, preprocessor, data: SensitiveData, query_rows: pd.DataFrame,
+                      transfer_labels: np.ndarray, train_X: pd.DataFrame, train_y: np.ndarray,
+                      plan: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Labelled transfer rows (repeated to weigh α) plus one row per sensitive patient."""
+        parts_x, parts_y = [], []
+        if len(transfer_labels):
+            x = preprocessor.transform(as_model_input(query_rows, data.schema))
+            parts_x.append(np.repeat(x, plan["repeats"], axis=0))
+            parts_y.append(np.repeat(transfer_labels, plan["repeats"]))
+        if plan["student_touches_sensitive"]:
+            rows = train_X.iloc[plan["dp_rows"]].reset_index(drop=True)
+            parts_x.append(preprocessor.transform(as_model_input(rows, data.schema)))
+            parts_y.append(train_y[plan["dp_rows"]])
+        inputs = np.vstack(parts_x).astype(np.float32)
+        targets = np.concatenate(parts_y)
+        order = self.rngs["mix"].permutation(len(inputs))
+        return inputs[order], targets[order]
+
+
+def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | None = None) -> RunOutcome:
+    """Run the whole pipeline and write the run folder ``out_dir`` atomically."""
+    return Pipeline(config, console=console).run(Path(out_dir))
+
+
+__all__ = ["Pipeline", "RunOutcome", "auto_queries", "one_row_per_patient", "run_pipeline"]

@@ -1,0 +1,162 @@
+"""The privacy ledger: every channel by which sensitive rows reach the student, as events.
+
+Stages record *what happened* as dp-accounting ``DpEvent`` objects; one accountant composes
+them and converts to (ε, δ) once, at the end. The ledger serialises to entries that hold
+enough (mechanism, noise multiplier, sample rate, count) for anyone to recompute ε with
+dp-accounting alone (see :func:`event_from_entry`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import dp_accounting as dpa
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
+
+AccountantName = Literal["pld", "rdp"]
+PLD_DISCRETIZATION = 1e-3  # pessimistic discretisation: a valid upper bound on ε
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One mechanism, composed ``count`` times, as recorded by a stage."""
+
+    stage: str
+    mechanism: Literal["gaussian", "poisson_gaussian", "laplace", "non_private"]
+    noise_multiplier: float | None
+    sample_rate: float | None
+    count: int
+    description: str = ""
+
+
+def make_accountant(name: AccountantName) -> dpa.PrivacyAccountant:
+    """A fresh accountant of the named kind (add/remove-one-patient neighbours)."""
+    if name == "pld":
+        return PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    if name == "rdp":
+        return RdpAccountant()
+    raise ValueError(f"The 'accountant' must be 'pld' or 'rdp'. Got {name!r} instead.")
+
+
+def event_from_entry(entry: LedgerEntry) -> dpa.DpEvent:
+    """The dp-accounting event an entry stands for."""
+    if entry.mechanism == "non_private":
+        return dpa.NonPrivateDpEvent()
+    if entry.mechanism == "gaussian":
+        base: dpa.DpEvent = dpa.GaussianDpEvent(entry.noise_multiplier)
+    elif entry.mechanism == "laplace":
+        base = dpa.LaplaceDpEvent(entry.noise_multiplier)
+    elif entry.mechanism == "poisson_gaussian":
+        base = dpa.PoissonSampledDpEvent(entry.sample_rate, dpa.GaussianDpEvent(entry.noise_multiplier))
+    else:
+        raise ValueError(f"unknown mechanism {entry.mechanism!r}")
+    return base if entry.count == 1 else dpa.SelfComposedDpEvent(base, entry.count)
+
+
+def entries_from_event(stage: str, event: dpa.DpEvent, description: str = "") -> list[LedgerEntry]:
+    """Flatten a dp-accounting event into ledger entries (raises for unsupported shapes)."""
+    count = 1
+    if isinstance(event, dpa.ComposedDpEvent):
+        return [e for sub in event.events for e in entries_from_event(stage, sub, description)]
+    if isinstance(event, dpa.SelfComposedDpEvent):
+        count, event = event.count, event.event
+        if isinstance(event, dpa.SelfComposedDpEvent | dpa.ComposedDpEvent):
+            return [LedgerEntry(e.stage, e.mechanism, e.noise_multiplier, e.sample_rate,
+                                e.count * count, e.description)
+                    for e in entries_from_event(stage, event, description)]
+    if isinstance(event, dpa.NoOpDpEvent):
+        return []
+    if isinstance(event, dpa.NonPrivateDpEvent):
+        return [LedgerEntry(stage, "non_private", None, None, count, description)]
+    if isinstance(event, dpa.GaussianDpEvent):
+        return [LedgerEntry(stage, "gaussian", float(event.noise_multiplier), None, count, description)]
+    if isinstance(event, dpa.LaplaceDpEvent):
+        return [LedgerEntry(stage, "laplace", float(event.parameter), None, count, description)]
+    if isinstance(event, dpa.PoissonSampledDpEvent) and isinstance(event.event, dpa.GaussianDpEvent):
+        return [LedgerEntry(stage, "poisson_gaussian", float(event.event.noise_multiplier),
+                            float(event.sampling_probability), count, description)]
+    raise ValueError(f"The ledger cannot record a {type(event).__name__}; supported: Gaussian, "
+                     "Laplace, Poisson-sampled Gaussian, non-private, and their compositions.")
+
+
+def epsilon_of(events: list[dpa.DpEvent], delta: float, accountant: AccountantName) -> float:
+    """ε at ``delta`` of the composition of ``events`` under one accountant."""
+    if any(isinstance(e, dpa.NonPrivateDpEvent) for e in events):
+        return math.inf
+    acc = make_accountant(accountant)
+    for event in events:
+        acc.compose(event)
+    return float(acc.get_epsilon(delta))
+
+
+class PrivacyLedger:
+    """An append-only list of privacy events with one accountant over all of them."""
+
+    def __init__(self, *, delta: float, accountant: AccountantName = "pld",
+                 name: str = "sensitive patients") -> None:
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1). Found {delta}.")
+        make_accountant(accountant)
+        self.delta = float(delta)
+        self.accountant = accountant
+        self.name = name
+        self._entries: list[LedgerEntry] = []
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return tuple(self._entries)
+
+    def record(self, stage: str, event: dpa.DpEvent, description: str = "") -> None:
+        """Record that ``stage`` ran the mechanism ``event`` on sensitive rows."""
+        self._entries.extend(entries_from_event(stage, event, description))
+
+    @property
+    def formal_guarantee(self) -> bool:
+        return all(e.mechanism != "non_private" for e in self._entries)
+
+    def epsilon(self) -> float:
+        """ε of everything recorded, at this ledger's δ (∞ if any stage is non-private)."""
+        if not self._entries:
+            return 0.0
+        return epsilon_of([event_from_entry(e) for e in self._entries], self.delta, self.accountant)
+
+    def epsilon_alone(self, entry: LedgerEntry) -> float:
+        """ε of one entry on its own, at this ledger's δ (for the report's table)."""
+        return epsilon_of([event_from_entry(entry)], self.delta, self.accountant)
+
+    def to_dict(self) -> dict:
+        """The ledger as plain data (``ledger.json``); ε is recomputable from ``entries``."""
+        rows = []
+        for entry in self._entries:
+            row = asdict(entry)
+            eps = self.epsilon_alone(entry)
+            row["epsilon_alone"] = None if math.isinf(eps) else eps
+            rows.append(row)
+        eps = self.epsilon()
+        return {"name": self.name, "unit": "patient", "accountant": self.accountant,
+                "pld_value_discretization": PLD_DISCRETIZATION if self.accountant == "pld" else None,
+                "neighbouring_relation": "add or remove one patient",
+                "delta": self.delta, "epsilon": None if math.isinf(eps) else eps,
+                "formal_guarantee": self.formal_guarantee, "entries": rows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PrivacyLedger:
+        """Rebuild a ledger from ``to_dict`` output (used to recompute ε independently)."""
+        ledger = cls(delta=data["delta"], accountant=data["accountant"], name=data.get("name", ""))
+        for row in data["entries"]:
+            ledger._entries.append(LedgerEntry(
+                stage=row["stage"], mechanism=row["mechanism"],
+                noise_multiplier=row["noise_multiplier"], sample_rate=row["sample_rate"],
+                count=int(row["count"]), description=row.get("description", "")))
+        return ledger
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+__all__ = ["LedgerEntry", "PrivacyLedger", "entries_from_event", "epsilon_of",
+           "event_from_entry", "make_accountant"]
