@@ -111,7 +111,7 @@ class Pipeline:
             reference = make_teacher(cfg.teachers.reference, data.schema,
                                      random_state=cfg.seed).fit(train_X, train_y)
             n_train_patients = len(np.unique(train_ids))
-            k = (auto_n_teachers(n_train_patients) if cfg.teachers.n_teachers == "auto"
+            k = (auto_n_teachers(n_train_patients, int(np.bincount(train_y).min())) if cfg.teachers.n_teachers == "auto"
                  else cfg.teachers.n_teachers)
             ensemble = PartitionedEnsemble(n_teachers=k, kind=cfg.teachers.kind,
                                            schema=data.schema, random_state=cfg.seed,

@@ -232,6 +232,17 @@ def get_path(report: Any, path: str, default: Any = None) -> Any:
     return default if found is _MISSING else found
 
 
+def report_value(report: Any, path: str) -> Any:
+    """``get_path``, reading a null ledger ε of a run without formal guarantee as ∞.
+
+    ``report.json`` is strict JSON, so an infinite ε is stored as ``null``.
+    """
+    value = get_path(report, path)
+    if value is None and path == LEDGER_EPSILON and get_path(report, FORMAL_GUARANTEE) is False:
+        return math.inf
+    return value
+
+
 def _walk(node: Any, parts: list[str]) -> Any:
     if not parts:
         return node
@@ -294,8 +305,8 @@ def _judge(value: Any, op: str, threshold: Any, gate: Gate) -> tuple[bool, str |
 
 
 def _row_value(value: Any) -> Any:
-    """What the gate row records as the measured value (JSON-friendly, never NaN)."""
-    if isinstance(value, float) and math.isnan(value):
+    """What a gate row records: strict-JSON friendly (no NaN or ∞, no sections)."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping | list | tuple):
         return None
@@ -304,12 +315,13 @@ def _row_value(value: Any) -> Any:
 
 def evaluate_gate(report: Mapping[str, Any], gate: Gate) -> dict[str, Any]:
     """One gate row: ``{name, metric, op, threshold, threshold_from, value, passed, severity, note}``."""
-    value = get_path(report, gate.metric)
-    threshold = gate.threshold if gate.threshold_from is None else get_path(report, gate.threshold_from)
+    value = report_value(report, gate.metric)
+    threshold = gate.threshold if gate.threshold_from is None else report_value(report, gate.threshold_from)
     if isinstance(value, Mapping | list | tuple):
         passed, note = False, f"'{gate.metric}' is a section of the report, not a single value"
     else:
         passed, note = _judge(value, gate.op, threshold, gate)
+    note = note or _infinity_note(gate, value, threshold)
     return {
         "name": gate.name,
         "metric": gate.metric,
@@ -322,6 +334,19 @@ def evaluate_gate(report: Mapping[str, Any], gate: Gate) -> dict[str, Any]:
         "description": gate.description,
         "note": note,
     }
+
+
+def _infinity_note(gate: Gate, value: Any, threshold: Any) -> str | None:
+    """Say so when an infinite value or threshold is recorded as null in the row."""
+    def infinite(path: str | None, x: Any) -> str | None:
+        number = _as_number(x)
+        if number is None or math.isfinite(number):
+            return None
+        why = ": the run has no formal privacy guarantee" if path == LEDGER_EPSILON else ""
+        return f"'{path}' is {'' if number > 0 else '-'}infinite{why}"
+
+    notes = [n for n in (infinite(gate.metric, value), infinite(gate.threshold_from, threshold)) if n]
+    return "; ".join(notes) or None
 
 
 def _format_epsilon(value: float) -> str:
@@ -345,15 +370,23 @@ def _lower_bounds(node: Any, path: str) -> list[tuple[str, float]]:
     return found
 
 
-def privacy_bug(report: Mapping[str, Any]) -> str | None:
-    """A message if an empirical ε lower bound of the student exceeds the ledger's ε."""
-    ledger = _as_number(get_path(report, LEDGER_EPSILON))
+def _excess_leakage(report: Mapping[str, Any]) -> tuple[str, float, float] | None:
+    """(where, bound, ledger ε) of the largest student ε lower bound above the ledger ε."""
+    ledger = _as_number(report_value(report, LEDGER_EPSILON))
     if ledger is None or math.isnan(ledger):
         return None
     worst = max(_lower_bounds(get_path(report, "mia.student"), "mia.student"), key=lambda t: t[1], default=None)
     if worst is None or worst[1] <= ledger * (1 + 1e-9):
         return None
-    where, bound = worst
+    return worst[0], worst[1], ledger
+
+
+def privacy_bug(report: Mapping[str, Any]) -> str | None:
+    """A message if an empirical ε lower bound of the student exceeds the ledger's ε."""
+    excess = _excess_leakage(report)
+    if excess is None:
+        return None
+    where, bound, ledger = excess
     return (
         f"possible privacy bug: the empirical ε lower bound {_format_epsilon(bound)} ({where}) "
         f"exceeds the ledger ε {_format_epsilon(ledger)}"
@@ -375,19 +408,19 @@ def no_guarantee_reason(report: Mapping[str, Any]) -> str | None:
 def _builtin_rows(report: Mapping[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for the built-in rules when the policy's own gates do not already enforce them."""
     extra: list[dict[str, Any]] = []
-    bug = privacy_bug(report)
-    if bug:
+    bug, excess = privacy_bug(report), _excess_leakage(report)
+    if bug and excess:
         for row in rows:
             if row["metric"] == EMPIRICAL_EPSILON:
                 row["note"] = f"{row['note']}; {bug}" if row["note"] else bug
         if not any(r["metric"] == EMPIRICAL_EPSILON and not r["passed"] and r["severity"] == "reject" for r in rows):
             extra.append({
                 "name": f"{BUILTIN_PREFIX}empirical_epsilon",
-                "metric": EMPIRICAL_EPSILON,
+                "metric": excess[0],
                 "op": "<=",
-                "threshold": _row_value(get_path(report, LEDGER_EPSILON)),
+                "threshold": _row_value(excess[2]),
                 "threshold_from": LEDGER_EPSILON,
-                "value": _row_value(get_path(report, EMPIRICAL_EPSILON)),
+                "value": _row_value(excess[1]),
                 "passed": False,
                 "severity": "reject",
                 "description": "Built-in rule: no attack may show more leakage than the ledger allows.",
@@ -448,5 +481,6 @@ __all__ = [
     "policy_from_dict",
     "privacy_bug",
     "rejudge",
+    "report_value",
     "verdict_of",
 ]

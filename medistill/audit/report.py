@@ -9,7 +9,7 @@ as data URIs, nothing fetched); ``render_markdown`` gives the same content witho
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,35 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from medistill.audit.gates import get_path, no_guarantee_reason, privacy_bug, verdict_of
+from medistill.audit.gates import (
+    LEDGER_EPSILON,
+    get_path,
+    no_guarantee_reason,
+    privacy_bug,
+    report_value,
+    verdict_of,
+)
+from medistill.audit.report_format import (
+    FILTERS,
+    MISSING,
+    OP_SYMBOL,
+    at_rate,
+    fallback,
+    fmt_eps,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    fmt_sci,
+    fmt_sig,
+    fmt_times,
+    fmt_value,
+    number,
+)
 from medistill.audit.report_plots import roc_plot, utility_plot
 
 TEMPLATES = Path(__file__).with_name("templates")
-MISSING = "—"
 NO_POWER_AUC = 0.55  # an attack below this AUC on the non-private teacher has no power
 SMALL_GROUP = 100  # fairness groups with fewer patients are flagged
-OP_SYMBOL = {">=": "≥", ">": ">", "<=": "≤", "<": "<", "==": "="}
 SENSITIVE_NOTE = (
     "All metrics in this report are computed on the hospital's sensitive test and holdout "
     "patients. They are for internal review only: the report itself is not covered by the "
@@ -33,177 +54,16 @@ SENSITIVE_NOTE = (
 _RANK = {"release": 0, "review": 1, "reject": 2}
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def _number(x: Any) -> float | None:
-    if isinstance(x, bool) or x is None or isinstance(x, jinja2.Undefined):
-        return None
-    if isinstance(x, int | float):
-        return float(x)
-    if isinstance(x, str):
-        try:
-            return float(x)
-        except ValueError:
-            return None
-    return None
-
-
-def _fallback(x: Any) -> str:
-    """How a value that is not a number is shown."""
-    if x is None or isinstance(x, jinja2.Undefined) or x == "":
-        return MISSING
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    return str(x)
-
-
-def _special(v: float) -> str | None:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    return None
-
-
-def fmt_sig(x: Any, digits: int = 3) -> str:
-    """``digits`` significant figures without exponent notation for everyday magnitudes."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    if (s := _special(v)) is not None:
-        return s
-    if v == 0:
-        return "0"
-    if abs(v) < 1e-4:
-        return fmt_sci(v)
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(v))))
-    text = f"{v:,.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def fmt_num(x: Any, decimals: int = 3) -> str:
-    """A metric with fixed decimals (AUROC 0.853); integers with thousands separators."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    if (s := _special(v)) is not None:
-        return s
-    if isinstance(x, int) or (v.is_integer() and abs(v) >= 1000):
-        return f"{int(v):,}"
-    if v != 0 and abs(v) < 10 ** -decimals:
-        return fmt_sci(v)
-    return f"{v:,.{decimals}f}"
-
-
-def fmt_eps(x: Any) -> str:
-    """ε to 3 decimals, ∞ for no guarantee."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    return _special(v) or f"{v:.3f}"
-
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def fmt_sci(x: Any) -> str:
-    """Scientific notation for small probabilities: 5×10⁻⁶."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    if (s := _special(v)) is not None:
-        return s
-    if v == 0:
-        return "0"
-    mantissa, exponent = f"{v:.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
-
-
-def fmt_pct(x: Any) -> str:
-    """A ratio as a percentage: 0.96 → 96.0 %."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    return _special(v) or f"{100 * v:.1f} %"
-
-
-def fmt_times(x: Any) -> str:
-    """A speed-up factor: 40.0×."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    return _special(v) or (f"{v:,.0f}×" if abs(v) >= 100 else f"{v:.1f}×")
-
-
-def fmt_bytes(x: Any) -> str:
-    """A size in bytes, decimal units: 19.5 kB."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    if (s := _special(v)) is not None:
-        return s
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.1f} {unit}"
-    return f"{v:.0f} B"
-
-
-def fmt_int(x: Any) -> str:
-    """A count with thousands separators."""
-    v = _number(x)
-    if v is None:
-        return _fallback(x)
-    return _special(v) or (f"{int(v):,}" if v.is_integer() else fmt_sig(v))
-
-
-def fmt_ci(x: Any, decimals: int = 3) -> str:
-    """A confidence interval ``(lo–hi)``; empty if absent."""
-    if isinstance(x, Sequence) and not isinstance(x, str) and len(x) == 2:
-        return f"({fmt_num(x[0], decimals)}–{fmt_num(x[1], decimals)})"
-    return ""
-
-
-def fmt_value(x: Any) -> str:
-    """A gate value or threshold: yes/no, 3 decimals below 10 (AUROC, ε), 40.0 above."""
-    v = _number(x) if isinstance(x, int | float) else None
-    if v is None:
-        return _fallback(x)
-    if (s := _special(v)) is not None:
-        return s
-    return f"{v:,.1f}" if abs(v) >= 10 else fmt_num(v)
-
-
-def _at_rate(table: Any, rate: str) -> Any:
-    """``table["0.01"]`` tolerant of float keys and spellings like '0.010'."""
-    if not isinstance(table, Mapping):
-        return None
-    if rate in table:
-        return table[rate]
-    for key, value in table.items():
-        try:
-            if math.isclose(float(key), float(rate)):
-                return value
-        except (TypeError, ValueError):
-            continue
-    return None
-
-
-FILTERS: dict[str, Callable[..., str]] = {
-    "num": fmt_num, "sig": fmt_sig, "eps": fmt_eps, "sci": fmt_sci, "pct": fmt_pct,
-    "times": fmt_times, "bytes": fmt_bytes, "int": fmt_int, "ci": fmt_ci, "value": fmt_value,
-    "opsym": lambda op: OP_SYMBOL.get(str(op), _fallback(op)),
-}
-
-
 # --------------------------------------------------------------------------- the verdict
 
 
 def _gate_failure(row: Mapping[str, Any]) -> str:
     name = row.get("name", "gate")
-    if row.get("value") is None and "not measured" in str(row.get("note") or ""):
+    note = str(row.get("note") or "")
+    if "not measured" in note:
         return f"{name} (not measured)"
+    if row.get("value") is None or row.get("threshold") is None and note:
+        return f"{name} ({note or 'no value'})"
     op = OP_SYMBOL.get(str(row.get("op")), str(row.get("op")))
     return f"{name} (measured {fmt_value(row.get('value'))}, required {op} {fmt_value(row.get('threshold'))})"
 
@@ -263,10 +123,10 @@ def headline(report: Mapping[str, Any]) -> list[str]:
     )
     formal = get_path(report, "privacy.formal_guarantee") is True
     privacy = (
-        f"Privacy per {_fallback(get_path(report, 'privacy.unit', 'patient'))}: "
-        f"ε = {fmt_eps(get_path(report, 'privacy.epsilon'))}, "
+        f"Privacy per {fallback(get_path(report, 'privacy.unit', 'patient'))}: "
+        f"ε = {fmt_eps(report_value(report, LEDGER_EPSILON))}, "
         f"δ = {fmt_sci(get_path(report, 'privacy.delta'))} "
-        f"({_fallback(get_path(report, 'privacy.accountant'))} accountant) — "
+        f"({fallback(get_path(report, 'privacy.accountant'))} accountant) — "
         + ("formal guarantee" if formal else "NO formal guarantee")
     )
     return [verdict_line(report), utility, privacy]
@@ -289,12 +149,12 @@ def _mia_rows(mia: Mapping[str, Any]) -> tuple[list[dict[str, Any]], bool | None
         rates = stats.get("tpr_at_fpr")
         powerless = None
         if who == "student":
-            t = _number(teacher_auc)
+            t = number(teacher_auc)
             powerless = None if t is None else t < NO_POWER_AUC
         return {
             "attack": attack, "who": who, "auc": stats.get("auc"), "auc_ci": stats.get("auc_ci"),
-            "tpr1": _at_rate(rates, "0.01"), "tpr1_ci": _at_rate(cis, "0.01"),
-            "tpr01": _at_rate(rates, "0.001"), "tpr01_ci": _at_rate(cis, "0.001"),
+            "tpr1": at_rate(rates, "0.01"), "tpr1_ci": at_rate(cis, "0.01"),
+            "tpr01": at_rate(rates, "0.001"), "tpr01_ci": at_rate(cis, "0.001"),
             "eps_lb": stats.get("epsilon_lower_bound"), "powerless": powerless,
         }
 
@@ -323,54 +183,54 @@ def _fairness_rows(fairness: Mapping[str, Any]) -> list[dict[str, Any]]:
     for attribute, groups in fairness.items():
         for group, stats in (groups.items() if isinstance(groups, Mapping) else []):
             stats = stats if isinstance(stats, Mapping) else {}
-            n = _number(stats.get("n"))
+            n = number(stats.get("n"))
             rows.append({"attribute": attribute, "group": group, "n": stats.get("n"),
                          "auroc": stats.get("auroc"), "mia_auc": stats.get("mia_auc"),
-                         "small": n is not None and n < SMALL_GROUP})
+                         "small": stats.get("small_group") is True or (n is not None and n < SMALL_GROUP)})
     return rows
 
 
-def _join(*parts: str | None, sep: str = ", ") -> str:
-    kept = [p for p in parts if p and MISSING not in p]
-    return sep.join(kept) if kept else MISSING
+def _describe(source: Mapping[str, Any], *parts: tuple[str, str, Callable[[Any], str]]) -> str:
+    """Join ``template.format(fmt(source[key]))`` for each present key; "—" if none is."""
+    texts = [template.format(fmt(source[key])) for key, template, fmt in parts
+             if source.get(key) not in (None, "")]
+    return ", ".join(texts) if texts else MISSING
 
 
 def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Dataset and run facts as (label, text) pairs; hashes and counts, never rows."""
-    data = _section(run, "dataset")
-    ens, student, transfer = _section(run, "ensemble"), _section(run, "student"), _section(run, "transfer")
+    data, ens = _section(run, "dataset"), _section(run, "ensemble")
+    student, transfer = _section(run, "student"), _section(run, "transfer")
     layers = student.get("hidden_layers")
-    layers_text = "–".join(str(x) for x in layers) if isinstance(layers, list) and layers else None
+    mlp = {"mlp": "–".join(str(x) for x in layers)} if isinstance(layers, list) and layers else {}
     facts = [
-        ("Dataset", _join(_fallback(data.get("name")), f"source: {_fallback(data.get('source'))}")),
+        ("Dataset", _describe(data, ("name", "{}", fallback), ("source", "source: {}", fallback))),
         ("Patients", fmt_int(data.get("n_patients"))),
         ("Train / test / holdout patients",
          " / ".join(fmt_int(data.get(k)) for k in ("n_train", "n_test", "n_holdout"))),
         ("Features", fmt_int(data.get("n_features"))),
-        ("Outcome", _join(_fallback(data.get("label")), f"prevalence {fmt_pct(data.get('prevalence'))}")),
-        ("Teacher", _fallback(_section(run, "teacher").get("kind"))),
-        ("Teacher ensemble", _join(
-            f"{fmt_int(ens.get('n_teachers'))} teachers" if ens.get("n_teachers") is not None else None,
-            f"aggregator {_fallback(ens.get('aggregator'))}" if ens.get("aggregator") else None,
-            f"σ = {fmt_sig(ens.get('sigma'))}" if ens.get("sigma") is not None else None,
-            f"{fmt_int(ens.get('n_queries'))} queries" if ens.get("n_queries") is not None else None)),
-        ("Student", _join(
-            f"MLP {layers_text}" if layers_text else None,
-            f"{fmt_int(student.get('n_parameters'))} parameters" if student.get("n_parameters") is not None else None,
-            f"α = {fmt_sig(student.get('alpha'))}" if student.get("alpha") is not None else None,
-            f"{fmt_int(student.get('epochs'))} epochs" if student.get("epochs") is not None else None)),
-        ("Transfer data", _join(
-            _fallback(transfer.get("source")) if transfer.get("source") else None,
-            f"{fmt_int(transfer.get('n_rows'))} rows" if transfer.get("n_rows") is not None else None,
-            f"ε cost {fmt_eps(transfer.get('epsilon_cost'))}" if transfer.get("epsilon_cost") is not None else None)),
-        ("medistill version", _fallback(run.get("medistill_version"))),
-        ("Report created", _fallback(run.get("created_at"))),
-        ("Pipeline file SHA-256", _fallback(run.get("pipeline_sha256"))),
-        ("Seed", _fallback(run.get("seed"))),
+        ("Outcome", _describe(data, ("label", "{}", fallback), ("prevalence", "prevalence {}", fmt_pct))),
+        ("Teacher", fallback(_section(run, "teacher").get("kind"))),
+        ("Teacher ensemble", _describe(
+            ens, ("n_teachers", "{} teachers", fmt_int), ("aggregator", "aggregator {}", fallback),
+            ("sigma", "σ = {}", fmt_sig), ("n_queries", "{} queries", fmt_int))),
+        ("Student", _describe(
+            {**student, **mlp}, ("mlp", "MLP {}", fallback), ("n_parameters", "{} parameters", fmt_int),
+            ("alpha", "α = {}", fmt_sig), ("epochs", "{} epochs", fmt_int))),
+        ("Student DP-SGD", _describe(
+            student, ("noise_multiplier", "noise multiplier {}", fmt_sig), ("sample_rate", "sample rate {}", fmt_sig),
+            ("steps", "{} steps", fmt_int), ("max_grad_norm", "clipping norm {}", fmt_sig))),
+        ("Transfer data", _describe(
+            transfer, ("source", "{}", fallback), ("n_rows", "{} rows", fmt_int),
+            ("n_labelled", "{} labelled by the teachers", fmt_int), ("epsilon_cost", "ε cost {}", fmt_eps))),
+        ("medistill version", fallback(run.get("medistill_version"))),
+        ("Report created", fallback(run.get("created_at"))),
+        ("Pipeline file SHA-256", fallback(run.get("pipeline_sha256"))),
+        ("Seed", fallback(run.get("seed"))),
     ]
     known = {"dataset", "teacher", "ensemble", "student", "transfer", "medistill_version",
              "created_at", "pipeline_sha256", "seed"}
-    facts += [(str(k), _fallback(v)) for k, v in run.items()
+    facts += [(str(k), fallback(v)) for k, v in run.items()
               if k not in known and (v is None or isinstance(v, str | int | float | bool))]
     return facts
 
@@ -384,6 +244,18 @@ def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, An
     baselines = utility.get("baselines")
     if isinstance(baselines, Mapping):
         rows += [(f"Baseline: {name}", stats) for name, stats in baselines.items() if isinstance(stats, Mapping)]
+    return rows
+
+
+def _ledger_rows(entries: Any) -> list[dict[str, Any]]:
+    """Ledger entries for display; a non-private stage (stored ε null) costs ∞."""
+    rows = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping):
+            row = dict(entry)
+            if row.get("epsilon_alone") is None and row.get("mechanism") == "non_private":
+                row["epsilon_alone"] = math.inf
+            rows.append(row)
     return rows
 
 
@@ -401,8 +273,10 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "gates": _gates(report),
         "policy_name": get_path(report, "policy.name"),
         "privacy": privacy,
-        "ledger": [e for e in privacy.get("ledger") or [] if isinstance(e, Mapping)],
+        "epsilon": report_value(report, LEDGER_EPSILON),
+        "ledger": _ledger_rows(privacy.get("ledger")),
         "transfer": transfer if isinstance(transfer, Mapping) else None,
+        "transfer_ledger": _ledger_rows(transfer.get("ledger")) if isinstance(transfer, Mapping) else [],
         "caveats": [str(c) for c in caveats] if isinstance(caveats, list) else [],
         "utility_rows": _utility_rows(_section(report, "utility")),
         "retention": _section(_section(report, "utility"), "retention"),

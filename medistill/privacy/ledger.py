@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -75,7 +76,7 @@ def entries_from_event(stage: str, event: dpa.DpEvent, description: str = "") ->
     if isinstance(event, dpa.GaussianDpEvent):
         return [LedgerEntry(stage, "gaussian", float(event.noise_multiplier), None, count, description)]
     if isinstance(event, dpa.LaplaceDpEvent):
-        return [LedgerEntry(stage, "laplace", float(event.parameter), None, count, description)]
+        return [LedgerEntry(stage, "laplace", float(event.noise_multiplier), None, count, description)]
     if isinstance(event, dpa.PoissonSampledDpEvent) and isinstance(event.event, dpa.GaussianDpEvent):
         return [LedgerEntry(stage, "poisson_gaussian", float(event.event.noise_multiplier),
                             float(event.sampling_probability), count, description)]
@@ -88,9 +89,12 @@ def epsilon_of(events: list[dpa.DpEvent], delta: float, accountant: AccountantNa
     if any(isinstance(e, dpa.NonPrivateDpEvent) for e in events):
         return math.inf
     acc = make_accountant(accountant)
-    for event in events:
-        acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    with warnings.catch_warnings():
+        # dp-accounting's PLD overflows harmlessly for events with negligible privacy loss.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for event in events:
+            acc.compose(event)
+        return float(acc.get_epsilon(delta))
 
 
 class PrivacyLedger:

@@ -31,7 +31,15 @@ class StagePlan:
 def calibrate_noise(event_for: Callable[[float], dpa.DpEvent], epsilon: float, delta: float,
                     accountant: AccountantName, *, low: float = 0.3, high: float = 1e5,
                     iterations: int = 40) -> float:
-    """The smallest noise multiplier (to 0.1 %) whose event alone costs at most ``epsilon``."""
+    """The smallest noise multiplier (to 0.2 %) whose event alone costs at most ``epsilon``."""
+    if accountant == "pld":
+        # RDP is looser than PLD, so the RDP answer brackets the PLD one from above.
+        upper = calibrate_noise(event_for, epsilon, delta, "rdp", low=low, high=high)
+        if math.isinf(upper):
+            return upper
+        low, high = max(low, 0.4 * upper), upper
+        if epsilon_of([event_for(high)], delta, accountant) > epsilon:  # not expected
+            low, high = upper, 1e5
     if epsilon_of([event_for(high)], delta, accountant) > epsilon:
         return math.inf
     if epsilon_of([event_for(low)], delta, accountant) <= epsilon:
@@ -42,7 +50,7 @@ def calibrate_noise(event_for: Callable[[float], dpa.DpEvent], epsilon: float, d
             high = mid
         else:
             low = mid
-        if high / low < 1.001:
+        if high / low < 1.002:
             break
     return high
 

@@ -15,13 +15,14 @@ from medistill.teachers.models import make_teacher
 MIN_PATIENTS_PER_TEACHER = 20
 
 
-def auto_n_teachers(n_train_patients: int) -> int:
-    """About 50 patients per teacher, between 3 and 250 teachers.
+def auto_n_teachers(n_train_patients: int, n_smallest_class: int | None = None) -> int:
+    """About 50 patients (and at least 10 of the rarest class) per teacher, 3 to 250 teachers.
 
     Data-independent GNMax affords a number of queries that grows with K² at a fixed σ/K,
     so many small teachers beat a few large ones for the same budget.
     """
-    return int(np.clip(n_train_patients // 50, 3, 250))
+    by_class = n_train_patients if n_smallest_class is None else n_smallest_class // 10
+    return int(np.clip(min(n_train_patients // 50, by_class), 3, 250))
 
 
 def _fit_one(template, features: pd.DataFrame, labels: np.ndarray):

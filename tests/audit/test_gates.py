@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,20 @@ def test_infinite_epsilon_is_rejected(policy: AuditPolicy) -> None:
     rows, verdict = evaluate_gates(report, policy)
     assert verdict == "reject"
     assert by_name(rows)["epsilon_within_target"]["passed"] is False
+
+
+def test_null_epsilon_without_guarantee_reads_as_infinite(policy: AuditPolicy) -> None:
+    report = good_report()
+    report["privacy"].update(epsilon=None, formal_guarantee=False)  # how strict JSON stores ∞
+    rows, verdict = evaluate_gates(report, policy)
+    rows_by_name = by_name(rows)
+    assert verdict == "reject"
+    eps = rows_by_name["epsilon_within_target"]
+    assert eps["passed"] is False and eps["value"] is None and "infinite" in eps["note"]
+    assert rows_by_name["empirical_epsilon"]["passed"] is True
+    assert json.loads(json.dumps(rows, allow_nan=False)) == rows
+    report["privacy"]["formal_guarantee"] = True  # a null ε with a claimed guarantee is just missing
+    assert "not measured" in by_name(evaluate_gates(report, policy)[0])["epsilon_within_target"]["note"]
 
 
 def test_no_formal_guarantee_is_at_best_review() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import math
 import re
 from html.parser import HTMLParser
@@ -13,17 +14,16 @@ import numpy as np
 import pytest
 
 from medistill.audit.gates import load_policy, rejudge
-from medistill.audit.report import (
+from medistill.audit.report import headline, render_html, render_markdown
+from medistill.audit.report_format import (
     fmt_bytes,
     fmt_eps,
     fmt_num,
     fmt_pct,
+    fmt_rate,
     fmt_sci,
     fmt_sig,
     fmt_value,
-    headline,
-    render_html,
-    render_markdown,
 )
 
 EVIL = '<script>alert("x")</script><img src="https://evil.example/p.png">'
@@ -59,7 +59,8 @@ def example_report() -> dict[str, Any]:
                         "n_test": 4000, "n_holdout": 4000, "n_features": 17, "label": "cv_event_1y", "prevalence": 0.14},
             "teacher": {"kind": "hist_gradient_boosting"},
             "ensemble": {"n_teachers": 100, "aggregator": "gnmax", "sigma": 40.0, "n_queries": 500},
-            "student": {"hidden_layers": [64, 64], "n_parameters": 5000, "alpha": 0.5, "epochs": 10},
+            "student": {"hidden_layers": [64, 64], "n_parameters": 5000, "alpha": 0.5, "epochs": 10,
+                        "noise_multiplier": 1.1, "sample_rate": 0.02, "steps": 600, "max_grad_norm": 1.0},
             "transfer": {"source": "schema_prior", "n_rows": 2000, "epsilon_cost": 0.0},
         },
         "utility": {
@@ -82,7 +83,7 @@ def example_report() -> dict[str, Any]:
             "accountant": "pld",
             "ledger": [
                 {"stage": "labels", "mechanism": "gaussian", "noise_multiplier": 28.3, "sample_rate": None,
-                 "count": 500, "epsilon_alone": 1.9},
+                 "count": 500, "epsilon_alone": 1.9, "description": "GNMax votes on transfer rows"},
                 {"stage": "student_dp_sgd", "mechanism": "poisson_gaussian", "noise_multiplier": 1.1,
                  "sample_rate": 0.02, "count": 600, "epsilon_alone": 1.5},
             ],
@@ -211,9 +212,10 @@ def test_html_sections(released_html: str) -> None:
         "Transfer rows are sampled from a schema prior.", "everything derived from it",  # caveats, covered
         "0.853 (0.840–0.866)", "0.819", "96.0 %", "92.0 %", "dp_sgd_direct",  # utility
         "2.4 ms", "0.06 ms", "40.0×", "12.0×", "2.4 MB", "24.0 kB", "onnxruntime",  # speed
-        "loss_threshold", "rmia", "0.510 (0.490–0.530)", "an attack that finds nothing on the teacher has no power",
+        "loss_threshold", "rmia", "0.510 (0.490–0.530)", "1.10 % (0.60–1.80 %)", "0.00 % (0.00–0.20 %)", "an attack that finds nothing on the teacher has no power",
         "small group", "2,000",  # fairness
         "12,000 / 4,000 / 4,000", "cv_event_1y", "14.0 %", "abab", "hist_gradient_boosting",
+        "MLP 64–64, 5,000 parameters", "noise multiplier 1.1, sample rate 0.02, 600 steps, clipping norm 1",
         "not covered by the privacy guarantee", "Privacy officer",
     ):
         assert expected in text, expected
@@ -224,15 +226,21 @@ def test_html_is_deterministic(released_html: str, policy) -> None:
 
 
 def test_no_formal_guarantee_is_the_first_line(report: dict[str, Any], policy) -> None:
-    report["privacy"].update(formal_guarantee=False, epsilon=math.inf,
+    report["privacy"].update(formal_guarantee=False, epsilon=None,  # report.json stores ∞ as null
                              caveats=["A single non-private teacher labelled the transfer data.", "Other."])
+    report["privacy"]["ledger"].append({"stage": "labels_plurality", "mechanism": "non_private", "noise_multiplier": None,
+                                        "sample_rate": None, "count": 1, "epsilon_alone": None})
     report = rejudge(report, policy)
     expected = "NO FORMAL PRIVACY GUARANTEE: A single non-private teacher labelled the transfer data."
     html, markdown = render_html(report), render_markdown(report)
     assert first_body_line(html) == expected
     assert first_md_line(markdown) == expected
-    assert parse(html).body_text[1].startswith("REJECT — 1 gate failed: epsilon_within_target")
-    assert "∞" in html and "∞" in markdown
+    assert parse(html).body_text[1].startswith("REJECT — 2 gates failed: epsilon_within_target ('privacy.epsilon' is infinite: the run has no formal privacy guarantee); formal_guarantee (measured no, required = yes)")
+    assert "ε (privacy loss): ∞ (target 3.000" in markdown
+    assert "| labels_plurality | non_private | — | — | 1 | ∞ | — |" in markdown
+    assert "| Formal ε from the ledger (upper bound) | ∞ |" in markdown
+    assert "ε = ∞" in headline(report)[2]
+    assert json.loads(json.dumps(report, allow_nan=False)) == report
 
 
 def test_privacy_bug_is_in_the_first_line(report: dict[str, Any], policy) -> None:
@@ -320,10 +328,10 @@ def test_markdown_contains_the_ledger_table(report: dict[str, Any]) -> None:
     markdown = render_markdown(report)
     lines = markdown.splitlines()
     assert first_md_line(markdown) == "RELEASE — all gates passed"
-    header = "| Stage | Mechanism | Noise multiplier | Sample rate | Count | ε alone |"
+    header = "| Stage | Mechanism | Noise multiplier | Sample rate | Count | ε alone | What it is |"
     i = lines.index(header)
-    assert lines[i + 2] == "| labels | gaussian | 28.3 | — | 500 | 1.900 |"
-    assert lines[i + 3] == "| student_dp_sgd | poisson_gaussian | 1.1 | 0.02 | 600 | 1.500 |"
+    assert lines[i + 2] == "| labels | gaussian | 28.3 | — | 500 | 1.900 | GNMax votes on transfer rows |"
+    assert lines[i + 3] == "| student_dp_sgd | poisson_gaussian | 1.1 | 0.02 | 600 | 1.500 | — |"
     assert "| epsilon_within_target | privacy.epsilon | 2.980 | ≤ 3.000 (privacy.target_epsilon) | PASS | reject |" in markdown
     assert "Transfer rows are sampled from a schema prior." in markdown
 
@@ -333,7 +341,7 @@ def test_markdown_tables_keep_their_columns(report: dict[str, Any]) -> None:
     report["privacy"]["ledger"][0]["stage"] = "labels | extra"
     lines = render_markdown(report).splitlines()
     row = next(line for line in lines if line.startswith("| labels"))
-    assert row.replace("\\|", "").count("|") == 7
+    assert row.replace("\\|", "").count("|") == 8
 
 
 def test_transfer_ledger_is_shown(report: dict[str, Any]) -> None:
@@ -374,6 +382,7 @@ def test_inputs_are_not_mutated(report: dict[str, Any]) -> None:
         (fmt_pct, 0.96, "96.0 %"), (fmt_sig, 0.0600, "0.06"), (fmt_sig, 1_440_000.0, "1,440,000"),
         (fmt_sig, 28.31, "28.3"), (fmt_bytes, 24_000, "24.0 kB"), (fmt_bytes, 512, "512 B"),
         (fmt_value, True, "yes"), (fmt_value, 26, "26.0"), (fmt_value, 0.9, "0.900"), (fmt_value, "1", "1"),
+        (fmt_rate, 0.011, "1.10 %"), (fmt_rate, None, "—"),
     ],
 )
 def test_number_formats(func, value: Any, expected: str) -> None:

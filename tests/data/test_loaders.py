@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medistill.data.loaders import load_table
+from medistill.errors import DataError
+
+
+def test_csv_and_parquet_load_the_same(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, None], "b": ["x", "y", "z"]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    csv, pq = load_table(tmp_path / "t.csv"), load_table(tmp_path / "t.parquet")
+    assert list(csv.columns) == list(pq.columns) == ["a", "b"]
+    assert csv["a"].isna().sum() == pq["a"].isna().sum() == 1
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_table(tmp_path / "missing.csv")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_table(tmp_path / "e.csv")
+
+
+def test_header_only(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("a,b,c\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_table(tmp_path / "h.csv")
+
+
+def test_ragged_rows_name_the_line(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("a,b\n1,2\n3,4\n5,6,7\n")
+    with pytest.raises(DataError, match=r"line 4: expected 2 fields.*found 3"):
+        load_table(tmp_path / "r.csv")
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="not a readable Parquet"):
+        load_table(tmp_path / "c.parquet")
+
+
+def test_unknown_format(tmp_path: Path) -> None:
+    (tmp_path / "t.xlsx").write_text("x")
+    with pytest.raises(DataError, match="unknown table format"):
+        load_table(tmp_path / "t.xlsx")

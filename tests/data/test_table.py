@@ -1,0 +1,77 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from medistill.config import DataConfig
+from medistill.data.table import load_sensitive
+from medistill.errors import DataError, IdentifierColumnError
+
+
+def _config(path, **kw) -> DataConfig:
+    base = {"source": "csv", "path": path, "label": "cv_event_1y", "id_column": "patient_id",
+            "identifiers": ("name", "mrn", "phone")}
+    return DataConfig(**{**base, **kw})
+
+
+def test_schema_is_inferred(cohort_csv) -> None:
+    data = load_sensitive(_config(cohort_csv), seed=0)
+    kinds = {f.name: f.kind for f in data.schema.features}
+    assert kinds["sex"] == "categorical" and kinds["age"] == "numeric"
+    assert kinds["diabetes"] == "binary"
+    assert data.schema.classes == ("0", "1")
+    assert not {"name", "mrn", "phone", "patient_id", "cv_event_1y"} & set(data.features.columns)
+    assert set(data.schema.feature("smoking").categories) == {"current", "former", "never"}
+
+
+def test_undeclared_identifiers_stop_the_run(cohort_csv) -> None:
+    with pytest.raises(IdentifierColumnError, match=r"'name'.*'mrn'.*'phone'.*data.identifiers"):
+        load_sensitive(_config(cohort_csv, identifiers=()), seed=0)
+
+
+def test_identifier_declared_as_feature_is_kept(tmp_path) -> None:
+    frame = pd.DataFrame({"pid": range(100), "zip": [f"Z{i % 5}" for i in range(100)],
+                          "y": [0, 1] * 50})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    config = DataConfig(source="csv", path=tmp_path / "t.csv", label="y", id_column="pid",
+                        feature_types={"zip": "categorical"}, min_category_count=1)
+    assert load_sensitive(config, seed=0).schema.feature_names == ["zip"]
+
+
+def test_label_column_absent(cohort_csv) -> None:
+    with pytest.raises(DataError, match="label column 'outcome' is not in the table"):
+        load_sensitive(_config(cohort_csv, label="outcome"), seed=0)
+
+
+def test_label_typo_is_suggested(cohort_csv) -> None:
+    with pytest.raises(DataError, match="Did you mean 'cv_event_1y'"):
+        load_sensitive(_config(cohort_csv, label="cv_event_1"), seed=0)
+
+
+def test_single_class_label(tmp_path, cohort_table) -> None:
+    frame = cohort_table.assign(cv_event_1y=0)
+    frame.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(DataError, match="single class"):
+        load_sensitive(_config(tmp_path / "one.csv"), seed=0)
+
+
+def test_non_numeric_junk_names_column_and_line(tmp_path, cohort_table) -> None:
+    frame = cohort_table.head(200).copy()
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[17, "age"] = "abc"
+    frame.to_csv(tmp_path / "junk.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'age' is numeric but row 19 .*'abc'"):
+        load_sensitive(_config(tmp_path / "junk.csv", min_category_count=1), seed=0)
+
+
+def test_rare_categories_are_not_published(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ward": ["A"] * 60 + ["B"] * 39 + ["RARE"], "y": rng.integers(0, 2, 100)})
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    data = load_sensitive(DataConfig(source="csv", path=tmp_path / "w.csv", label="y"), seed=0)
+    assert data.schema.feature("ward").categories == ("A", "B")
+    assert any("treated as public schema metadata" in c for c in data.caveats)
+
+
+def test_builtin_breast_cancer() -> None:
+    data = load_sensitive(DataConfig(source="builtin", builtin={"name": "breast_cancer"}), seed=0)
+    assert data.features.shape == (569, 30) and data.schema.n_classes == 2
