@@ -24,7 +24,7 @@ def cohort_csv(tmp_path_factory: pytest.TempPathFactory, cohort_table: pd.DataFr
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_pipeline():
     """Factory: a pipeline file for a CSV with the cohort's identifiers declared."""
     return _write_pipeline

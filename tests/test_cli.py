@@ -1,0 +1,196 @@
+"""The CLI contract: exit codes, one-paragraph errors, nothing half-written, and one
+end-to-end run on a small table with bands on AUROC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medistill.cli import app
+from medistill.privacy.ledger import PrivacyLedger
+from medistill.runfolder import sha256_of
+
+runner = CliRunner()
+
+FAST = {"student": "epochs: 6\nbatch_size: 256",
+        "audit": "speed_repeats: 40\nthroughput_batch: 2000",
+        "transfer": "n_rows: 1000",
+        "labels": "n_queries: 30"}
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def _assert_clean_failure(result, out: Path, *fragments: str) -> None:
+    text = result.output
+    assert result.exit_code == 2, text
+    assert "Traceback" not in text
+    for fragment in fragments:
+        assert fragment in text, text
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+@pytest.mark.parametrize(("name", "mutate", "fragments"), [
+    ("missing", None, ["does not exist"]),
+    ("empty", lambda p: p.write_text(""), ["empty"]),
+    ("ragged", lambda p: p.write_text("patient_id,age,cv_event_1y\n1,50,0\n2,60,1,9\n"),
+     ["line 3", "expected 3 fields"]),
+])
+def test_bad_input_files(tmp_path, write_pipeline, name, mutate, fragments) -> None:
+    csv = tmp_path / f"{name}.csv"
+    if mutate:
+        mutate(csv)
+    out = tmp_path / "run"
+    result = _run(["run", str(write_pipeline(tmp_path, csv)), "--out", str(out)])
+    _assert_clean_failure(result, out, str(csv.name), *fragments)
+
+
+def test_label_absent_and_single_class(tmp_path, write_pipeline, cohort_table) -> None:
+    csv = tmp_path / "t.csv"
+    cohort_table.drop(columns="cv_event_1y").to_csv(csv, index=False)
+    out = tmp_path / "run"
+    _assert_clean_failure(_run(["run", str(write_pipeline(tmp_path, csv)), "--out", str(out)]),
+                          out, "label column 'cv_event_1y' is not in the table")
+    cohort_table.assign(cv_event_1y=1).to_csv(csv, index=False)
+    _assert_clean_failure(_run(["run", str(write_pipeline(tmp_path, csv)), "--out", str(out)]),
+                          out, "single class")
+
+
+def test_numeric_junk(tmp_path, write_pipeline, cohort_table) -> None:
+    frame = cohort_table.copy()
+    frame["bmi"] = frame["bmi"].astype(object)
+    frame.loc[41, "bmi"] = "n/a?"
+    csv = tmp_path / "junk.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    _assert_clean_failure(_run(["run", str(write_pipeline(tmp_path, csv)), "--out", str(out)]),
+                          out, "column 'bmi'", "row 43")
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("data: {source: csv, path: x.csv, label: y}\nprivacy: {target_epsilon: -2}\n",
+     ["privacy.target_epsilon", "positive"]),
+    ("data: {source: csv, path: x.csv, label: y}\nprivacy: {target_epsilon: 0}\n",
+     ["privacy.target_epsilon"]),
+    ("data: {source: csv, path: x.csv, label: y, id_colum: p}\nprivacy: {target_epsilon: 1}\n",
+     ["unknown key 'id_colum'", "did you mean 'id_column'"]),
+    ("data:\n  source: csv\n   path: x\n", ["line 3", "YAML syntax error"]),
+])
+def test_bad_config(tmp_path, text, fragments) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(text)
+    out = tmp_path / "run"
+    _assert_clean_failure(_run(["run", str(pipeline), "--out", str(out)]), out,
+                          "p.yaml", *fragments)
+
+
+def test_undeclared_identifiers_exit_2(tmp_path, cohort_csv) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"data: {{source: csv, path: {cohort_csv}, label: cv_event_1y, "
+                        "id_column: patient_id}\nprivacy: {target_epsilon: 3}\n")
+    out = tmp_path / "run"
+    _assert_clean_failure(_run(["run", str(pipeline), "--out", str(out)]), out,
+                          "'name'", "'mrn'", "'phone'", "data.identifiers")
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tmp_path, write_pipeline, cohort_csv) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.docx").write_text("do not delete")
+    result = _run(["run", str(write_pipeline(tmp_path, cohort_csv, **FAST)), "--out", str(out)])
+    assert result.exit_code == 2 and "refusing to overwrite" in result.output
+    assert (out / "thesis.docx").read_text() == "do not delete"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cohort_csv, write_pipeline):
+    folder = tmp_path_factory.mktemp("e2e")
+    pipeline = write_pipeline(folder, cohort_csv, **FAST)
+    out = folder / "run"
+    result = _run(["run", str(pipeline), "--out", str(out), "--seed", "3"])
+    return result, out
+
+
+def test_end_to_end_exit_code_and_summary(finished_run) -> None:
+    result, out = finished_run
+    assert result.exit_code in (0, 3), result.output
+    report = json.loads((out / "report.json").read_text())
+    assert result.exit_code == (0 if report["passed"] else 3)
+    assert "report.html" in result.output and "ε =" in result.output
+
+
+def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
+    _, out = finished_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == "1"
+    assert report["verdict"] in ("release", "review", "reject")
+    for key in ("gates", "utility", "speed", "privacy", "mia", "fairness"):
+        assert key in report
+    for who in ("teacher", "student"):
+        assert set(report["utility"][who]) >= {"auroc", "auprc", "accuracy", "brier", "ece"}
+        assert set(report["speed"][who]) >= {"latency_ms_p50", "latency_ms_p95",
+                                             "throughput_rows_per_s", "size_bytes"}
+        assert set(report["mia"][who]) >= {"auc", "auc_ci", "tpr_at_fpr", "epsilon_lower_bound"}
+    assert set(report["utility"]["retention"]) == {"auroc", "accuracy", "auroc_skill"}
+    # Bands: the lower bound catches a broken pipeline, the upper one noise silently off.
+    assert 0.78 <= report["utility"]["teacher"]["auroc"] <= 0.93
+    assert 0.65 <= report["utility"]["student"]["auroc"] <= 0.90
+    assert 0.40 <= report["mia"]["student"]["auc"] <= 0.60
+    privacy = report["privacy"]
+    assert privacy["unit"] == "patient" and privacy["formal_guarantee"] is True
+    assert 0.98 * 3.0 <= privacy["epsilon"] <= 3.0
+    assert privacy["delta"] == pytest.approx(1 / (10 * 3000))
+
+
+def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
+    _, out = finished_run
+    ledger = json.loads((out / "ledger.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    recomputed = PrivacyLedger.from_dict(ledger).epsilon()
+    assert recomputed == pytest.approx(report["privacy"]["epsilon"], rel=1e-9)
+    stages = {row["stage"] for row in ledger["entries"]}
+    assert {"labels", "student_dp_sgd"} <= stages
+    assert len(report["privacy"]["ledger"]) == len(ledger["entries"])
+
+
+def test_run_folder_files_and_manifest(finished_run) -> None:
+    _, out = finished_run
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"report.json", "report.html", "report.md", "student.onnx", "ledger.json",
+                     "pipeline.yaml", "manifest.json"}
+    manifest = json.loads((out / "manifest.json").read_text())["sha256"]
+    assert set(manifest) == names - {"manifest.json"}
+    assert all(sha256_of(out / name) == digest for name, digest in manifest.items())
+
+
+def test_no_identifier_or_raw_row_in_any_artifact(finished_run, cohort_table: pd.DataFrame) -> None:
+    _, out = finished_run
+    blob = b"".join(p.read_bytes() for p in out.iterdir())
+    rng = np.random.default_rng(0)
+    sample = cohort_table.sample(300, random_state=0)
+    for column in ("patient_id", "name", "mrn", "phone"):
+        for value in sample[column]:
+            assert str(value).encode() not in blob, (column, value)
+    # No raw sensitive row: a row's distinctive tuple of values never appears together.
+    for _, row in sample.head(50).iterrows():
+        needle = f"{row['age']},{row['smoking']},{row['bmi']}".encode()
+        assert needle not in blob
+    assert rng is not None
+
+
+def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
+    _, out = finished_run
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(Path("audits/policy.yaml").read_text().replace("26", "0.5"))
+    result = _run(["audit", str(out), "--policy", str(lenient)])
+    assert result.exit_code in (0, 3), result.output
+    report = json.loads((out / "report.json").read_text())
+    speed_gate = next(g for g in report["gates"] if g["name"] == "latency_speedup")
+    assert speed_gate["threshold"] == 0.5
