@@ -154,10 +154,23 @@ class StudentConfig(_Frozen):
     hidden_layers: tuple[int, ...] = (32, 16)
     alpha: float = Field(0.3, ge=0.0, le=1.0)
     epochs: int = Field(15, ge=1, le=1000)
-    batch_size: int = Field(512, ge=8)
+    batch_size: int | Literal["auto"] = "auto"
     learning_rate: float = Field(0.005, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     secure_mode: bool = False
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 8:
+            raise ValueError("must be at least 8, or 'auto'")
+        return value
+
+    def resolved_batch_size(self, n_examples: int) -> int:
+        """Expected batch size: 'auto' is about 1/30 of the data, between 32 and 4096."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return int(min(max(n_examples // 30, 32), 4096))
 
 
 class AuditConfig(_Frozen):

@@ -155,15 +155,16 @@ class Pipeline:
             network, record = train_student(
                 inputs, targets, n_classes=data.schema.n_classes, config=cfg.student,
                 noise_multiplier=noises.get("student", plan["student_noise_free"]),
-                seed=cfg.seed,
+                seed=cfg.seed, batch_size=plan["schedule"].batch_size,
                 on_epoch=lambda e, loss: status.update(progress_text.format(
                     e + 1, cfg.student.epochs, loss)))
         if plan["student_touches_sensitive"]:
-            schedule = DpSgdSchedule(len(inputs), cfg.student.batch_size, record.sample_rate,
+            schedule = DpSgdSchedule(len(inputs), plan["schedule"].batch_size, record.sample_rate,
                                      record.steps)
             ledger.record("student_dp_sgd", schedule.event(record.noise_multiplier),
-                          f"DP-SGD on {plan['n_sensitive_dp_rows']} sensitive patients' rows "
-                          "mixed with labelled transfer rows")
+                          f"DP-SGD on one row of each of {plan['n_sensitive_dp_rows']} sensitive "
+                          "patients" + (f", mixed with {n_queries} labelled transfer rows"
+                                        if n_queries else ""))
         epsilon = ledger.epsilon()
         if ledger.formal_guarantee and epsilon > cfg.privacy.target_epsilon * 1.0001:
             raise PrivacyBudgetError(
@@ -227,7 +228,8 @@ class Pipeline:
         if uses_labels and touches_sensitive and n_queries:
             repeats = max(1, round(alpha / (1 - alpha) * n_sensitive / n_queries))
         n_examples = n_sensitive + repeats * n_queries
-        schedule = DpSgdSchedule.for_data(n_examples, cfg.student.batch_size, cfg.student.epochs)
+        schedule = DpSgdSchedule.for_data(n_examples, cfg.student.resolved_batch_size(n_examples),
+                                          cfg.student.epochs)
         stages = []
         if "schema_statistics" in active:
             stages.append(StagePlan("schema_statistics", shares.get("schema_statistics", 0.05),

@@ -52,6 +52,7 @@ class DpSgdRecord:
 
 def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   config: StudentConfig, noise_multiplier: float, seed: int,
+                  batch_size: int | None = None,
                   on_epoch: Callable[[int, float], None] | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``."""
@@ -71,7 +72,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     dataset = TensorDataset(torch.as_tensor(inputs, dtype=torch.float32),
                             torch.as_tensor(targets, dtype=torch.long))
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+    batch = batch_size or config.resolved_batch_size(len(inputs))
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=generator)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
