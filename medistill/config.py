@@ -153,6 +153,7 @@ class StudentConfig(_Frozen):
 
     hidden_layers: tuple[int, ...] = (32, 16)
     alpha: float = Field(0.3, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, le=20.0)
     epochs: int = Field(15, ge=1, le=1000)
     batch_size: int | Literal["auto"] = "auto"
     learning_rate: float = Field(0.005, gt=0)
@@ -180,6 +181,7 @@ class AuditConfig(_Frozen):
     speed_repeats: int = Field(300, ge=10)
     throughput_batch: int = Field(10_000, ge=100)
     threads: int = Field(1, ge=1)
+    baselines: bool = True
 
 
 class PipelineConfig(_Frozen):

@@ -20,7 +20,8 @@ from medistill.config import PipelineConfig
 from medistill.data.table import SensitiveData, load_sensitive
 from medistill.data.splits import split_patients
 from medistill.errors import ConfigError, PrivacyBudgetError
-from medistill.privacy.ledger import PrivacyLedger, epsilon_of
+from medistill.audit.utility import utility_metrics
+from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
 from medistill.runfolder import AtomicRunFolder
 from medistill.student.export import export_student
@@ -179,13 +180,47 @@ class Pipeline:
                     "pipeline_sha256": cfg.sha256()}
         export_student(folder / "student.onnx", preprocessor, network, data.schema, metadata)
 
+        baselines = {}
+        if cfg.audit.baselines and plan["student_touches_sensitive"] and n_queries:
+            with self.console.status("Training the direct DP-SGD baseline (no teacher)…"):
+                spent = tuple(event_from_entry(e) for e in ledger.entries
+                              if e.stage == "schema_statistics")
+                baselines["dp_sgd_direct"] = self._direct_baseline(
+                    preprocessor, data, split, train_X, train_y, plan, delta, spent)
+
         with self.console.status("Auditing: utility, speed, membership inference…"):
             report = build_report(
                 config=cfg, data=data, split=split, reference=reference, ensemble=ensemble,
                 student_path=folder / "student.onnx", ledger=ledger, plan=plan,
-                network=network, record=record, rng=rngs["audit"])
+                network=network, record=record, rng=rngs["audit"], baselines=baselines)
         write_run_files(folder, cfg, ledger, report)
         return report
+
+    def _direct_baseline(self, preprocessor, data: SensitiveData, split, train_X: pd.DataFrame,
+                         train_y: np.ndarray, plan: dict, delta: float,
+                         spent: tuple) -> dict:
+        """A student of the same architecture trained by DP-SGD on sensitive rows only
+        (no teacher), at the same total ε: what distillation has to beat."""
+        import torch
+
+        cfg = self.config
+        rows = train_X.iloc[plan["dp_rows"]].reset_index(drop=True)
+        inputs = preprocessor.transform(as_model_input(rows, data.schema)).astype(np.float32)
+        batch = cfg.student.resolved_batch_size(len(inputs))
+        schedule = DpSgdSchedule.for_data(len(inputs), batch, cfg.student.epochs)
+        noise = plan_budget([StagePlan("student", 1.0, schedule.event, 50.0, "direct DP-SGD")],
+                            target_epsilon=cfg.privacy.target_epsilon, delta=delta,
+                            accountant=cfg.privacy.accountant, spent=spent)["student"]
+        network, _ = train_student(inputs, train_y[plan["dp_rows"]],
+                                   n_classes=data.schema.n_classes, config=cfg.student,
+                                   noise_multiplier=noise, seed=cfg.seed + 1, batch_size=batch)
+        X_test, y_test, _ = data.rows(split.test)
+        x = torch.as_tensor(preprocessor.transform(as_model_input(X_test, data.schema)),
+                            dtype=torch.float32)
+        with torch.no_grad():
+            proba = torch.softmax(network(x), dim=1).numpy()
+        eps = epsilon_of([*spent, schedule.event(noise)], delta, cfg.privacy.accountant)
+        return {**utility_metrics(y_test, proba), "epsilon": eps, "noise_multiplier": noise}
 
     def _plan(self, data: SensitiveData, train_X: pd.DataFrame, train_y: np.ndarray,
               train_ids: np.ndarray, n_teachers: int, delta: float) -> dict:

@@ -95,7 +95,8 @@ def _fairness(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
 
 def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientSplit,
                  reference, ensemble, student_path: Path, ledger: PrivacyLedger, plan: dict,
-                 network, record, rng: np.random.Generator) -> dict:
+                 network, record, rng: np.random.Generator,
+                 baselines: dict | None = None) -> dict:
     """Everything the audit measures, in the ``report.json`` contract's shape."""
     schema = data.schema
     X_test, y_test, _ = data.rows(split.test)
@@ -107,7 +108,7 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                "student": utility_metrics(y_test, student_test)}
     baseline = make_teacher("logistic_regression", schema, random_state=config.seed)
     baseline.fit(X_train, y_train)
-    utility["baselines"] = {"logistic_regression_nonprivate":
+    utility["baselines"] = {**(baselines or {}), "logistic_regression_nonprivate":
                             utility_metrics(y_test, baseline.predict_proba(X_test))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
 

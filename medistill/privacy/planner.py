@@ -56,19 +56,27 @@ def calibrate_noise(event_for: Callable[[float], dpa.DpEvent], epsilon: float, d
 
 
 def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
-                accountant: AccountantName, tolerance: float = 0.02) -> dict[str, float]:
+                accountant: AccountantName, tolerance: float = 0.02,
+                spent: tuple[dpa.DpEvent, ...] = ()) -> dict[str, float]:
     """Noise multiplier per stage so the composed ε lands in [(1 - tolerance)·target, target].
 
-    Each stage first gets the noise that spends its share alone; since composition is
-    sub-additive, the composed total is then below the target, and all noises are scaled
-    down together until the total is within ``tolerance`` below the target.
+    ``spent`` are events that already happened (their cost is fixed); the stages share what
+    is left. Each stage first gets the noise that spends its share of the remainder alone;
+    since composition is sub-additive, the composed total is then below the target, and all
+    noises are scaled down together until the total is within ``tolerance`` below it.
     """
     if not stages:
         return {}
+    already = epsilon_of(list(spent), delta, accountant) if spent else 0.0
+    if already >= target_epsilon:
+        raise PrivacyBudgetError(
+            f"Earlier stages already spent ε = {already:.3g} of the target {target_epsilon:g}; "
+            "nothing is left for the remaining stages.")
+    remaining = target_epsilon - already
     total_share = sum(s.share for s in stages)
     noises: dict[str, float] = {}
     for stage in stages:
-        eps_share = target_epsilon * stage.share / total_share
+        eps_share = remaining * stage.share / total_share
         noise = calibrate_noise(stage.event_for, eps_share, delta, accountant)
         if noise > stage.max_noise:
             raise PrivacyBudgetError(
@@ -82,7 +90,8 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
         noises[stage.name] = noise
 
     def composed(scale: float) -> float:
-        return epsilon_of([s.event_for(noises[s.name] * scale) for s in stages], delta, accountant)
+        return epsilon_of([*spent, *(s.event_for(noises[s.name] * scale) for s in stages)],
+                          delta, accountant)
 
     low, high = 0.05, 1.0
     if composed(high) > target_epsilon:  # not expected: composition should be sub-additive

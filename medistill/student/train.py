@@ -12,11 +12,11 @@ import dp_accounting as dpa
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from medistill.config import StudentConfig
 from medistill.errors import ConfigError
+from medistill.student.losses import mixed_loss
 from medistill.student.model import StudentMLP
 
 
@@ -51,11 +51,16 @@ class DpSgdRecord:
 
 
 def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
+                  is_transfer: np.ndarray | None = None,
                   config: StudentConfig, noise_multiplier: float, seed: int,
                   batch_size: int | None = None,
                   on_epoch: Callable[[int, float], None] | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
-    """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``."""
+    """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
+
+    ``targets`` are class codes [n] or target probabilities [n, C] (soft labels);
+    rows flagged in ``is_transfer`` use the distillation loss at ``config.temperature``.
+    """
     if config.secure_mode:
         try:
             import torchcsprng  # noqa: F401
@@ -70,8 +75,13 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     noise_generator = torch.Generator().manual_seed(seed + 1)
     model = StudentMLP(inputs.shape[1], n_classes, config.hidden_layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    if targets.ndim == 1:
+        targets = np.eye(n_classes, dtype=np.float32)[targets]
+    if is_transfer is None:
+        is_transfer = np.zeros(len(inputs), dtype=bool)
     dataset = TensorDataset(torch.as_tensor(inputs, dtype=torch.float32),
-                            torch.as_tensor(targets, dtype=torch.long))
+                            torch.as_tensor(targets, dtype=torch.float32),
+                            torch.as_tensor(is_transfer, dtype=torch.bool))
     batch = batch_size or config.resolved_batch_size(len(inputs))
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=generator)
     with warnings.catch_warnings():
@@ -83,16 +93,15 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
             noise_multiplier=noise_multiplier, max_grad_norm=config.max_grad_norm,
             poisson_sampling=True,
             noise_generator=None if config.secure_mode else noise_generator)
-    loss_fn = nn.CrossEntropyLoss()
     model.train()
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     for epoch in range(config.epochs):
         total, count = 0.0, 0
-        for x, y in loader:
+        for x, y, transfer in loader:
             if len(x) == 0:
                 continue
             optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
+            loss = mixed_loss(model(x), y, transfer, temperature=config.temperature)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(x)

@@ -33,3 +33,14 @@ def test_impossible_plan_is_an_error_with_numbers() -> None:
     stage = StagePlan("labels", 1.0, lambda s: GNMax.event_for(s, 100000), 50.0, "GNMax on 100000 queries")
     with pytest.raises(PrivacyBudgetError, match=r"stage 'labels'.*noise multiplier of [\d.]+, above the 50"):
         plan_budget([stage], target_epsilon=0.5, delta=1e-6, accountant="rdp")
+
+
+def test_plan_for_what_is_left_after_spent_events() -> None:
+    spent = (dpa.GaussianDpEvent(5.0),)
+    schedule = DpSgdSchedule.for_data(5000, 250, 5)
+    stage = StagePlan("student", 1.0, schedule.event, 50, "DP-SGD")
+    noises = plan_budget([stage], target_epsilon=2.0, delta=1e-5, accountant="pld", spent=spent)
+    total = epsilon_of([*spent, schedule.event(noises["student"])], 1e-5, "pld")
+    assert 0.98 * 2.0 <= total <= 2.0
+    with pytest.raises(PrivacyBudgetError, match="already spent"):
+        plan_budget([stage], target_epsilon=0.1, delta=1e-5, accountant="pld", spent=spent)
