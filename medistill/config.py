@@ -102,8 +102,10 @@ class PrivacyConfig(_Frozen):
 class TeachersConfig(_Frozen):
     """The reference teacher and the partitioned ensemble."""
 
-    reference: Literal["hist_gradient_boosting", "logistic_regression"] = "hist_gradient_boosting"
-    kind: Literal["hist_gradient_boosting", "logistic_regression"] = "logistic_regression"
+    reference: Literal["auto", "hist_gradient_boosting", "logistic_regression", "random_forest",
+                       "torch_mlp"] = "auto"
+    kind: Literal["hist_gradient_boosting", "logistic_regression", "random_forest",
+                  "torch_mlp"] = "logistic_regression"
     n_teachers: int | Literal["auto"] = "auto"
     n_jobs: int = Field(2, ge=1, le=256)
 
@@ -111,9 +113,11 @@ class TeachersConfig(_Frozen):
 class LabelsConfig(_Frozen):
     """Noisy aggregation of the teachers' votes on transfer rows."""
 
-    aggregator: Literal["gnmax", "plurality"] = "gnmax"
+    aggregator: Literal["soft_votes", "gnmax", "confident_gnmax", "lnmax", "plurality"] = "soft_votes"
     n_queries: int | Literal["auto"] = "auto"
     sigma_over_teachers: float = Field(0.5, gt=0, le=10)
+    sigma1_over_teachers: float = Field(0.5, gt=0, le=10)
+    threshold_over_teachers: float = Field(0.6, ge=0, le=1)
 
     @field_validator("n_queries")
     @classmethod

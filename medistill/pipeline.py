@@ -6,10 +6,11 @@ budget before any training, and writes the run folder atomically.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dp_accounting as dpa
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -27,9 +28,10 @@ from medistill.runfolder import AtomicRunFolder
 from medistill.student.export import export_student
 from medistill.student.preprocess import as_model_input, make_preprocessor
 from medistill.student.train import DpSgdSchedule, train_student
-from medistill.teachers.aggregators import GNMax, PluralityVote
+from medistill.teachers.aggregators import make_aggregator
 from medistill.teachers.ensemble import PartitionedEnsemble, auto_n_teachers
 from medistill.teachers.models import make_teacher
+from medistill.teachers.selection import select_reference_teacher
 from medistill.transfer.dp_marginals import marginals_event, release_marginals
 from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
 
@@ -52,13 +54,12 @@ def one_row_per_patient(patient_ids: np.ndarray, rng: np.random.Generator) -> np
     return np.sort(order[first])
 
 
-def auto_queries(n_teachers: int, sigma_ratio: float, epsilon: float, delta: float,
+def auto_queries(event_for: Callable[[int], dpa.DpEvent], epsilon: float, delta: float,
                  accountant: str, cap: int) -> int:
-    """The most GNMax queries at σ = ratio·K that fit in ``epsilon`` (at most ``cap``)."""
-    sigma = sigma_ratio * n_teachers
+    """The most queries whose event ``event_for(q)`` fits in ``epsilon`` (at most ``cap``)."""
 
     def fits(q: int) -> bool:
-        return epsilon_of([GNMax.event_for(sigma, q)], delta, accountant) <= epsilon
+        return epsilon_of([event_for(q)], delta, accountant) <= epsilon
 
     if not fits(1):
         return 0
@@ -109,15 +110,21 @@ class Pipeline:
                   f"train {len(np.unique(train_ids))} / test / holdout patients split by patient")
 
         with self.console.status("Training the reference teacher and the partitioned ensemble…"):
-            reference = make_teacher(cfg.teachers.reference, data.schema,
-                                     random_state=cfg.seed).fit(train_X, train_y)
+            if cfg.teachers.reference == "auto":
+                reference, self.selection = select_reference_teacher(
+                    train_X, train_y, data.schema, groups=train_ids, random_state=cfg.seed,
+                    n_jobs=1)
+            else:
+                reference = make_teacher(cfg.teachers.reference, data.schema,
+                                         random_state=cfg.seed).fit(train_X, train_y)
+                self.selection = {"chosen": cfg.teachers.reference}
             n_train_patients = len(np.unique(train_ids))
             k = (auto_n_teachers(n_train_patients, int(np.bincount(train_y).min())) if cfg.teachers.n_teachers == "auto"
                  else cfg.teachers.n_teachers)
             ensemble = PartitionedEnsemble(n_teachers=k, kind=cfg.teachers.kind,
                                            schema=data.schema, random_state=cfg.seed,
                                            n_jobs=cfg.teachers.n_jobs).fit(train_X, train_y, train_ids)
-        self._say(f"teachers: reference {cfg.teachers.reference}; {k} {cfg.teachers.kind} "
+        self._say(f"teachers: reference {self.selection['chosen']}; {k} {cfg.teachers.kind} "
                   "teachers on disjoint patient partitions")
 
         plan = self._plan(data, train_X, train_y, train_ids, k, delta)
@@ -142,19 +149,29 @@ class Pipeline:
         transfer_labels = np.empty(0, dtype=np.int64)
         if n_queries:
             with self.console.status(f"Labelling {n_queries} transfer rows by noisy vote…"):
-                aggregator = (GNMax(sigma=noises["labels"], rng=rngs["labels"])
-                              if cfg.labels.aggregator == "gnmax" else PluralityVote())
-                transfer_labels = aggregator.aggregate(ensemble.vote_histogram(query_rows))
+                aggregator = self._aggregator(noises.get("labels"), k)
+                votes = (ensemble.teacher_probabilities(query_rows)
+                         if aggregator.input == "probabilities"
+                         else ensemble.vote_histogram(query_rows))
+                transfer_labels = aggregator.aggregate(votes)
+                answered = np.asarray(getattr(aggregator, "answered_",
+                                              np.ones(len(query_rows), dtype=bool)))
+                if len(transfer_labels) == len(query_rows):  # "abstain" keeps every row
+                    transfer_labels = transfer_labels[answered]
+                query_rows = query_rows[answered].reset_index(drop=True)
                 ledger.record("labels", aggregator.privacy_events(),
-                              f"{aggregator.name} on {n_queries} transfer rows, {k} teachers")
+                              f"{aggregator.name} on {n_queries} transfer rows "
+                              f"({int(answered.sum())} answered), {k} teachers")
+        self.n_answered = len(query_rows) if n_queries else 0
 
         preprocessor = make_preprocessor(data.schema).fit(as_model_input(transfer, data.schema))
-        inputs, targets = self._student_data(preprocessor, data, query_rows, transfer_labels,
-                                             train_X, train_y, plan)
+        inputs, targets, is_transfer = self._student_data(
+            preprocessor, data, query_rows, transfer_labels, train_X, train_y, plan)
         progress_text = "Training the student with DP-SGD (epoch {}/{}, loss {:.3f})…"
         with self.console.status("Training the student with DP-SGD…") as status:
             network, record = train_student(
                 inputs, targets, n_classes=data.schema.n_classes, config=cfg.student,
+                is_transfer=is_transfer,
                 noise_multiplier=noises.get("student", plan["student_noise_free"]),
                 seed=cfg.seed, batch_size=plan["schedule"].batch_size,
                 on_epoch=lambda e, loss: status.update(progress_text.format(
@@ -236,7 +253,7 @@ class Pipeline:
         uses_labels = alpha > 0
         touches_sensitive = alpha < 1
         active = [s for s, on in (("schema_statistics", bool(marginal_columns)),
-                                  ("labels", uses_labels and cfg.labels.aggregator == "gnmax"),
+                                  ("labels", uses_labels and cfg.labels.aggregator != "plurality"),
                                   ("student", touches_sensitive)) if on]
         total_share = sum(shares.get(s, 0.0) for s in active) or 1.0
         n_queries = 0
@@ -247,8 +264,10 @@ class Pipeline:
                 n_queries = min(cfg.transfer.n_rows, 2000)
             else:
                 eps_labels = target * shares.get("labels", 0.0) / total_share
-                n_queries = auto_queries(n_teachers, cfg.labels.sigma_over_teachers, eps_labels,
-                                         delta, accountant, cap=cfg.transfer.n_rows)
+                sigma = cfg.labels.sigma_over_teachers * n_teachers
+                n_queries = auto_queries(
+                    lambda q: self._aggregator(sigma, n_teachers).planned_event(q), eps_labels,
+                    delta, accountant, cap=cfg.transfer.n_rows)
                 if n_queries < MIN_AUTO_QUERIES:
                     notes.append(
                         f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) "
@@ -271,8 +290,9 @@ class Pipeline:
                                     marginals_event, 1e4, "noisy marginals for transfer data"))
         if "labels" in active:
             stages.append(StagePlan("labels", shares.get("labels", 0.35),
-                                    lambda s: GNMax.event_for(s, n_queries),
-                                    4.0 * n_teachers, f"GNMax on {n_queries} queries"))
+                                    lambda s: self._aggregator(s, n_teachers).planned_event(n_queries),
+                                    4.0 * n_teachers,
+                                    f"{cfg.labels.aggregator} on {n_queries} queries"))
         if "student" in active:
             stages.append(StagePlan("student", shares.get("student", 0.6), schedule.event, 50.0,
                                     f"DP-SGD, {schedule.steps} steps at sample rate "
@@ -288,21 +308,39 @@ class Pipeline:
 
     def _student_data(self, preprocessor, data: SensitiveData, query_rows: pd.DataFrame,
                       transfer_labels: np.ndarray, train_X: pd.DataFrame, train_y: np.ndarray,
-                      plan: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Labelled transfer rows (repeated to weigh α) plus one row per sensitive patient."""
-        parts_x, parts_y = [], []
+                      plan: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labelled transfer rows (repeated to weigh α) plus one row per sensitive patient.
+
+        Targets are probability vectors: soft labels for transfer rows, one-hot otherwise.
+        """
+        n_classes = data.schema.n_classes
+        eye = np.eye(n_classes, dtype=np.float32)
+        parts_x, parts_y, parts_t = [], [], []
         if len(transfer_labels):
             x = preprocessor.transform(as_model_input(query_rows, data.schema))
+            y = transfer_labels if transfer_labels.ndim == 2 else eye[transfer_labels]
             parts_x.append(np.repeat(x, plan["repeats"], axis=0))
-            parts_y.append(np.repeat(transfer_labels, plan["repeats"]))
+            parts_y.append(np.repeat(y.astype(np.float32), plan["repeats"], axis=0))
+            parts_t.append(np.ones(len(x) * plan["repeats"], dtype=bool))
         if plan["student_touches_sensitive"]:
             rows = train_X.iloc[plan["dp_rows"]].reset_index(drop=True)
             parts_x.append(preprocessor.transform(as_model_input(rows, data.schema)))
-            parts_y.append(train_y[plan["dp_rows"]])
+            parts_y.append(eye[train_y[plan["dp_rows"]]])
+            parts_t.append(np.zeros(len(rows), dtype=bool))
         inputs = np.vstack(parts_x).astype(np.float32)
-        targets = np.concatenate(parts_y)
         order = self.rngs["mix"].permutation(len(inputs))
-        return inputs[order], targets[order]
+        return inputs[order], np.vstack(parts_y)[order], np.concatenate(parts_t)[order]
+
+    def _aggregator(self, noise: float | None, n_teachers: int):
+        """The configured aggregator at main noise ``noise`` (σ, σ₂ or Laplace scale)."""
+        labels = self.config.labels
+        if labels.aggregator == "plurality":
+            return make_aggregator("plurality")
+        params = {}
+        if labels.aggregator == "confident_gnmax":
+            params = {"sigma1": labels.sigma1_over_teachers * n_teachers,
+                      "threshold": labels.threshold_over_teachers * n_teachers}
+        return make_aggregator(labels.aggregator, sigma=noise, rng=self.rngs["labels"], **params)
 
 
 def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | None = None) -> RunOutcome:

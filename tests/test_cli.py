@@ -20,7 +20,8 @@ runner = CliRunner()
 FAST = {"student": "epochs: 6\nbatch_size: 256",
         "audit": "speed_repeats: 40\nthroughput_batch: 2000",
         "transfer": "n_rows: 1000",
-        "labels": "n_queries: 30"}
+        "labels": "n_queries: 30",
+        "teachers": "reference: hist_gradient_boosting"}
 
 
 def _run(args: list[str]):

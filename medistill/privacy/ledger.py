@@ -66,6 +66,8 @@ def entries_from_event(stage: str, event: dpa.DpEvent, description: str = "") ->
         return [e for sub in event.events for e in entries_from_event(stage, sub, description)]
     if isinstance(event, dpa.SelfComposedDpEvent):
         count, event = event.count, event.event
+        if count == 0:  # composed zero times: nothing happened (e.g. no query was asked)
+            return []
         if isinstance(event, dpa.SelfComposedDpEvent | dpa.ComposedDpEvent):
             return [LedgerEntry(e.stage, e.mechanism, e.noise_multiplier, e.sample_rate,
                                 e.count * count, e.description)
@@ -109,7 +111,13 @@ def _compose(acc: dpa.PrivacyAccountant, events: list[dpa.DpEvent], delta: float
 
 
 class PrivacyLedger:
-    """An append-only list of privacy events with one accountant over all of them."""
+    """An append-only list of privacy events with one accountant over all of them.
+
+    One ledger covers one population. The pipeline keeps one for the sensitive patients
+    (the default ``name``) and, when the transfer table is a public clinical table, a second
+    one for the transfer-data individuals (e.g. ``name="transfer individuals"``): the two
+    never share entries and are reported separately, each with its own (ε, δ).
+    """
 
     def __init__(self, *, delta: float, accountant: AccountantName = "pld",
                  name: str = "sensitive patients") -> None:
@@ -143,14 +151,23 @@ class PrivacyLedger:
         """ε of one entry on its own, at this ledger's δ (for the report's table)."""
         return epsilon_of([event_from_entry(entry)], self.delta, self.accountant)
 
-    def to_dict(self) -> dict:
-        """The ledger as plain data (``ledger.json``); ε is recomputable from ``entries``."""
+    def summary_rows(self) -> list[dict]:
+        """One plain row per entry, with the ε of that entry alone (∞ as ``None``).
+
+        The keys are those of ``report.json["privacy"]["ledger"]`` plus ``description``:
+        ``stage, mechanism, noise_multiplier, sample_rate, count, epsilon_alone``.
+        """
         rows = []
         for entry in self._entries:
             row = asdict(entry)
             eps = self.epsilon_alone(entry)
             row["epsilon_alone"] = None if math.isinf(eps) else eps
             rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict:
+        """The ledger as plain data (``ledger.json``); ε is recomputable from ``entries``."""
+        rows = self.summary_rows()
         eps = self.epsilon()
         return {"name": self.name, "unit": "patient", "accountant": self.accountant,
                 "pld_value_discretization": PLD_DISCRETIZATION if self.accountant == "pld" else None,

@@ -9,10 +9,12 @@ from sklearn.base import clone
 
 from medistill.data.schema import TableSchema
 from medistill.data.splits import keyed_partition
-from medistill.errors import NotFittedError, TrainingError
+from medistill.errors import ConfigError, NotFittedError, TrainingError
 from medistill.teachers.models import make_teacher
 
 MIN_PATIENTS_PER_TEACHER = 20
+ENGINES = ("joblib",)
+"""Engines that can train the teachers. The design allows "ray" later; it is not built yet."""
 
 
 def auto_n_teachers(n_train_patients: int, n_smallest_class: int | None = None) -> int:
@@ -34,10 +36,22 @@ class PartitionedEnsemble:
 
     Partitions come from a keyed hash of the patient id, so one patient's presence changes
     exactly one teacher — the basis of the vote histogram's L2 sensitivity √2.
+
+    ``engine`` chooses how the teachers are trained in parallel: ``"joblib"`` (local
+    processes, ``n_jobs`` of them) is the only one available; other values are refused here,
+    before any training.
     """
 
     def __init__(self, *, n_teachers: int, kind: str, schema: TableSchema, random_state: int,
-                 n_jobs: int = 1) -> None:
+                 n_jobs: int = 1, engine: str = "joblib") -> None:
+        if engine not in ENGINES:
+            planned = " ('ray' is planned but not available in this version)" \
+                if engine == "ray" else ""
+            raise ConfigError(
+                f"The 'engine' parameter of PartitionedEnsemble must be a str among "
+                f"{{{', '.join(repr(e) for e in ENGINES)}}}{planned}. Got {engine!r} instead.",
+                hint="Use engine 'joblib' (local processes).")
+        self.engine = engine
         self.n_teachers = n_teachers
         self.kind = kind
         self.schema = schema
@@ -87,4 +101,4 @@ class PartitionedEnsemble:
         return self.teacher_probabilities(features).mean(axis=0)
 
 
-__all__ = ["MIN_PATIENTS_PER_TEACHER", "PartitionedEnsemble", "auto_n_teachers"]
+__all__ = ["ENGINES", "MIN_PATIENTS_PER_TEACHER", "PartitionedEnsemble", "auto_n_teachers"]
