@@ -186,6 +186,9 @@ class AuditConfig(_Frozen):
     throughput_batch: int = Field(10_000, ge=100)
     threads: int = Field(1, ge=1)
     baselines: bool = True
+    reference_models: int = Field(4, ge=0, le=256)
+    canaries: int | Literal["auto"] = "auto"
+    bootstrap: int = Field(200, ge=0, le=10_000)
 
 
 class PipelineConfig(_Frozen):

@@ -205,13 +205,51 @@ class Pipeline:
                 baselines["dp_sgd_direct"] = self._direct_baseline(
                     preprocessor, data, split, train_X, train_y, plan, delta, spent)
 
-        with self.console.status("Auditing: utility, speed, membership inference…"):
-            report = build_report(
+        context = {
+            "member_rows": split.train[plan["dp_rows"]],
+            "teacher_selection": self.selection,
+            "student_trainer": self._reference_student_factory(
+                preprocessor, data, inputs, targets, is_transfer, record, plan),
+            "canary": ({"rows": split.train[plan["canary_rows"]], "included": plan["canary_in"]}
+                       if len(plan["canary_rows"]) else None)}
+        with self.console.status("Auditing: utility, speed, membership inference "
+                                 f"({cfg.audit.reference_models} reference models)…"):
+            report, mia_scores = build_report(
                 config=cfg, data=data, split=split, reference=reference, ensemble=ensemble,
                 student_path=folder / "student.onnx", ledger=ledger, plan=plan,
-                network=network, record=record, rng=rngs["audit"], baselines=baselines)
-        write_run_files(folder, cfg, ledger, report)
+                network=network, record=record, rng=rngs["audit"], baselines=baselines,
+                audit_context=context)
+        write_run_files(folder, cfg, ledger, report, mia_scores)
         return report
+
+    def _reference_student_factory(self, preprocessor, data: SensitiveData, inputs: np.ndarray,
+                                   targets: np.ndarray, is_transfer: np.ndarray, record,
+                                   plan: dict):
+        """Re-runs the student's own training (same transfer rows, noise and batch size)
+        on a subset of an attack population: the reference models of LiRA and RMIA."""
+        cfg, n_classes = self.config, data.schema.n_classes
+        transfer_x, transfer_y = inputs[is_transfer], targets[is_transfer]
+
+        def factory(features: pd.DataFrame, labels: np.ndarray):
+            population = preprocessor.transform(as_model_input(features, data.schema))
+
+            def train(indices: np.ndarray, seed: int):
+                import torch
+
+                x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
+                y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
+                flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
+                net, _ = train_student(x, y, n_classes=n_classes, config=cfg.student,
+                                       is_transfer=flags, noise_multiplier=record.noise_multiplier,
+                                       seed=seed, batch_size=plan["schedule"].batch_size)
+
+                def predict(rows: pd.DataFrame) -> np.ndarray:
+                    z = preprocessor.transform(as_model_input(rows, data.schema))
+                    with torch.no_grad():
+                        return torch.softmax(net(torch.as_tensor(z, dtype=torch.float32)), 1).numpy()
+                return predict
+            return train
+        return factory
 
     def _direct_baseline(self, preprocessor, data: SensitiveData, split, train_X: pd.DataFrame,
                          train_y: np.ndarray, plan: dict, delta: float,
@@ -246,6 +284,16 @@ class Pipeline:
         target, accountant = cfg.privacy.target_epsilon, cfg.privacy.accountant
         shares = cfg.privacy.shares
         dp_rows = one_row_per_patient(train_ids, self.rngs["dp_rows"])
+        canary_rows, canary_in = np.empty(0, dtype=np.int64), np.empty(0, dtype=bool)
+        n_canaries = (min(1000, len(dp_rows) // 10) if cfg.audit.canaries == "auto"
+                      else int(cfg.audit.canaries))
+        if cfg.student.alpha < 1 and n_canaries >= 20:
+            # One-run audit (Steinke et al. 2023): each canary patient's row enters DP-SGD
+            # with probability ½; the excluded half is left out of every DP stage.
+            rng = self.rngs["spare"]
+            canary_rows = rng.choice(dp_rows, size=n_canaries, replace=False)
+            canary_in = rng.random(n_canaries) < 0.5
+            dp_rows = np.setdiff1d(dp_rows, canary_rows[~canary_in])
         marginal_columns = columns_needing_marginals(data.schema, cfg.transfer.priors,
                                                      cfg.transfer.categories)
         alpha = cfg.student.alpha
@@ -298,7 +346,8 @@ class Pipeline:
                                     f"DP-SGD, {schedule.steps} steps at sample rate "
                                     f"{schedule.sample_rate:.4f}"))
         noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant)
-        return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows, "marginal_columns": marginal_columns,
+        return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows,
+                "canary_rows": canary_rows, "canary_in": canary_in, "marginal_columns": marginal_columns,
                 "n_queries": n_queries, "repeats": repeats, "n_teachers": n_teachers,
                 "student_touches_sensitive": touches_sensitive,
                 "n_sensitive_dp_rows": n_sensitive, "schedule": schedule,

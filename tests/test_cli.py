@@ -18,7 +18,7 @@ from medistill.runfolder import sha256_of
 runner = CliRunner()
 
 FAST = {"student": "epochs: 6\nbatch_size: 256",
-        "audit": "speed_repeats: 40\nthroughput_batch: 2000",
+        "audit": "speed_repeats: 40\nthroughput_batch: 2000\nreference_models: 2\nbootstrap: 50",
         "transfer": "n_rows: 1000",
         "labels": "n_queries: 30",
         "teachers": "reference: hist_gradient_boosting"}
@@ -195,3 +195,18 @@ def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
     report = json.loads((out / "report.json").read_text())
     speed_gate = next(g for g in report["gates"] if g["name"] == "latency_speedup")
     assert speed_gate["threshold"] == 0.5
+
+
+def test_mia_scores_and_canary_audit_are_saved(finished_run) -> None:
+    _, out = finished_run
+    scores = pd.read_parquet(out / "mia_scores.parquet")
+    assert set(scores["model"]) == {"student", "teacher"}
+    assert {"is_member", "loss_threshold", "rmia", "lira_online", "lira_offline"} <= set(scores.columns)
+    report = json.loads((out / "report.json").read_text())
+    names = {a["name"] for a in report["mia"]["student"]["attacks"]}
+    assert names == {"loss_threshold", "lira_offline", "lira_online", "rmia"}
+    canary = report["mia"]["student"]["canary"]
+    assert canary["n_canaries"] >= 20
+    # The one-run bound must never exceed the ledger's ε.
+    assert canary["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
+    assert report["mia"]["student"]["epsilon_lower_bound"] <= report["privacy"]["epsilon"]

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from medistill import __version__
 from medistill.audit.gates import evaluate_gates, load_policy
-from medistill.audit.mia import loss_scores, loss_threshold_attack, summarise
+from medistill.audit.bootstrap import bootstrap_metrics
+from medistill.audit.canary import canary_audit
+from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
 from medistill.audit.utility import retention, utility_metrics
@@ -46,18 +49,37 @@ def _student_proba(session, features: pd.DataFrame, schema) -> np.ndarray:
     return session.run(None, onnx_feeds(features, schema))[0]
 
 
-def _mia_block(predict, data: SensitiveData, split: PatientSplit, delta: float,
-               rng: np.random.Generator) -> dict:
-    blocks = []
-    for rows in (split.train, split.holdout):
-        ids = data.patient_ids[rows]
-        patients = np.unique(ids)
-        if len(patients) > MAX_MIA_PATIENTS:
-            keep = set(rng.choice(patients, size=MAX_MIA_PATIENTS, replace=False))
-            rows = rows[np.fromiter((i in keep for i in ids), bool, len(ids))]
-        X, y, ids = data.rows(rows)
-        blocks.append(loss_scores(predict(X), y, ids)[1])
-    return summarise([loss_threshold_attack(blocks[0], blocks[1], delta=delta, rng=rng)])
+def mia_population(data: SensitiveData, split: PatientSplit, member_rows: np.ndarray,
+                   rng: np.random.Generator, max_per_side: int = MAX_MIA_PATIENTS) -> np.ndarray:
+    """Row indices of the attack population: members (rows the student trained on, one per
+    patient) and as many holdout non-members (one row per patient), balanced and capped."""
+    _, first = np.unique(data.patient_ids[split.holdout], return_index=True)
+    nonmembers = split.holdout[first]
+    n = min(len(member_rows), len(nonmembers), max_per_side)
+    members = rng.choice(member_rows, size=n, replace=False)
+    return np.r_[members, rng.choice(nonmembers, size=n, replace=False)]
+
+
+def _teacher_trainer(reference, features: pd.DataFrame, labels: np.ndarray):
+    """Re-run the reference teacher's training on a subset of the population."""
+    def train(indices: np.ndarray, seed: int):
+        model = clone(reference)
+        model.set_params(**{k: seed for k in model.get_params() if k.endswith("random_state")})
+        model.fit(features.iloc[indices], labels[indices])
+        return model.predict_proba
+    return train
+
+
+def _mia(config: PipelineConfig, data: SensitiveData, population: np.ndarray, n_members: int,
+         predict, trainer_factory, delta: float, rng: np.random.Generator, who: str):
+    X, y, ids = data.rows(population)
+    train_fn = trainer_factory(X, y) if trainer_factory is not None else None
+    is_member = np.arange(len(population)) < n_members
+    block, raw = run_attacks(predict, X, y, ids, is_member, train_fn=train_fn,
+                             n_reference=config.audit.reference_models, delta=delta, rng=rng,
+                             seed=config.seed)
+    raw.insert(0, "model", who)
+    return block, raw
 
 
 def _groups(values: pd.Series, kind: str) -> pd.Series:
@@ -96,8 +118,11 @@ def _fairness(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
 def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientSplit,
                  reference, ensemble, student_path: Path, ledger: PrivacyLedger, plan: dict,
                  network, record, rng: np.random.Generator,
-                 baselines: dict | None = None) -> dict:
-    """Everything the audit measures, in the ``report.json`` contract's shape."""
+                 baselines: dict | None = None,
+                 audit_context: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """Everything the audit measures, in the ``report.json`` contract's shape, and the raw
+    membership-inference scores (no identifiers: model, membership bit, scores)."""
+    audit_context = audit_context or {}
     schema = data.schema
     X_test, y_test, _ = data.rows(split.test)
     X_train, y_train, _ = data.rows(split.train)
@@ -111,14 +136,35 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     utility["baselines"] = {**(baselines or {}), "logistic_regression_nonprivate":
                             utility_metrics(y_test, baseline.predict_proba(X_test))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
+    test_ids = data.patient_ids[split.test]
+    utility["confidence_intervals"] = {
+        who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
+                               groups=test_ids)
+        for who, proba in (("teacher", reference.predict_proba(X_test)),
+                           ("student", student_test))}
 
     speed = measure_speed(reference, student_path, schema, X_test, threads=config.audit.threads,
                           repeats=config.audit.speed_repeats,
                           batch_size=config.audit.throughput_batch)
     delta = ledger.delta
-    mia = {"student": _mia_block(lambda X: _student_proba(session, X, schema), data, split,
-                                 delta, rng),
-           "teacher": _mia_block(reference.predict_proba, data, split, delta, rng)}
+    population = mia_population(data, split, audit_context["member_rows"], rng)
+    n_members = len(population) // 2
+    student_block, student_raw = _mia(
+        config, data, population, n_members, lambda X: _student_proba(session, X, schema),
+        audit_context.get("student_trainer"), delta, rng, "student")
+    teacher_block, teacher_raw = _mia(
+        config, data, population, n_members, reference.predict_proba,
+        lambda X, y: _teacher_trainer(reference, X, y), delta, rng, "teacher")
+    canary = audit_context.get("canary")
+    if canary is not None:
+        X_c, y_c, _ = data.rows(canary["rows"])
+        scores = np.log(np.clip(_student_proba(session, X_c, schema)[np.arange(len(y_c)), y_c],
+                                1e-12, 1.0))
+        student_block["canary"] = canary_audit(scores, canary["included"], delta=delta)
+        student_block["epsilon_lower_bound"] = max(student_block["epsilon_lower_bound"],
+                                                   student_block["canary"]["epsilon_lower_bound"])
+    mia = {"student": student_block, "teacher": teacher_block}
+    mia_scores = pd.concat([student_raw, teacher_raw], ignore_index=True)
     epsilon = ledger.epsilon()
     ledger_dict = ledger.to_dict()
     caveats = list(data.caveats)
@@ -154,7 +200,9 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                             "n_features": n_features, "label": schema.label,
                             "classes": list(schema.classes),
                             "prevalence": float(np.mean(data.labels == data.schema.n_classes - 1))},
-                "teacher": {"kind": config.teachers.reference},
+                "teacher": {"kind": audit_context.get("teacher_selection", {}).get(
+                    "chosen", config.teachers.reference),
+                            "selection": audit_context.get("teacher_selection")},
                 "ensemble": {"n_teachers": plan["n_teachers"], "kind": config.teachers.kind,
                              "aggregator": config.labels.aggregator,
                              "sigma": plan["noises"].get("labels"),
@@ -177,11 +225,14 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)
     report.update(gates=gates, verdict=verdict, passed=all(g["passed"] for g in gates))
-    return report
+    return report, mia_scores
 
 
-def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict) -> None:
-    """report.json/.html/.md, ledger.json and the resolved pipeline.yaml."""
+def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict,
+                    mia_scores: pd.DataFrame | None = None) -> None:
+    """report.json/.html/.md, ledger.json, mia_scores.parquet and the resolved pipeline.yaml."""
+    if mia_scores is not None:
+        mia_scores.to_parquet(folder / "mia_scores.parquet", index=False)
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")

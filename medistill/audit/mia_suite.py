@@ -1,0 +1,63 @@
+"""Membership inference with reference models: loss threshold, LiRA (offline and online)
+and RMIA on one model, against a population of members and non-members.
+
+The caller gives ``train_fn(population_indices, seed) -> predict`` that re-runs the
+model's own training procedure on a subset of the population (a random half per
+reference model), so the reference models mimic the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from medistill.audit.attacks import attack_result, lira_scores, logit_confidence, rmia_scores
+from medistill.audit.mia import loss_threshold_attack, summarise
+from medistill.audit.reference_models import plan_reference_inclusion
+
+Predict = Callable[[pd.DataFrame], np.ndarray]
+
+
+def _true_class(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
+
+
+def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
+                patient_ids: np.ndarray, is_member: np.ndarray, *,
+                train_fn: Callable[[np.ndarray, int], Predict] | None, n_reference: int,
+                delta: float, rng: np.random.Generator, seed: int) -> tuple[dict, pd.DataFrame]:
+    """All attacks on ``target``; returns the report block and the raw per-row scores.
+
+    ``features``/``labels``/``patient_ids`` are the population rows (one per patient);
+    ``is_member`` marks the target's training patients.
+    """
+    is_member = np.asarray(is_member, dtype=bool)
+    probs = target(features)
+    loss_by_row = np.log(_true_class(probs, labels))  # minus the loss: higher = member
+    scores = {"loss_threshold": loss_by_row}
+    attacks = [loss_threshold_attack(loss_by_row[is_member], loss_by_row[~is_member],
+                                     delta=delta, rng=rng)]
+    if train_fn is not None and n_reference >= 2:
+        inclusion = plan_reference_inclusion(len(labels), n_reference, rng)
+        with threadpool_limits(limits=1):
+            refs = [train_fn(np.flatnonzero(inclusion[r]), seed + 1000 + r)(features)
+                    for r in range(n_reference)]
+        ref_probs = np.stack(refs)
+        target_conf = logit_confidence(probs, labels)
+        ref_conf = np.stack([logit_confidence(p, labels) for p in ref_probs])
+        scores["lira_offline"] = lira_scores(target_conf, ref_conf, inclusion, online=False)
+        scores["lira_online"] = lira_scores(target_conf, ref_conf, inclusion, online=True)
+        p_x = _true_class(probs, labels)
+        ref_p_x = np.stack([_true_class(p, labels) for p in ref_probs])
+        scores["rmia"] = rmia_scores(p_x, ref_p_x, p_x, ref_p_x, inclusion=inclusion,
+                                     inclusion_z=inclusion)
+        for name in ("lira_offline", "lira_online", "rmia"):
+            attacks.append(attack_result(name, scores[name], is_member, delta=delta, rng=rng))
+    raw = pd.DataFrame({"is_member": is_member, **scores})
+    return summarise(attacks), raw
+
+
+__all__ = ["run_attacks"]
