@@ -100,18 +100,36 @@ def ingest_fhir(source: Annotated[Path, typer.Argument(help="FHIR Bulk export fo
                 mapping: Annotated[Path | None, typer.Option(help="Mapping YAML.")] = None,
                 on_error: Annotated[str, typer.Option(help="stop or skip bad lines.")] = "stop",
                 fhir_version: Annotated[str, typer.Option(help="auto, R4, R4B or R5.")] = "auto",
-                salt: Annotated[str, typer.Option(help="Salt of the patient-key hash.", envvar="MEDISTILL_SALT")] = "medistill",
+                salt: Annotated[str | None, typer.Option(
+                    help="Secret salt of the patient-key hash (keep it to link tables).",
+                    envvar="MEDISTILL_SALT")] = None,
+                validate: Annotated[str, typer.Option(help="full or mapped validation.")] = "full",
                 jobs: Annotated[int, typer.Option(help="Worker processes.")] = 1) -> None:
     """Turn a FHIR export into one row per patient (no names, addresses or FHIR ids)."""
     try:
         from medistill.data.fhir_source import ingest_to_parquet
 
+        from medistill.data.fhir_source import run_salt
+
+        if salt is None:
+            err.print("note: no --salt (or MEDISTILL_SALT) given: a random one was used, so "
+                      "patient keys will not match another ingestion of the same export.")
         summary = ingest_to_parquet(source, out, mapping=mapping, on_error=on_error,
-                                    fhir_version=fhir_version, salt=salt, n_jobs=jobs)
+                                    fhir_version=fhir_version, salt=salt or run_salt(),
+                                    n_jobs=jobs, validate=validate)
     except MedistillError as error:
         _fail(error)
     out_console = Console()
     out_console.print(json.dumps(summary, indent=2, default=str))
+
+
+def _register_deploy_commands() -> None:
+    from medistill.deploy.commands import register
+
+    register(app)
+
+
+_register_deploy_commands()
 
 
 def main() -> None:

@@ -25,9 +25,10 @@ class _Frozen(BaseModel):
 
 
 class BuiltinConfig(_Frozen):
-    """Built-in data: the simulated clinical cohort, or scikit-learn's breast-cancer table."""
+    """Built-in data: the synthetic FHIR cohort (written as a Bulk export and ingested), the
+    same simulated cohort as a plain table, or scikit-learn's breast-cancer table."""
 
-    name: Literal["cohort", "breast_cancer"] = "cohort"
+    name: Literal["fhir_cohort", "cohort", "breast_cancer"] = "fhir_cohort"
     n_patients: int = Field(20_000, ge=200, le=5_000_000)
 
 
@@ -45,6 +46,8 @@ class DataConfig(_Frozen):
     mapping: Path | None = None
     builtin: BuiltinConfig = BuiltinConfig()
     min_category_count: int = Field(20, ge=1)
+    fhir_validate: Literal["full", "mapped"] = "full"
+    fhir_jobs: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _path_for_files(self) -> DataConfig:

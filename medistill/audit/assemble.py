@@ -238,6 +238,21 @@ def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger,
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
     (folder / "ledger.json").write_text(ledger.to_json())
     (folder / "pipeline.yaml").write_text(config.to_yaml())
+    mapping = _fhir_mapping_file(config)
+    if mapping is not None:  # predict on FHIR input maps the export the same way
+        (folder / "mapping.yaml").write_text(mapping.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _fhir_mapping_file(config: PipelineConfig) -> Path | None:
+    from importlib.resources import files
+
+    data = config.data
+    if data.source == "fhir":
+        return Path(data.mapping) if data.mapping else Path(str(
+            files("medistill.data.fhir").joinpath("default_mapping.yaml")))
+    if data.source == "builtin" and data.builtin.name == "fhir_cohort":
+        return Path(str(files("medistill.data.fhir").joinpath("demo_mapping.yaml")))
+    return None
 
 
 __all__ = ["SCHEMA_VERSION", "build_report", "write_run_files"]

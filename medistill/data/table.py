@@ -54,6 +54,13 @@ def _require_column(frame: pd.DataFrame, column: str, role: str, source: str) ->
 
 
 def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None, tuple[str, ...], str]:
+    if config.source == "builtin" and config.builtin.name == "fhir_cohort":
+        from medistill.data.fhir_source import builtin_fhir_cohort
+
+        table, label, id_col = builtin_fhir_cohort(config.builtin.n_patients, seed=seed,
+                                                   n_jobs=config.fhir_jobs)
+        return table, config.label or label, id_col, config.identifiers, \
+            "built-in synthetic FHIR cohort"
     if config.source == "builtin":
         table, label, id_col, identifiers = builtin_table(
             config.builtin.name, n_patients=config.builtin.n_patients, seed=seed)

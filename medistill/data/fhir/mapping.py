@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from medistill.errors import ConfigError
 from medistill.data.fhir.codes import parse_code
-from medistill.data.fhir.units import ANALYTES, UNITS
+from medistill.data.fhir.units import ANALYTES, UNITS, normalize_unit
+from medistill.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_COLUMNS = frozenset({"patient_key"})
@@ -53,10 +61,17 @@ def _check_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
     return codes
 
 
-def _check_lookback(value: int | str | None) -> int | str | None:
-    if isinstance(value, int) and value < 0:
-        raise ValueError(f"must be a number of days >= 0 or 'all'. Got {value}")
-    return value
+def _check_lookback(value: Any) -> int | str | None:
+    if value is None or value == "all" or (isinstance(value, int) and not isinstance(value, bool)
+                                           and value >= 0):
+        return value
+    raise ValueError(f"must be a number of days >= 0 or 'all'. Got {value!r}")
+
+
+def _check_default_lookback(value: Any) -> int | str:
+    if value is None:
+        raise ValueError("must be a number of days >= 0 or 'all'. Got None")
+    return _check_lookback(value)  # type: ignore[return-value]
 
 
 def _check_name(value: str) -> str:
@@ -68,12 +83,16 @@ def _check_name(value: str) -> str:
 
 
 def _check_unit(value: str | None) -> str | None:
-    if value is not None and value not in UNITS:
+    """The canonical UCUM code of ``value`` (common spellings such as mg/dl are accepted)."""
+    if value is None:
+        return None
+    unit = normalize_unit(value)
+    if unit is None:
         close = difflib.get_close_matches(value, sorted(UNITS), n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown unit {value!r}{hint} (UCUM codes such as mg/dL, mmol/L, "
                          f"kg, cm, %)")
-    return value
+    return unit
 
 
 def _check_analyte(value: str | None) -> str | None:
@@ -82,8 +101,15 @@ def _check_analyte(value: str | None) -> str | None:
     return value
 
 
+def _non_empty(codes: tuple[str, ...]) -> tuple[str, ...]:
+    if not codes:
+        raise ValueError("needs at least one code")
+    return codes
+
+
 CodeList = Annotated[tuple[str, ...], AfterValidator(_check_codes)]
-Lookback = Annotated[int | Literal["all"] | None, AfterValidator(_check_lookback)]
+RequiredCodes = Annotated[CodeList, AfterValidator(_non_empty)]
+Lookback = Annotated[int | Literal["all"] | None, PlainValidator(_check_lookback)]
 ColumnName = Annotated[str, AfterValidator(_check_name)]
 Unit = Annotated[str | None, AfterValidator(_check_unit)]
 Analyte = Annotated[str | None, AfterValidator(_check_analyte)]
@@ -139,7 +165,7 @@ class ObservationFeature(_Feature):
     when it matches none).
     """
 
-    codes: CodeList = Field(min_length=1)
+    codes: RequiredCodes
     agg: Literal["latest", "mean", "min", "max", "count"] = "latest"
     value: Literal["quantity", "coded"] = "quantity"
     unit: Unit = None
@@ -149,6 +175,8 @@ class ObservationFeature(_Feature):
     @model_validator(mode="after")
     def _consistent(self) -> ObservationFeature:
         if self.value == "coded":
+            if not self.categories:
+                raise ValueError("'value: coded' needs 'categories' (category: [codes])")
             if self.agg not in ("latest", "count"):
                 raise ValueError("a coded value can only be aggregated with 'latest' or 'count'")
             if self.unit or self.analyte:
@@ -161,7 +189,7 @@ class ObservationFeature(_Feature):
 class ConditionFeature(_Feature):
     """Conditions with one of ``codes`` (onset, else recorded date, in the window)."""
 
-    codes: CodeList = Field(min_length=1)
+    codes: RequiredCodes
     agg: Literal["flag", "count"] = "flag"
 
 
@@ -219,7 +247,7 @@ class FhirMapping(_Strict):
     version: Literal[1] = 1
     description: str = ""
     index: IndexSpec
-    lookback_days: Annotated[int | Literal["all"], AfterValidator(_check_lookback)] = 1095
+    lookback_days: Annotated[int | Literal["all"], PlainValidator(_check_default_lookback)] = 1095
     demographics: Demographics = Demographics()
     observations: tuple[ObservationFeature, ...] = ()
     conditions: tuple[ConditionFeature, ...] = ()

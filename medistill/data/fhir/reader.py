@@ -172,15 +172,15 @@ class _TextStream:
     def fill(self) -> bool:
         if self.eof:
             return False
-        if self.pos:
+        more = self.f.read(max(self.block, len(self.buf) - self.pos))
+        if not more:
+            self.eof = True
+            return False
+        if self.pos:  # drop what was consumed; positions before it are no longer needed
             self.line_at(self.pos)
             self.buf = self.buf[self.pos:]
             self._counted -= self.pos
             self.pos = 0
-        more = self.f.read(max(self.block, len(self.buf)))
-        if not more:
-            self.eof = True
-            return False
         self.buf += more
         return True
 
@@ -229,7 +229,7 @@ def iter_bundle(path: Path, block: int = 1 << 20) -> Iterator[tuple[int, Any]]:
     Raises :class:`BundleSyntaxError` at the first syntax error.
     """
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8", errors="strict") as f:
+    with open(path, encoding="utf-8-sig", errors="strict") as f:
         s = _TextStream(f, block)
         try:
             s.take("{")

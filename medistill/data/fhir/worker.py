@@ -1,0 +1,207 @@
+"""Process one chunk of an export (a byte range of an NDJSON file, or one Bundle file).
+
+A chunk is handled the same way in the calling process (``n_jobs=1``) or in a worker
+process: parse each line, check the resource type, validate (fully with ``fhir.resources``,
+or only the fields the mapping reads), extract events, and return compact arrays. Line
+numbers of NDJSON chunks are relative to the chunk; the caller makes them absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from medistill.data.fhir.aggregate import Events
+from medistill.data.fhir.extract import (
+    BadResource,
+    Event,
+    Extractor,
+    PatientRecord,
+    parse_when,
+    subject_key,
+)
+from medistill.data.fhir.plan import Plan
+from medistill.data.fhir.reader import BundleSyntaxError, ExportFile, iter_bundle, iter_ndjson
+from medistill.data.fhir.version import (
+    ResourceValidator,
+    VersionOption,
+    detect_version,
+    is_resource_type,
+)
+
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{0,39}$")
+OnError = Literal["stop", "skip"]
+Validate = Literal["full", "mapped"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A chunk: ``part`` numbers the chunks of one file in order."""
+
+    file_index: int
+    file: ExportFile
+    part: int
+    start: int = 0
+    end: int | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    on_error: OnError = "stop"
+    fhir_version: VersionOption = "auto"
+    validate: Validate = "full"
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk contributes; ``events.owner`` indexes ``refs``."""
+
+    task: Task
+    n_lines: int = 0
+    refs: list[str] = field(default_factory=list)
+    ref_first_line: list[int] = field(default_factory=list)
+    ref_count: list[int] = field(default_factory=list)
+    events: Events = field(default_factory=Events.empty)
+    patients: list[PatientRecord] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    n_without_patient: int = 0
+    max_day: int = -1
+    stopped: bool = False
+
+
+class _Collector:
+    def __init__(self, task: Task, plan: Plan, options: Options) -> None:
+        self.plan = plan
+        self.options = options
+        self.types = plan.resource_types
+        self.extractor = Extractor(plan)
+        self.validator = ResourceValidator(options.fhir_version)
+        self.result = ChunkResult(task)
+        self._ref_index: dict[str, int] = {}
+        self._events: list[tuple[int, int, int, float, float]] = []
+
+    def bad(self, line: int, reason: str) -> None:
+        self.result.skipped.append((line, reason))
+        if self.options.on_error == "stop":
+            self.result.stopped = True
+
+    def _count(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+    def item(self, obj: Any, line: int, full_url: Any = None) -> None:
+        if not isinstance(obj, dict):
+            kind = {list: "a list", str: "a string"}.get(type(obj), type(obj).__name__)
+            self.bad(line, f"expected a JSON object (a FHIR resource), got {kind}")
+            return
+        rtype = obj.get("resourceType")
+        if not isinstance(rtype, str) or not rtype:
+            self.bad(line, "has no resourceType; expected a FHIR resource")
+            return
+        if rtype not in self.types:
+            if is_resource_type(rtype):
+                self._count(self.result.counts, rtype)  # a resource the mapping does not read
+            else:
+                shown = repr(rtype) if _TYPE_NAME.match(rtype) else "(not a type name)"
+                self.bad(line, f"unknown resource type {shown}; expected a FHIR R4, R4B or R5 "
+                               f"resource type")
+            return
+        if self.options.validate == "full":
+            version, reason = self.validator.validate(obj)
+            if reason is not None:
+                self.bad(line, reason)
+                return
+        elif self.options.fhir_version != "auto":
+            version = self.options.fhir_version
+        else:
+            version = detect_version(obj) or "unknown"
+        try:
+            self._extract(obj, rtype, line, full_url)
+        except BadResource as exc:
+            self.bad(line, exc.reason)
+            return
+        self._count(self.result.counts, rtype)
+        self._count(self.result.versions, str(version))
+
+    def _extract(self, obj: dict[str, Any], rtype: str, line: int, full_url: Any) -> None:
+        if rtype == "Patient":
+            self.result.patients.append(self.extractor.patient(obj, full_url, line))
+            return
+        key = subject_key(obj, rtype)
+        if key is None:
+            self.result.n_without_patient += 1
+            return
+        events: list[Event] = self.extractor.events(obj, rtype)
+        ref = self._ref_index.get(key)
+        if ref is None:
+            ref = self._ref_index[key] = len(self.result.refs)
+            self.result.refs.append(key)
+            self.result.ref_first_line.append(line)
+            self.result.ref_count.append(0)
+        self.result.ref_count[ref] += 1
+        for e in events:
+            self._events.append((ref, e.slot, e.day, e.ts, e.value))
+            if e.day > self.result.max_day:
+                self.result.max_day = e.day
+        meta = obj.get("meta")
+        if isinstance(meta, dict) and isinstance(meta.get("lastUpdated"), str):
+            try:
+                self.result.max_day = max(self.result.max_day, parse_when(meta["lastUpdated"])[0])
+            except ValueError:
+                pass
+
+    def finish(self) -> ChunkResult:
+        rows = self._events
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            self.result.events = Events(
+                np.asarray(cols[0], np.int64), np.asarray(cols[1], np.int16),
+                np.asarray(cols[2], np.int32), np.asarray(cols[3], np.float64),
+                np.asarray(cols[4], np.float64), np.ones(len(rows)))
+        self.result.dropped = dict(self.extractor.dropped)
+        return self.result
+
+
+def run_task(task: Task, plan: Plan, options: Options) -> ChunkResult:
+    """Read one chunk; with ``on_error="stop"`` stop at its first bad line."""
+    c = _Collector(task, plan, options)
+    path = task.file.path
+    if task.file.kind == "ndjson":
+        try:
+            for number, raw in iter_ndjson(path, task.start, task.end):
+                c.result.n_lines = number
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw.rstrip(b"\r\n"))
+                except json.JSONDecodeError as exc:
+                    c.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                except UnicodeDecodeError:
+                    c.bad(number, "not valid UTF-8 text")
+                else:
+                    c.item(obj, number)
+                if c.result.stopped:
+                    break
+        except (OSError, EOFError) as exc:  # e.g. a truncated .gz file
+            c.bad(c.result.n_lines + 1, f"the file cannot be read on ({type(exc).__name__})")
+    else:
+        try:
+            for line, entry in iter_bundle(path):
+                if not isinstance(entry, dict):
+                    c.bad(line, "Bundle entry: expected a JSON object")
+                elif entry.get("resource") is not None:
+                    c.item(entry["resource"], line, entry.get("fullUrl"))
+                if c.result.stopped:
+                    break
+        except BundleSyntaxError as exc:
+            c.bad(exc.line, f"{exc.reason}; the rest of this file cannot be read")
+    return c.finish()
+
+
+__all__ = ["ChunkResult", "OnError", "Options", "Task", "Validate", "run_task"]

@@ -1,0 +1,135 @@
+"""The ``predict``, ``serve`` and ``package`` commands, added to medistill's typer app by
+``register(app)``. Heavy imports happen inside each command, so ``medistill --help`` stays
+fast and ``predict`` never pulls in torch."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from medistill.errors import MedistillError
+
+err = Console(stderr=True)
+
+
+def _fail(error: MedistillError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {error.render()}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def predict(
+    input_path: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="CSV, Parquet, or a FHIR export (Bulk Data folder, .ndjson, "
+                              "Bundle .json).")],
+    model: Annotated[Path, typer.Option("--model", help="student.onnx (or its run folder).")],
+    out: Annotated[Path, typer.Option("--out", help="Output: .csv, .parquet, or .ndjson "
+                                                    "(FHIR R4 RiskAssessment).")],
+    on_error: Annotated[str, typer.Option("--on-error", help="stop: a bad row stops the run "
+                                          "and nothing is written; skip: bad rows are "
+                                          "listed and the others scored.")] = "stop",
+    output_format: Annotated[str | None, typer.Option(
+        "--format", help="csv, parquet or fhir (default: from --out's extension).")] = None,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory is flat in the "
+                                                 "input size).")] = 100_000,
+    salt: Annotated[str | None, typer.Option(
+        help="Secret salt of the patient-key hash (FHIR input; as for ingest-fhir).",
+        envvar="MEDISTILL_SALT", show_default=False)] = None,
+    summary_json: Annotated[Path | None, typer.Option(
+        help="Also write the summary (counts, bad rows by line; no values) as JSON.")] = None,
+) -> None:
+    """Score a table or FHIR export with the student (onnxruntime only, never torch)."""
+    from medistill.deploy.predict import predict_file
+
+    try:
+        summary = predict_file(model, input_path, out, on_error=on_error,  # type: ignore[arg-type]
+                               chunk_rows=chunk_rows, output_format=output_format, salt=salt)
+    except MedistillError as error:
+        _fail(error)
+    for line in summary.lines():
+        err.print(line, highlight=False, soft_wrap=True, markup=False)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="student.onnx (or its run folder).")],
+    host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    token: Annotated[str | None, typer.Option(
+        envvar="MEDISTILL_TOKEN", show_default=False,
+        help="Bearer token required by /predict and /model. Prefer the MEDISTILL_TOKEN "
+             "environment variable: options are visible to other users in `ps`.")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per request.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
+    try:
+        import uvicorn
+
+        from medistill.deploy.service import create_app
+
+        app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads)
+    except ImportError:
+        _fail(MedistillError("`medistill serve` needs the 'serve' extra: "
+                             "pip install 'medistill[serve]' (FastAPI and uvicorn)."))
+    except MedistillError as error:
+        _fail(error)
+    if not _is_loopback(host) and not token:
+        err.print(f"[bold yellow]warning:[/] serving on {host} without a token: anyone who "
+                  "can reach this port can query the model. Set MEDISTILL_TOKEN.",
+                  highlight=False, soft_wrap=True)
+    err.print(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, "
+              "GET /model, GET /openapi.json)", highlight=False, soft_wrap=True, markup=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
+                access_log=True, log_config=_log_config(log_level))
+
+
+def _log_config(level: str) -> dict:
+    """uvicorn's logging set-up, plus medistill's one line per request (no bodies)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["medistill"] = {"handlers": ["default"], "level": level.upper(),
+                                      "propagate": False}
+    return config
+
+
+def package(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    out: Annotated[Path, typer.Option("--out", help="The .tar.gz to write.")
+                   ] = Path("student.tar.gz"),
+) -> None:
+    """Bundle student.onnx, the FHIR mapping and the model card, with sha256 hashes."""
+    from medistill.deploy.package import package_run
+
+    try:
+        result = package_run(run_dir, out)
+    except MedistillError as error:
+        _fail(error)
+    print(json.dumps(result, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict``, ``serve`` and ``package`` to medistill's command-line app."""
+    app.command("predict")(predict)
+    app.command("serve")(serve)
+    app.command("package")(package)
+
+
+__all__ = ["register"]

@@ -1,0 +1,287 @@
+"""The HTTP service: ``create_app(model_path)`` returns a FastAPI app (the ``serve`` extra).
+
+``POST /predict`` scores JSON rows (``{"rows": [{column: value}, ...]}``) or a FHIR Bundle
+(answered with a Bundle of RiskAssessments); ``GET /health``; ``GET /model`` (model card and
+privacy claim). Optional bearer token (constant-time comparison), a request size limit
+(413), and no request body, cell value or identifier in any log line or error message.
+"""
+
+import hmac
+import json
+import logging
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from medistill import __version__
+from medistill.deploy.inputs import (
+    MAX_LISTED,
+    RowProblem,
+    check_columns,
+    columns_of_rows,
+    pick_key,
+    prepare,
+    rows_chunk,
+)
+from medistill.deploy.model import DeployedModel, load_model
+from medistill.deploy.predict import predict_fhir_resources, score
+from medistill.errors import DataError, MedistillError
+
+try:
+    from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise MedistillError("the HTTP service needs the 'serve' extra: "
+                         "pip install 'medistill[serve]' (FastAPI and uvicorn).") from error
+
+log = logging.getLogger("medistill.deploy.service")
+FHIR_JSON = "application/fhir+json"
+Scalar = float | int | str | bool | None
+
+
+class RowsRequest(BaseModel):
+    """Rows to score: one object per patient, feature columns by name. A missing key or
+    null is a missing value; extra keys are ignored (a patient-key column is echoed)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"rows": [{"patient_key": "a1", "age": 64, "sex": "female", "bmi": 31.2}]}]})
+    rows: list[dict[str, Scalar]] = Field(min_length=1)
+
+
+class BundleRequest(BaseModel):
+    """A FHIR R4/R4B/R5 Bundle (Patient and the resources the model's mapping reads)."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: str | None = None
+    entry: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RowPrediction(BaseModel):
+    """One row's result: its prediction, or why it was not scored."""
+
+    row: int = Field(description="Index of the row in the request (from 0).")
+    key: str | None = Field(None, description="The row's patient key, if it had one.")
+    prediction: str | None = None
+    probability: float | None = Field(None, description="Binary task: P(last class).")
+    probabilities: dict[str, float] | None = Field(None, description="Per class.")
+    error: str | None = Field(None, description="Why the row was skipped (on_error=skip).")
+
+
+class PredictResponse(BaseModel):
+    model_sha256: str
+    classes: list[str]
+    n_scored: int
+    n_skipped: int
+    predictions: list[RowPrediction]
+    warnings: list[str]
+
+
+class Problem(BaseModel):
+    file: str | None = None
+    row: int | None = None
+    line: int | None = None
+    column: str | None = None
+    reason: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    problems: list[Problem] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_sha256: str
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 when Content-Length, or the bytes actually received, exceed
+    ``max_bytes`` (chunked uploads are counted as they arrive)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, detail=self._detail())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self) -> str:
+        return (f"request body larger than {self.max_bytes:,} bytes; send fewer rows per "
+                "request")
+
+    async def _reject(self, scope: dict, receive: Any, send: Any) -> None:
+        await JSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
+
+
+def _auth(token: str | None) -> list:
+    """The dependency list for protected routes: none without a token."""
+    if not token:
+        return []
+    bearer = HTTPBearer(auto_error=False, description="The token given to `medistill serve`.")
+    expected = token.encode()
+
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+              ) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not (credentials and hmac.compare_digest(given, expected)):
+            raise HTTPException(401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return [Depends(check)]
+
+
+def _rejected(detail: str, problems: list[RowProblem]) -> JSONResponse:
+    return JSONResponse({"detail": detail, "problems": [p.to_dict() for p in problems]},
+                        status_code=422)
+
+
+def _score_rows(model: DeployedModel, rows: list[dict[str, Scalar]], on_error: str
+                ) -> JSONResponse | PredictResponse:
+    names = columns_of_rows(rows)
+    check_columns(names, model.schema, "rows")
+    key = pick_key(names, model.id_columns)
+    chunk = rows_chunk(rows, model.schema.feature_names + ([key] if key else []))
+    prepared = prepare(chunk, model.schema, key_column=key, source="rows", unit="rows[]")
+    if prepared.problems and on_error == "stop":
+        return _rejected(f"{len(prepared.problems)} bad value(s); no row was scored (use "
+                         "on_error=skip to score the others)", prepared.problems)
+    probs = score(model, prepared).tolist()
+    classes = list(model.schema.classes)
+    errors: dict[int, str] = {}
+    for p in prepared.problems:
+        errors.setdefault(p.line, f"column '{p.column}': {p.reason}")
+    results, scored = [], iter(range(len(probs)))
+    for i, ok in enumerate(prepared.valid.tolist()):
+        row_key = rows[i].get(key) if key else None
+        row_key = None if row_key is None else str(row_key)
+        if not ok:
+            results.append(RowPrediction(row=i, key=row_key, error=errors.get(i, "bad row")))
+            continue
+        p = probs[next(scored)]
+        best = max(range(len(classes)), key=p.__getitem__)
+        results.append(RowPrediction(
+            row=i, key=row_key, prediction=classes[best],
+            probability=p[-1] if model.binary else None,
+            probabilities=None if model.binary else dict(zip(classes, p, strict=True))))
+    warnings = [f"column '{c}': {n} value(s) the model has not seen, scored as an unknown "
+                "category" for c, n in prepared.unseen.items()]
+    return PredictResponse(model_sha256=model.sha256, classes=classes,
+                           n_scored=prepared.n_valid, n_skipped=prepared.n_bad,
+                           predictions=results, warnings=warnings)
+
+
+def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, salt: str
+                  ) -> JSONResponse:
+    from medistill.deploy.fhir_output import bundle as make_bundle
+
+    with tempfile.TemporaryDirectory(prefix="medistill-serve-") as folder:
+        path = Path(folder) / "bundle.json"
+        path.write_text(json.dumps(bundle.model_dump(mode="json", exclude_none=True)),
+                        encoding="utf-8")
+        resources, problems = predict_fhir_resources(model, path, on_error=on_error,
+                                                     salt=salt)
+    if problems and on_error == "stop":
+        return _rejected(f"{len(problems)} bad value(s); nothing was scored", problems)
+    return JSONResponse(make_bundle(resources), media_type=FHIR_JSON)
+
+
+def create_app(model_path: str | Path, *, token: str | None = None,
+               max_body_bytes: int = 1_000_000, threads: int | None = None) -> FastAPI:
+    """A FastAPI app serving the student at ``model_path``.
+
+    ``token``: if set, ``/predict`` and ``/model`` need ``Authorization: Bearer <token>``.
+    ``max_body_bytes``: larger requests get 413. ``threads``: onnxruntime intra-op threads.
+    """
+    if max_body_bytes < 1:
+        raise DataError(f"max_body_bytes must be positive. Got {max_body_bytes}.")
+    model = load_model(model_path, threads=threads)
+    # Warm up (first-call imports and allocations), so the first request is not slow.
+    score(model, prepare(rows_chunk([{}], model.schema.feature_names), model.schema,
+                         key_column=None, source="warm-up", unit="rows[]"))
+    salt = secrets.token_hex(16)  # keys of FHIR input never leave the process
+    app = FastAPI(title="medistill student", version=__version__, docs_url=None,
+                  redoc_url=None, description=(
+                      f"Scores `{model.schema.label}` with the medistill student "
+                      f"(student.onnx sha256 {model.sha256[:12]}…). Inputs: "
+                      f"{', '.join(model.schema.feature_names)}."))
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.state.model = model
+    protected = _auth(token)
+    errors = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+              422: {"model": ErrorResponse}}
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Pydantic's errors echo the offending input; drop it (it may be patient data).
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                    for e in exc.errors()[:MAX_LISTED]]
+        return JSONResponse({"detail": "the request body does not match the schema",
+                             "problems": problems}, status_code=422)
+
+    @app.exception_handler(MedistillError)
+    async def _medistill(request: Request, exc: MedistillError) -> JSONResponse:
+        return JSONResponse({"detail": exc.render(), "problems": []}, status_code=422)
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        """Liveness: the model is loaded. Needs no token."""
+        return Health(status="ok", model_sha256=model.sha256)
+
+    @app.get("/model", dependencies=protected, responses=errors, tags=["model"])
+    def model_card() -> dict[str, Any]:
+        """The model card: identity, inputs, privacy claim and the audit's verdict."""
+        return model.card
+
+    @app.post("/predict", dependencies=protected, response_model=PredictResponse,
+              response_model_exclude_none=True, tags=["model"],
+              responses={**errors, 200: {"content": {FHIR_JSON: {}}, "description":
+                                         "JSON rows in: PredictResponse. A FHIR Bundle in: "
+                                         "a Bundle of RiskAssessments."}})
+    def predict(body: Annotated[RowsRequest | BundleRequest, Body()],
+                on_error: Annotated[Literal["stop", "skip"], Query(
+                    description="stop: any bad value rejects the request (422); skip: bad "
+                                "rows are reported, the others scored.")] = "stop") -> Any:
+        """Score JSON rows, or a FHIR Bundle (answered with RiskAssessments)."""
+        started, status = time.perf_counter(), 500
+        bundle = isinstance(body, BundleRequest)
+        kind, n = ("bundle", len(body.entry)) if bundle else ("rows", len(body.rows))
+        try:
+            response = (_score_bundle(model, body, on_error, salt) if bundle
+                        else _score_rows(model, body.rows, on_error))
+            status = getattr(response, "status_code", 200)
+            return response
+        except MedistillError:
+            status = 422
+            raise
+        finally:  # counts and timing only: never the body
+            log.info("predict: %s of %d, status %d, %.1f ms", kind, n, status,
+                     (time.perf_counter() - started) * 1e3)
+
+    return app
+
+
+__all__ = ["BundleRequest", "PredictResponse", "RowPrediction", "RowsRequest", "create_app"]

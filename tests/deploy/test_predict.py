@@ -1,0 +1,339 @@
+"""Batch scoring: every input and output format, parity with the audit's feeding, bad input
+caught at the door (stop vs skip), atomic output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medistill.deploy.model import file_sha256, load_model
+from medistill.deploy.predict import infer_format, predict_file
+from medistill.errors import ConfigError, DataError, MedistillError
+
+ATOL = 1e-6
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_id": str}) if path.suffix == ".csv" \
+        else pd.read_parquet(path)
+
+
+def _with_gaps(cohort: pd.DataFrame) -> pd.DataFrame:
+    frame = cohort.copy()
+    frame["sex"] = frame["sex"].astype(object)
+    frame.loc[::17, "sex"] = None
+    frame.loc[::13, "bmi"] = np.nan
+    return frame
+
+
+def _assert_no_leftovers(folder: Path) -> None:
+    assert not [p.name for p in folder.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("source_fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("out_fmt", ["csv", "parquet"])
+def test_tables_match_onnx_feeds(tmp_path, run_dir, cohort, reference, source_fmt,
+                                 out_fmt) -> None:
+    frame = _with_gaps(cohort)
+    source = tmp_path / f"in.{source_fmt}"
+    frame.to_csv(source, index=False) if source_fmt == "csv" else frame.to_parquet(source)
+    out = tmp_path / f"out.{out_fmt}"
+    summary = predict_file(run_dir / "student.onnx", source, out, chunk_rows=37)
+    assert (summary.n_rows, summary.n_scored, summary.n_skipped) == (len(frame), len(frame), 0)
+    got = _read(out)
+    assert list(got.columns) == ["patient_id", "probability", "prediction"]
+    expected = reference(run_dir / "student.onnx", _read(source))
+    np.testing.assert_allclose(got["probability"], expected[:, 1], atol=ATOL)
+    assert got["patient_id"].tolist() == frame["patient_id"].tolist()
+    assert got["prediction"].astype(str).tolist() == \
+        np.array(["0", "1"])[expected.argmax(axis=1)].tolist()
+    _assert_no_leftovers(tmp_path)
+
+
+def test_multiclass_columns(tmp_path, multiclass_dir, cohort, reference) -> None:
+    source = tmp_path / "in.parquet"
+    cohort.drop(columns="patient_id").to_parquet(source)  # no key column: none in output
+    out = tmp_path / "out.csv"
+    predict_file(multiclass_dir / "student.onnx", source, out)
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["probability_low", "probability_mid", "probability_high",
+                                 "prediction"]
+    expected = reference(multiclass_dir / "student.onnx", cohort)
+    np.testing.assert_allclose(got.iloc[:, :3].to_numpy(), expected, atol=ATOL)
+    assert got["prediction"].tolist() == \
+        np.array(["low", "mid", "high"])[expected.argmax(axis=1)].tolist()
+
+
+def test_riskassessment_ndjson_validates(tmp_path, run_dir, cohort, reference) -> None:
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    source = tmp_path / "in.csv"
+    cohort.head(60).to_csv(source, index=False)
+    out = tmp_path / "risk.ndjson"
+    summary = predict_file(run_dir / "student.onnx", source, out)
+    assert summary.format == "fhir"
+    lines = out.read_text().splitlines()
+    assert len(lines) == 60
+    expected = reference(run_dir / "student.onnx", cohort.head(60))[:, 1]
+    sha = file_sha256(run_dir / "student.onnx")
+    ids = set()
+    for line, want, pid in zip(lines, expected, cohort["patient_id"].head(60), strict=True):
+        resource = RiskAssessment.model_validate_json(line)
+        data = json.loads(line)
+        ids.add(data["id"])
+        assert resource.status == "final"
+        assert data["subject"]["identifier"]["value"] == pid
+        assert data["subject"]["identifier"]["system"].endswith("patient_id")
+        assert data["method"]["coding"][0]["code"] == sha
+        assert data["basis"][0]["identifier"]["value"] == sha
+        assert data["occurrenceDateTime"].endswith("Z")
+        (prediction,) = data["prediction"]
+        assert prediction["outcome"]["text"] == "cv_event_1y = 1"
+        assert abs(prediction["probabilityDecimal"] - want) <= ATOL
+    assert len(ids) == 60
+
+
+def test_fhir_needs_a_patient_key(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    cohort.drop(columns="patient_id").head(5).to_csv(source, index=False)
+    with pytest.raises(DataError, match="needs a patient key column"):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "r.ndjson")
+    frame = cohort.head(5).astype({"patient_id": object})
+    frame.loc[2, "patient_id"] = None
+    frame.to_csv(source, index=False)
+    with pytest.raises(DataError, match="line 4, column 'patient_id': the patient key is empty"):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "r.ndjson")
+    summary = predict_file(run_dir / "student.onnx", source, tmp_path / "r.ndjson",
+                           on_error="skip")
+    assert summary.n_scored == 4 and [p.line for p in summary.problems] == [4]
+
+
+def test_fhir_export_input(tmp_path, run_dir, cohort, reference) -> None:
+    fhir = pytest.importorskip("medistill.data.fhir")
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    export = fhir.write_synthetic_fhir_export(tmp_path / "export", 30,
+                                              rng=np.random.default_rng(3))
+    model_dir = tmp_path / "model"
+    shutil.copytree(run_dir, model_dir)
+    shutil.copy(Path(fhir.__file__).parent / "demo_mapping.yaml", model_dir / "mapping.yaml")
+    out = tmp_path / "risk.ndjson"
+    summary = predict_file(model_dir / "student.onnx", export, out, salt="s")
+    assert summary.n_scored == 30
+    result = fhir.ingest_fhir(export, fhir.load_mapping(model_dir / "mapping.yaml"), salt="s",
+                              keep_patient_ids=True)
+    expected = dict(zip(result.patient_ids,
+                        reference(model_dir / "student.onnx", result.table)[:, 1], strict=True))
+    for line in out.read_text().splitlines():
+        RiskAssessment.model_validate_json(line)
+        data = json.loads(line)
+        patient = data["subject"]["reference"].removeprefix("Patient/")
+        assert abs(data["prediction"][0]["probabilityDecimal"] - expected[patient]) <= ATOL
+    table = tmp_path / "risk.csv"
+    predict_file(model_dir / "student.onnx", export, table, salt="s")
+    got = pd.read_csv(table)
+    assert got["patient_key"].tolist() == result.table["patient_key"].tolist()
+    unsalted = predict_file(model_dir / "student.onnx", export, table)
+    assert "random one was used" in unsalted.notes[0]
+    assert set(pd.read_csv(table)["patient_key"]).isdisjoint(got["patient_key"])
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_missing_columns_named(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    cohort.drop(columns=["bmi", "hdl"]).to_csv(source, index=False)
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError) as caught:
+        predict_file(run_dir / "student.onnx", source, out)
+    assert "missing 2 column(s)" in str(caught.value)
+    assert "'bmi', 'hdl'" in str(caught.value)
+    assert not out.exists()
+    _assert_no_leftovers(tmp_path)
+
+
+def test_junk_number_stops_with_line_and_writes_nothing(tmp_path, run_dir, cohort) -> None:
+    frame = cohort.copy().astype({"bmi": object})
+    frame.loc[41, "bmi"] = "n/a?"
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    frame.to_csv(source, index=False)
+    out.write_text("previous results\n")
+    with pytest.raises(DataError) as caught:
+        predict_file(run_dir / "student.onnx", source, out, chunk_rows=10)
+    message = str(caught.value)
+    assert "in.csv: line 43, column 'bmi': not a number" in message
+    assert "n/a?" not in message  # cell values may be sensitive: never echoed
+    assert "--on-error skip" in message
+    assert out.read_text() == "previous results\n"
+    _assert_no_leftovers(tmp_path)
+
+
+def test_skip_scores_good_rows_and_lists_bad_lines(tmp_path, run_dir, cohort,
+                                                   reference) -> None:
+    frame = cohort.head(50).copy().astype({"bmi": object, "age": object})
+    frame.loc[4, "bmi"] = "heavy"
+    frame.loc[30, "age"] = "1e999"      # overflows: not a finite number
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    lines = source.read_text().splitlines()
+    lines.insert(20, "x,y,z")           # a ragged line: line 21
+    lines.insert(10, "")                # a blank line: skipped, and not counted
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.parquet"
+    summary = predict_file(run_dir / "student.onnx", source, out, on_error="skip",
+                           chunk_rows=8)
+    assert [str(p) for p in summary.problems] == [
+        "line 6, column 'bmi': not a number",
+        f"line 21: expected {len(frame.columns)} fields, found 3",
+        "line 33, column 'age': not a finite number"]
+    assert (summary.n_rows, summary.n_scored, summary.n_skipped) == (51, 48, 3)
+    got = pd.read_parquet(out)
+    kept = frame.drop(index=[4, 30])
+    assert got["patient_id"].tolist() == kept["patient_id"].tolist()
+    np.testing.assert_allclose(got["probability"],
+                               reference(run_dir / "student.onnx", kept)[:, 1], atol=ATOL)
+    assert any("skipped 3" in line for line in summary.lines())
+
+
+def test_unseen_categories_are_scored_as_unknown_and_counted(tmp_path, run_dir, cohort,
+                                                             reference) -> None:
+    frame = cohort.head(20).copy().astype({"smoking": object})
+    frame.loc[[2, 5], "smoking"] = "vaping"
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    summary = predict_file(run_dir / "student.onnx", source, tmp_path / "out.csv")
+    assert summary.unseen_categories == {"smoking": 2} and summary.n_scored == 20
+    assert any("'smoking': 2 value(s) the model has not seen" in s for s in summary.lines())
+    got = pd.read_csv(tmp_path / "out.csv")["probability"].to_numpy()
+    blank = frame.copy()
+    blank.loc[[2, 5], "smoking"] = None   # unknown and missing both encode to all-zero
+    np.testing.assert_allclose(got, reference(run_dir / "student.onnx", blank)[:, 1],
+                               atol=ATOL)
+
+
+def test_text_variants_of_numbers(tmp_path, run_dir, cohort, reference) -> None:
+    frame = cohort.head(6).copy().astype({"bmi": object, "hypertension": object})
+    frame.loc[0, "bmi"] = f" {cohort.loc[0, 'bmi']} "
+    frame.loc[1, "hypertension"] = "True"
+    frame.loc[2, "hypertension"] = "false"
+    frame.loc[3, "bmi"] = "NA"
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    predict_file(run_dir / "student.onnx", source, tmp_path / "out.csv")
+    clean = cohort.head(6).copy()
+    clean.loc[1, "hypertension"], clean.loc[2, "hypertension"] = 1, 0
+    clean.loc[3, "bmi"] = np.nan
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["probability"],
+                               reference(run_dir / "student.onnx", clean)[:, 1], atol=ATOL)
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    ("", "the file is empty"),
+    ("sex,age\n", "missing"),
+    (None, "has no data rows"),
+])
+def test_empty_inputs(tmp_path, run_dir, cohort, content, fragment) -> None:
+    source = tmp_path / "in.csv"
+    if content is None:
+        cohort.head(0).to_csv(source, index=False)
+    else:
+        source.write_text(content)
+    with pytest.raises(DataError, match=fragment):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    _assert_no_leftovers(tmp_path)
+
+
+def test_all_rows_bad_writes_nothing(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    cohort.head(3).assign(age="old").to_csv(source, index=False)
+    with pytest.raises(DataError, match="none of the 3 rows could be scored"):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "o.csv", on_error="skip")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_wrong_parquet_type(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.parquet"
+    cohort.head(3).assign(age=pd.Timestamp("2020-01-01")).to_parquet(source)
+    with pytest.raises(DataError, match="column 'age' has type timestamp"):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "o.csv")
+
+
+def test_model_problems(tmp_path, records_csv) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        predict_file(tmp_path / "nope" / "student.onnx", records_csv, tmp_path / "o.csv")
+    junk = tmp_path / "student.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="not an ONNX model"):
+        load_model(junk)
+
+
+def test_model_folder_accepted_and_input_missing(tmp_path, run_dir) -> None:
+    assert load_model(run_dir).path == run_dir / "student.onnx"
+    with pytest.raises(DataError, match="does not exist"):
+        predict_file(run_dir, tmp_path / "absent.csv", tmp_path / "o.csv")
+
+
+def test_formats_and_options() -> None:
+    assert infer_format(Path("a.CSV")) == "csv"
+    assert infer_format(Path("a.pq")) == "parquet"
+    assert infer_format(Path("a.ndjson")) == "fhir"
+    assert infer_format(Path("a.txt"), "parquet") == "parquet"
+    with pytest.raises(ConfigError, match="--format"):
+        infer_format(Path("a.txt"))
+    with pytest.raises(ConfigError):
+        infer_format(Path("a.csv"), "xlsx")
+    assert issubclass(ConfigError, MedistillError)
+
+
+def test_bad_on_error_and_same_file(tmp_path, run_dir, records_csv) -> None:
+    with pytest.raises(ConfigError, match="'stop' or 'skip'"):
+        predict_file(run_dir, records_csv, tmp_path / "o.csv", on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="is the input file"):
+        predict_file(run_dir, records_csv, records_csv)
+
+
+def test_model_card_uses_matching_report(tmp_path, run_dir) -> None:
+    card = load_model(run_dir).card
+    assert card["privacy"]["source"] == "report.json"
+    assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
+    assert card["report"]["verdict"] == "release"
+    assert card["model"]["integrity"] == "ok"
+    other = tmp_path / "copy"
+    shutil.copytree(run_dir, other)
+    report = json.loads((other / "report.json").read_text())
+    report["run"]["pipeline_sha256"] = "0" * 64
+    (other / "report.json").write_text(json.dumps(report))
+    card = load_model(other).card
+    assert card["privacy"]["source"] == "student.onnx metadata"
+    assert card["privacy"]["epsilon"] == pytest.approx(2.5) and card["report"] is None
+    assert "another run" in card["report_note"]
+
+
+def test_manifest_mismatch_is_noted(tmp_path, run_dir, records_csv) -> None:
+    other = tmp_path / "tampered"
+    shutil.copytree(run_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["sha256"]["student.onnx"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    summary = predict_file(other, records_csv, tmp_path / "o.csv")
+    assert summary.notes == ("MISMATCH: the model differs from manifest.json",)
+    assert any(line.startswith("note: MISMATCH") for line in summary.lines())
+
+
+def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    cohort.head(5).assign(smoking="né").to_csv(source, index=False, encoding="latin-1")
+    with pytest.raises(DataError, match=r"in\.csv: cannot be read as CSV .*UTF8"):
+        predict_file(run_dir, source, tmp_path / "o.csv")
+    source.write_bytes("séx,age\n".encode("latin-1"))
+    with pytest.raises(DataError, match="line 1 is not UTF-8"):
+        predict_file(run_dir, source, tmp_path / "o.csv")
+    bom = tmp_path / "bom.csv"
+    cohort.head(5).to_csv(bom, index=False, encoding="utf-8-sig")
+    assert predict_file(run_dir, bom, tmp_path / "o.csv").n_scored == 5

@@ -1,0 +1,194 @@
+"""The HTTP service through FastAPI's TestClient (no sockets): endpoints, parity with the
+batch path, auth, size limits, OpenAPI, FHIR Bundles, and no patient data in logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():  # newer Starlette prefers httpx2; httpx still works
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from medistill.deploy.service import create_app
+
+TOKEN = "correct horse battery staple"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _rows(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+@pytest.fixture(scope="module")
+def client(run_dir) -> TestClient:
+    return TestClient(create_app(run_dir / "student.onnx", token=TOKEN, max_body_bytes=50_000))
+
+
+@pytest.fixture(scope="module")
+def open_client(multiclass_dir) -> TestClient:
+    return TestClient(create_app(multiclass_dir))
+
+
+def test_health_needs_no_token(client, run_dir) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["model_sha256"] == client.app.state.model.sha256
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": f"Basic {TOKEN}"}])
+@pytest.mark.parametrize(("method", "path"), [("get", "/model"), ("post", "/predict")])
+def test_auth_rejects_missing_or_wrong_token(client, headers, method, path) -> None:
+    kwargs = {"json": {"rows": [{"age": 1}]}} if method == "post" else {}
+    response = getattr(client, method)(path, headers=headers, **kwargs)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_model_card(client) -> None:
+    card = client.get("/model", headers=AUTH).json()
+    assert card["privacy"]["unit"] == "patient"
+    assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
+    assert card["privacy"]["source"] == "report.json"
+    assert card["report"]["verdict"] == "release"
+    assert card["model"]["label"] == "cv_event_1y"
+    assert [f["name"] for f in card["model"]["features"]][:3] == ["sex", "age", "smoking"]
+
+
+def test_rows_match_onnx_feeds(client, run_dir, cohort, reference) -> None:
+    frame = cohort.head(25)
+    response = client.post("/predict", json={"rows": _rows(frame)}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = reference(run_dir / "student.onnx", frame)
+    assert body["n_scored"] == 25 and body["classes"] == ["0", "1"]
+    got = np.array([p["probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(got, expected[:, 1], atol=1e-6)
+    assert [p["key"] for p in body["predictions"]] == frame["patient_id"].tolist()
+    assert "probabilities" not in body["predictions"][0]
+
+
+def test_multiclass_rows_without_token(open_client, multiclass_dir, cohort, reference) -> None:
+    frame = cohort.head(5).drop(columns="patient_id")
+    body = open_client.post("/predict", json={"rows": _rows(frame)}).json()
+    expected = reference(multiclass_dir / "student.onnx", frame)
+    for prediction, want in zip(body["predictions"], expected, strict=True):
+        assert list(prediction["probabilities"]) == ["low", "mid", "high"]
+        np.testing.assert_allclose(list(prediction["probabilities"].values()), want, atol=1e-6)
+        assert prediction["prediction"] == ["low", "mid", "high"][int(want.argmax())]
+        assert "key" not in prediction
+
+
+def test_bad_rows_stop_or_skip(client, cohort) -> None:
+    rows = _rows(cohort.head(3))
+    rows[1]["bmi"] = "heavy"
+    rows[2]["smoking"] = "vaping"
+    stop = client.post("/predict", json={"rows": rows}, headers=AUTH)
+    assert stop.status_code == 422
+    assert stop.json()["problems"] == [{"file": None, "row": 1, "column": "bmi",
+                                        "reason": "not a number"}]
+    assert "heavy" not in stop.text
+    skip = client.post("/predict?on_error=skip", json={"rows": rows}, headers=AUTH).json()
+    assert (skip["n_scored"], skip["n_skipped"]) == (2, 1)
+    assert skip["predictions"][1] == {"row": 1, "key": rows[1]["patient_id"],
+                                      "error": "column 'bmi': not a number"}
+    assert "vaping" not in json.dumps(skip) and "'smoking': 1 value(s)" in skip["warnings"][0]
+
+
+def test_schema_errors_do_not_echo_values(client) -> None:
+    response = client.post("/predict", json={"rows": [{"age": ["SECRET-VALUE"]}]},
+                           headers=AUTH)
+    assert response.status_code == 422
+    assert "SECRET-VALUE" not in response.text
+    missing = client.post("/predict", json={"rows": [{"age": 50}]}, headers=AUTH)
+    assert missing.status_code == 422 and "'sex'" in missing.json()["detail"]
+    empty = client.post("/predict", json={"rows": []}, headers=AUTH)
+    assert empty.status_code == 422
+
+
+def test_size_limit_by_header_and_by_stream(client) -> None:
+    big = json.dumps({"rows": [{"age": 1, "note": "x" * 60_000}]})
+    response = client.post("/predict", content=big, headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+
+    def chunks():
+        for _ in range(10):
+            yield b" " * 10_000
+
+    streamed = client.post("/predict", content=chunks(), headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert "50,000 bytes" in streamed.json()["detail"]
+
+
+def test_openapi_schema(client, open_client) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/health", "/model"} <= set(schema["paths"])
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    refs = json.dumps(body["schema"])
+    assert "RowsRequest" in refs and "BundleRequest" in refs
+    assert "PredictResponse" in json.dumps(schema["paths"]["/predict"]["post"]["responses"])
+    assert {"401", "413", "422"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "security" in schema["paths"]["/model"]["get"]
+    assert "security" not in schema["paths"]["/health"]["get"]
+    assert "securitySchemes" not in open_client.get("/openapi.json").json().get("components", {})
+    assert client.get("/docs").status_code == 404  # the docs UI would load scripts from a CDN
+
+
+def test_no_request_content_in_logs(client, cohort, caplog) -> None:
+    rows = _rows(cohort.head(2))
+    rows[0]["patient_id"] = "KEY-ZZ-4711"
+    rows[1]["bmi"] = "JUNK-QQ-0815"
+    with caplog.at_level(logging.DEBUG):
+        client.post("/predict?on_error=skip", json={"rows": rows}, headers=AUTH)
+        client.post("/predict", json={"rows": rows}, headers=AUTH)
+    assert "predict: rows of 2" in caplog.text
+    assert "KEY-ZZ-4711" not in caplog.text and "JUNK-QQ-0815" not in caplog.text
+
+
+def test_fhir_bundle_in_riskassessments_out(tmp_path, run_dir, reference) -> None:
+    fhir = pytest.importorskip("medistill.data.fhir")
+    from fhir.resources.R4B.bundle import Bundle
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(run_dir, model_dir)
+    shutil.copy(Path(fhir.__file__).parent / "demo_mapping.yaml", model_dir / "mapping.yaml")
+    export = fhir.write_synthetic_fhir_export(tmp_path / "export", 4,
+                                              rng=np.random.default_rng(5))
+    entries = [{"resource": json.loads(line)} for f in sorted(export.glob("*.ndjson"))
+               for line in f.read_text().splitlines()]
+    request = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    app_client = TestClient(create_app(model_dir, max_body_bytes=5_000_000))
+    response = app_client.post("/predict", json=request)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    bundle = response.json()
+    Bundle.model_validate(bundle)
+    subjects = sorted(e["resource"]["subject"]["reference"] for e in bundle["entry"])
+    patients = sorted(f"Patient/{e['resource']['id']}" for e in entries
+                      if e["resource"]["resourceType"] == "Patient")
+    assert subjects == patients
+    bundle_file = tmp_path / "b.json"
+    bundle_file.write_text(json.dumps(request))
+    result = fhir.ingest_fhir(bundle_file, fhir.load_mapping(model_dir / "mapping.yaml"),
+                              salt="x", keep_patient_ids=True)
+    expected = dict(zip(result.patient_ids,
+                        reference(model_dir / "student.onnx", result.table)[:, 1], strict=True))
+    for entry in bundle["entry"]:
+        patient = entry["resource"]["subject"]["reference"].removeprefix("Patient/")
+        got = entry["resource"]["prediction"][0]["probabilityDecimal"]
+        assert abs(got - expected[patient]) <= 1e-6
