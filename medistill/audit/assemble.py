@@ -224,7 +224,9 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     }
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)
-    report.update(gates=gates, verdict=verdict, passed=all(g["passed"] for g in gates))
+    report.update(gates=gates, verdict=verdict, passed=all(g["passed"] for g in gates),
+                  policy={"name": policy.name,
+                          "file": str(config.audit.policy) if config.audit.policy else "default"})
     return report, mia_scores
 
 

@@ -69,7 +69,8 @@ def test_default_policy_is_the_audits_policy_file() -> None:
 def test_default_policy_gates(policy: AuditPolicy) -> None:
     gates = {g.name: g for g in policy.gates}
     assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target", "mia_auc",
-                           "empirical_epsilon", "formal_guarantee"]
+                           "mia_power", "empirical_epsilon", "formal_guarantee"]
+    assert gates["mia_auc"].metric == "mia.student.auc_ci.1"  # the interval's upper end
     assert (gates["auroc_retention"].op, gates["auroc_retention"].threshold) == (">=", 0.90)
     assert (gates["latency_speedup"].threshold, gates["latency_speedup"].severity) == (26.0, "review")
     assert gates["epsilon_within_target"].threshold_from == "privacy.target_epsilon"
@@ -191,7 +192,7 @@ def test_get_path_handles_dotted_keys_and_indices() -> None:
 def test_good_run_is_released(policy: AuditPolicy) -> None:
     rows, verdict = evaluate_gates(good_report(), policy)
     assert verdict == "release"
-    assert all(r["passed"] for r in rows) and len(rows) == 6
+    assert all(r["passed"] for r in rows) and len(rows) == 7
     row = by_name(rows)["epsilon_within_target"]
     assert (row["value"], row["threshold"], row["op"], row["severity"]) == (2.98, 3.0, "<=", "reject")
     assert set(row) >= {"name", "value", "threshold", "op", "passed", "severity", "metric", "note"}
@@ -228,7 +229,7 @@ def test_missing_metric_fails_never_passes(policy: AuditPolicy, missing: str | N
     if missing == "drop":
         del report["mia"]
     else:
-        report["mia"]["student"]["auc"] = None
+        report["mia"]["student"]["auc_ci"] = None
     rows = by_name(evaluate_gates(report, policy)[0])
     assert rows["mia_auc"]["passed"] is False
     assert rows["mia_auc"]["value"] is None
@@ -334,7 +335,7 @@ def test_rejudge_replaces_verdict_without_mutating(policy: AuditPolicy) -> None:
     judged = rejudge(report, policy)
     assert report == original
     assert judged["verdict"] == "review" and judged["passed"] is False
-    assert len(judged["gates"]) == 6 and judged["policy"] == {"name": "default"}
+    assert len(judged["gates"]) == 7 and judged["policy"] == {"name": "default"}
     assert judged["utility"] == original["utility"]
 
 

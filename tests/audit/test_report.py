@@ -254,7 +254,7 @@ def test_privacy_bug_is_in_the_first_line(report: dict[str, Any], policy) -> Non
 
 def test_review_line_names_the_failed_gate(report: dict[str, Any], policy) -> None:
     report["utility"]["retention"]["auroc"] = 0.85
-    del report["mia"]["student"]["auc"]
+    del report["mia"]["student"]["auc_ci"]
     line = headline(rejudge(report, policy))[0]
     assert line.startswith("REVIEW — 2 gates failed: ")
     assert "auroc_retention (measured 0.850, required ≥ 0.900)" in line
