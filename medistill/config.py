@@ -192,6 +192,7 @@ class AuditConfig(_Frozen):
     reference_models: int = Field(4, ge=0, le=256)
     canaries: int | Literal["auto"] = "auto"
     bootstrap: int = Field(200, ge=0, le=10_000)
+    memory: bool = True
 
 
 class PipelineConfig(_Frozen):

@@ -208,6 +208,7 @@ class Pipeline:
         context = {
             "member_rows": split.train[plan["dp_rows"]],
             "teacher_selection": self.selection,
+            "transfer_rows": transfer.head(min(len(transfer), 5000)),
             "student_trainer": self._reference_student_factory(
                 preprocessor, data, inputs, targets, is_transfer, record, plan),
             "canary": ({"rows": split.train[plan["canary_rows"]], "included": plan["canary_in"]}

@@ -144,6 +144,12 @@ def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
     assert 0.78 <= report["utility"]["teacher"]["auroc"] <= 0.93
     assert 0.65 <= report["utility"]["student"]["auroc"] <= 0.90
     assert 0.40 <= report["mia"]["student"]["auc"] <= 0.60
+    # The same attacks have power: they find the non-private teacher's leakage.
+    assert report["mia"]["teacher"]["auc"] >= report["mia"]["student"]["auc"] + 0.05
+    for attribute in ("sex", "age"):
+        groups = report["fairness"][attribute]
+        assert sum(g["n"] for g in groups.values()) == report["run"]["dataset"]["n_test"]
+        assert all(g["mia_auc"] is None or 0 <= g["mia_auc"] <= 1 for g in groups.values())
     privacy = report["privacy"]
     assert privacy["unit"] == "patient" and privacy["formal_guarantee"] is True
     assert 0.98 * 3.0 <= privacy["epsilon"] <= 3.0

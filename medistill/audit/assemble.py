@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
 
 from medistill import __version__
 from medistill.audit.gates import evaluate_gates, load_policy
 from medistill.audit.bootstrap import bootstrap_metrics
 from medistill.audit.canary import canary_audit
+from medistill.audit.memory import peak_scoring_memory, peak_teacher_memory
 from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
@@ -94,25 +99,63 @@ def _groups(values: pd.Series, kind: str) -> pd.Series:
 
 
 def _fairness(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
-              student_proba: np.ndarray, mia_scores: tuple[np.ndarray, np.ndarray] | None) -> dict:
+              student_proba: np.ndarray, population: np.ndarray, mia_raw: pd.DataFrame,
+              strongest: str) -> dict:
+    """Utility (test split) and attack success (attack population) per group of each
+    sensitive attribute, with counts; small groups are flagged, not hidden."""
     attributes = list(config.data.sensitive_attributes)
     if not attributes:
         attributes = [f.name for f in data.schema.features if f.name.lower() in ("sex", "gender", "age")]
     X_test, y_test, _ = data.rows(split.test)
+    X_pop = data.rows(population)[0]
+    scores = mia_raw[strongest].to_numpy()
+    members = mia_raw["is_member"].to_numpy(dtype=bool)
     out: dict = {}
     for attribute in attributes:
         if attribute not in X_test.columns:
             continue
-        groups = _groups(X_test[attribute], data.schema.feature(attribute).kind)
+        kind = data.schema.feature(attribute).kind
+        groups, pop_groups = _groups(X_test[attribute], kind), _groups(X_pop[attribute], kind)
         out[attribute] = {}
-        for group in sorted(groups.unique()):
+        for group in sorted(set(groups.unique()) | set(pop_groups.unique())):
             mask = (groups == group).to_numpy()
             n = int(mask.sum())
-            entry = {"n": n, "auroc": None, "small_group": n < 100}
+            entry = {"n": n, "auroc": None, "mia_auc": None, "small_group": n < 100}
             if n >= 10 and len(np.unique(y_test[mask])) == data.schema.n_classes:
                 entry["auroc"] = utility_metrics(y_test[mask], student_proba[mask])["auroc"]
+            pmask = (pop_groups == group).to_numpy()
+            if members[pmask].any() and (~members[pmask]).any():
+                entry["mia_auc"] = float(roc_auc_score(members[pmask], scores[pmask]))
+                entry["mia_n"] = int(pmask.sum())
             out[attribute][group] = entry
     return out
+
+
+def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test: pd.DataFrame,
+           transfer_rows: pd.DataFrame | None) -> dict:
+    """Speed at the configured thread count, again on all cores, and scoring memory."""
+    speed = measure_speed(reference, student_path, schema, X_test, threads=config.audit.threads,
+                          repeats=config.audit.speed_repeats,
+                          batch_size=config.audit.throughput_batch)
+    cores = os.cpu_count() or 1
+    if cores > config.audit.threads:
+        speed["all_cores"] = measure_speed(reference, student_path, schema, X_test,
+                                           threads=cores, repeats=config.audit.speed_repeats,
+                                           batch_size=config.audit.throughput_batch)
+    if config.audit.memory and transfer_rows is not None:
+        # Synthetic transfer rows, never sensitive ones, are written for the child process.
+        with tempfile.TemporaryDirectory(prefix="medistill-mem-") as tmp:
+            rows = Path(tmp) / "rows.parquet"
+            feeds = onnx_feeds(transfer_rows, schema)
+            pd.DataFrame({k: v[:, 0] for k, v in feeds.items()}).to_parquet(rows, index=False)
+            teacher_pickle = Path(tmp) / "teacher.pkl"
+            teacher_pickle.write_bytes(pickle.dumps(reference, protocol=pickle.HIGHEST_PROTOCOL))
+            transfer_rows.to_parquet(Path(tmp) / "teacher_rows.parquet", index=False)
+            speed["student"]["memory"] = peak_scoring_memory(student_path, rows,
+                                                             threads=config.audit.threads)
+            speed["teacher"]["memory"] = peak_teacher_memory(
+                teacher_pickle, Path(tmp) / "teacher_rows.parquet", config.audit.threads)
+    return speed
 
 
 def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientSplit,
@@ -137,15 +180,15 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                             utility_metrics(y_test, baseline.predict_proba(X_test))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
     test_ids = data.patient_ids[split.test]
-    utility["confidence_intervals"] = {
-        who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
-                               groups=test_ids)
-        for who, proba in (("teacher", reference.predict_proba(X_test)),
-                           ("student", student_test))}
+    if config.audit.bootstrap:
+        utility["confidence_intervals"] = {
+            who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
+                                   groups=test_ids)
+            for who, proba in (("teacher", reference.predict_proba(X_test)),
+                               ("student", student_test))}
 
-    speed = measure_speed(reference, student_path, schema, X_test, threads=config.audit.threads,
-                          repeats=config.audit.speed_repeats,
-                          batch_size=config.audit.throughput_batch)
+    speed = _speed(config, reference, student_path, schema, X_test,
+                   audit_context.get("transfer_rows"))
     delta = ledger.delta
     population = mia_population(data, split, audit_context["member_rows"], rng)
     n_members = len(population) // 2
@@ -220,7 +263,8 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                              "epsilon_cost": next((r["epsilon_alone"] for r in ledger_dict["entries"]
                                                    if r["stage"] == "schema_statistics"), 0.0)}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
-        "fairness": _fairness(config, data, split, student_test, None),
+        "fairness": _fairness(config, data, split, student_test, population, student_raw,
+                              max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
     }
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)
