@@ -29,19 +29,31 @@ def _ingest(source: Path, mapping: Path | None, *, on_error: str, fhir_version: 
 
 
 def run_salt() -> str:
-    """A fresh secret salt: patient keys of a run are internal and never written."""
+    """A fresh secret salt, for tables that leave the process (``ingest-fhir``)."""
     return secrets.token_hex(16)
+
+
+def _in_run_salt(seed: int) -> str:
+    """The salt of patient keys that live only in a run's memory (never written): fixed by
+    the seed so that splits and partitions — and so the run — are reproducible."""
+    return f"medistill-in-run-{seed}"
+
+
+def _canonical(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in a fixed order (by patient key), whatever order worker processes returned."""
+    return table.sort_values(PATIENT_KEY, kind="stable").reset_index(drop=True)
 
 
 def read_fhir_table(config: DataConfig, *, seed: int) -> tuple[pd.DataFrame, str, str]:
     """One row per patient from the export at ``config.path`` (label from the mapping)."""
     result = _ingest(Path(config.path), config.mapping, on_error="stop", fhir_version="auto",
-                     salt=run_salt(), n_jobs=config.fhir_jobs, validate=config.fhir_validate)
+                     salt=_in_run_salt(seed), n_jobs=config.fhir_jobs,
+                     validate=config.fhir_validate)
     label = config.label or result.label
     if label is None:
         raise ConfigError(f"{config.mapping or 'the default FHIR mapping'} defines no label and "
                           "data.label is not set.", hint="Add a label definition to the mapping.")
-    return result.table, label, PATIENT_KEY
+    return _canonical(result.table), label, PATIENT_KEY
 
 
 def ingest_to_parquet(source: Path, out: Path, *, mapping: Path | None, on_error: str,
@@ -74,9 +86,10 @@ def builtin_fhir_cohort(n_patients: int, *, seed: int, n_jobs: int = 1) -> tuple
                                              rng=np.random.default_rng(seed))
         # The export was validated when it was made (see tests/data/fhir); reading only the
         # mapped fields keeps the demo fast.
-        result = _ingest(folder, None, on_error="stop", fhir_version="auto", salt=run_salt(),
-                         n_jobs=n_jobs, validate="mapped", rules=demo_mapping())
-    return result.table, result.label, PATIENT_KEY
+        result = _ingest(folder, None, on_error="stop", fhir_version="auto",
+                         salt=_in_run_salt(seed), n_jobs=n_jobs, validate="mapped",
+                         rules=demo_mapping())
+    return _canonical(result.table), result.label, PATIENT_KEY
 
 
 __all__ = ["PATIENT_KEY", "ingest_to_parquet", "read_fhir_table"]
