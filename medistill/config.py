@@ -193,6 +193,7 @@ class AuditConfig(_Frozen):
     canaries: int | Literal["auto"] = "auto"
     bootstrap: int = Field(200, ge=0, le=10_000)
     memory: bool = True
+    n_jobs: int = Field(2, ge=1, le=64)
 
 
 class PipelineConfig(_Frozen):

@@ -216,3 +216,25 @@ def test_mia_scores_and_canary_audit_are_saved(finished_run) -> None:
     # The one-run bound must never exceed the ledger's ε.
     assert canary["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
     assert report["mia"]["student"]["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
+
+
+def test_report_renders_in_headless_chromium(finished_run, tmp_path) -> None:
+    from medistill.audit.screenshot import chromium_path, screenshot_html
+
+    if chromium_path() is None:
+        pytest.skip("Chromium is not installed")
+    _, out = finished_run
+    assert screenshot_html(out / "report.html", tmp_path / "first_screen.png") is True
+    assert (tmp_path / "first_screen.png").stat().st_size > 10_000
+
+
+def test_run_is_reproducible_from_its_pipeline_yaml(finished_run, tmp_path) -> None:
+    _, out = finished_run
+    again = tmp_path / "again"
+    result = _run(["run", str(out / "pipeline.yaml"), "--out", str(again)])
+    assert result.exit_code in (0, 3), result.output
+    first, second = (json.loads((d / "report.json").read_text()) for d in (out, again))
+    assert first["privacy"] == second["privacy"]
+    assert first["utility"]["student"] == second["utility"]["student"]
+    assert first["mia"]["student"]["auc"] == second["mia"]["student"]["auc"]
+    assert sha256_of(out / "student.onnx") == sha256_of(again / "student.onnx")

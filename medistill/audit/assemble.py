@@ -82,7 +82,7 @@ def _mia(config: PipelineConfig, data: SensitiveData, population: np.ndarray, n_
     is_member = np.arange(len(population)) < n_members
     block, raw = run_attacks(predict, X, y, ids, is_member, train_fn=train_fn,
                              n_reference=config.audit.reference_models, delta=delta, rng=rng,
-                             seed=config.seed)
+                             seed=config.seed, n_jobs=config.audit.n_jobs)
     raw.insert(0, "model", who)
     return block, raw
 
@@ -185,6 +185,7 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
             who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
                                    groups=test_ids)
             for who, proba in (("teacher", reference.predict_proba(X_test)),
+                               ("ensemble", ensemble.predict_proba(X_test)),
                                ("student", student_test))}
 
     speed = _speed(config, reference, student_path, schema, X_test,

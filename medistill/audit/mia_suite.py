@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from medistill.audit.attacks import attack_result, lira_scores, logit_confidence, rmia_scores
@@ -28,7 +29,8 @@ def _true_class(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
                 patient_ids: np.ndarray, is_member: np.ndarray, *,
                 train_fn: Callable[[np.ndarray, int], Predict] | None, n_reference: int,
-                delta: float, rng: np.random.Generator, seed: int) -> tuple[dict, pd.DataFrame]:
+                delta: float, rng: np.random.Generator, seed: int,
+                n_jobs: int = 1) -> tuple[dict, pd.DataFrame]:
     """All attacks on ``target``; returns the report block and the raw per-row scores.
 
     ``features``/``labels``/``patient_ids`` are the population rows (one per patient);
@@ -42,9 +44,15 @@ def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
                                      delta=delta, rng=rng)]
     if train_fn is not None and n_reference >= 2:
         inclusion = plan_reference_inclusion(len(labels), n_reference, rng)
+        def one(r: int) -> np.ndarray:
+            return train_fn(np.flatnonzero(inclusion[r]), seed + 1000 + r)(features)
+
+        # Threads, not processes: train_fn closes over the pipeline's state. numpy, torch
+        # and scikit-learn release the GIL in their kernels; each model is seeded, so the
+        # result does not depend on scheduling.
         with threadpool_limits(limits=1):
-            refs = [train_fn(np.flatnonzero(inclusion[r]), seed + 1000 + r)(features)
-                    for r in range(n_reference)]
+            refs = Parallel(n_jobs=n_jobs, backend="threading")(
+                delayed(one)(r) for r in range(n_reference))
         ref_probs = np.stack(refs)
         target_conf = logit_confidence(probs, labels)
         ref_conf = np.stack([logit_confidence(p, labels) for p in ref_probs])

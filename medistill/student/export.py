@@ -61,6 +61,10 @@ def build_student_onnx(preprocessor: ColumnTransformer, network: torch.nn.Module
     for node in merged.graph.node:
         node.output[:] = [OUTPUT_NAME if o == f"student_{OUTPUT_NAME}" else o for o in node.output]
     merged.graph.output[0].name = OUTPUT_NAME
+    # merge_models names the graph and its doc string with random uuids: make them fixed so
+    # the same pipeline.yaml gives a byte-identical student.onnx.
+    merged.graph.name = "medistill_student"
+    merged.graph.doc_string = "preprocessing (skl2onnx) followed by the student network"
     merged.producer_name = "medistill"
     merged.doc_string = "medistill student: raw named columns in, class probabilities out."
     props = {"classes": json.dumps(list(schema.classes)),

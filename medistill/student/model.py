@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -9,7 +11,8 @@ from torch import nn
 class StudentMLP(nn.Module):
     """Linear → ReLU blocks and a linear head producing class logits."""
 
-    def __init__(self, n_inputs: int, n_classes: int, hidden_layers: tuple[int, ...]) -> None:
+    def __init__(self, n_inputs: int, n_classes: int, hidden_layers: tuple[int, ...], *,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_inputs
@@ -18,6 +21,18 @@ class StudentMLP(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
+        if generator is not None:
+            self._initialise(generator)
+
+    def _initialise(self, generator: torch.Generator) -> None:
+        """PyTorch's default Linear initialisation, drawn from ``generator`` (not the global
+        RNG), so concurrent trainings stay reproducible."""
+        with torch.no_grad():
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.uniform_(-bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -70,10 +70,10 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                 "secure random generator for Opacus) is not installed.",
                 hint="Install torchcsprng for this torch version, or set "
                      "student.secure_mode: false for non-production runs.") from None
-    torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     noise_generator = torch.Generator().manual_seed(seed + 1)
-    model = StudentMLP(inputs.shape[1], n_classes, config.hidden_layers)
+    init_generator = torch.Generator().manual_seed(seed + 2)
+    model = StudentMLP(inputs.shape[1], n_classes, config.hidden_layers, generator=init_generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if targets.ndim == 1:
         targets = np.eye(n_classes, dtype=np.float32)[targets]
