@@ -72,7 +72,8 @@ class PrivacyConfig(_Frozen):
     delta: float | None = None
     accountant: Literal["pld", "rdp"] = "pld"
     shares: dict[str, float] = Field(
-        default_factory=lambda: {"schema_statistics": 0.05, "labels": 0.35, "student": 0.60})
+        default_factory=lambda: {"schema_statistics": 0.05, "synthesizer": 0.15, "labels": 0.35,
+                                 "student": 0.60})
     allow_nonprivate: bool = False
 
     @field_validator("target_epsilon")
@@ -93,7 +94,7 @@ class PrivacyConfig(_Frozen):
     @field_validator("shares")
     @classmethod
     def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"schema_statistics", "labels", "student"}
+        allowed = {"schema_statistics", "synthesizer", "labels", "student"}
         for key, share in value.items():
             if key not in allowed:
                 raise ValueError(f"unknown stage '{key}'; expected one of {sorted(allowed)}")
@@ -149,8 +150,9 @@ class NumericPrior(_Frozen):
 class TransferConfig(_Frozen):
     """Where the transfer rows that the teachers label come from."""
 
-    source: Literal["schema_prior"] = "schema_prior"
+    source: Literal["schema_prior", "dp_synthesizer"] = "schema_prior"
     n_rows: int = Field(5000, ge=10, le=10_000_000)
+    max_pairs: int | None = Field(None, ge=0)
     priors: dict[str, NumericPrior] = Field(default_factory=dict)
     categories: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 

@@ -33,6 +33,7 @@ from medistill.teachers.ensemble import PartitionedEnsemble, auto_n_teachers
 from medistill.teachers.models import make_teacher
 from medistill.teachers.selection import select_reference_teacher
 from medistill.transfer.dp_marginals import marginals_event, release_marginals
+from medistill.transfer.dp_synthesizer import DPMarginalSynthesizer
 from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
 
 
@@ -131,18 +132,23 @@ class Pipeline:
         noises = plan["noises"]
 
         with self.console.status("Making transfer data…"):
-            marginals = {}
-            if plan["marginal_columns"]:
-                marginals = release_marginals(
-                    train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema,
-                    plan["marginal_columns"], noise_multiplier=noises["schema_statistics"],
-                    rng=rngs["marginals"])
-                ledger.record("schema_statistics", marginals_event(noises["schema_statistics"]),
-                              f"noisy one-way marginals of {len(marginals)} columns")
-            sampler = SchemaPriorSampler(data.schema, priors=cfg.transfer.priors,
-                                         categories=cfg.transfer.categories, marginals=marginals)
             n_rows = max(cfg.transfer.n_rows, plan["n_queries"])
-            transfer = sampler.sample(n_rows, rngs["transfer"])
+            if cfg.transfer.source == "dp_synthesizer":
+                transfer = self._synthesize(data, train_X, plan, n_rows, ledger)
+            else:
+                marginals = {}
+                if plan["marginal_columns"]:
+                    marginals = release_marginals(
+                        train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema,
+                        plan["marginal_columns"], noise_multiplier=noises["schema_statistics"],
+                        rng=rngs["marginals"])
+                    ledger.record("schema_statistics",
+                                  marginals_event(noises["schema_statistics"]),
+                                  f"noisy one-way marginals of {len(marginals)} columns")
+                sampler = SchemaPriorSampler(data.schema, priors=cfg.transfer.priors,
+                                             categories=cfg.transfer.categories,
+                                             marginals=marginals)
+                transfer = sampler.sample(n_rows, rngs["transfer"])
 
         n_queries = plan["n_queries"]
         query_rows = transfer.iloc[:n_queries].reset_index(drop=True)
@@ -223,6 +229,21 @@ class Pipeline:
         write_run_files(folder, cfg, ledger, report, mia_scores)
         return report
 
+    def _synthesize(self, data: SensitiveData, train_X: pd.DataFrame, plan: dict, n_rows: int,
+                    ledger: PrivacyLedger) -> pd.DataFrame:
+        """Transfer rows from the DP marginal synthesizer fitted on one row per patient."""
+        cfg = self.config
+        synthesizer = DPMarginalSynthesizer(
+            noise_multiplier=plan["noises"]["synthesizer"],
+            max_pairs=(cfg.transfer.max_pairs if cfg.transfer.max_pairs is not None
+                       else len(data.schema.features) - 1),
+            rng=self.rngs["marginals"],
+            bounds={name: (p.min, p.max) for name, p in cfg.transfer.priors.items()})
+        synthesizer.fit(train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema)
+        ledger.record("transfer_synthesizer", synthesizer.privacy_events(),
+                      f"DP marginal synthesizer: {synthesizer.n_marginals_} noisy marginals")
+        return synthesizer.sample(n_rows)
+
     def _reference_student_factory(self, preprocessor, data: SensitiveData, inputs: np.ndarray,
                                    targets: np.ndarray, is_transfer: np.ndarray, record,
                                    plan: dict):
@@ -295,13 +316,15 @@ class Pipeline:
             canary_rows = rng.choice(dp_rows, size=n_canaries, replace=False)
             canary_in = rng.random(n_canaries) < 0.5
             dp_rows = np.setdiff1d(dp_rows, canary_rows[~canary_in])
-        marginal_columns = columns_needing_marginals(data.schema, cfg.transfer.priors,
-                                                     cfg.transfer.categories)
+        synthesizing = cfg.transfer.source == "dp_synthesizer"
+        marginal_columns = [] if synthesizing else columns_needing_marginals(
+            data.schema, cfg.transfer.priors, cfg.transfer.categories)
         alpha = cfg.student.alpha
         notes: list[str] = []
         uses_labels = alpha > 0
         touches_sensitive = alpha < 1
         active = [s for s, on in (("schema_statistics", bool(marginal_columns)),
+                                  ("synthesizer", synthesizing),
                                   ("labels", uses_labels and cfg.labels.aggregator != "plurality"),
                                   ("student", touches_sensitive)) if on]
         total_share = sum(shares.get(s, 0.0) for s in active) or 1.0
@@ -337,6 +360,9 @@ class Pipeline:
         if "schema_statistics" in active:
             stages.append(StagePlan("schema_statistics", shares.get("schema_statistics", 0.05),
                                     marginals_event, 1e4, "noisy marginals for transfer data"))
+        if "synthesizer" in active:
+            stages.append(StagePlan("synthesizer", shares.get("synthesizer", 0.15),
+                                    dpa.GaussianDpEvent, 1e3, "DP marginal synthesizer"))
         if "labels" in active:
             stages.append(StagePlan("labels", shares.get("labels", 0.35),
                                     lambda s: self._aggregator(s, n_teachers).planned_event(n_queries),

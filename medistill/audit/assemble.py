@@ -217,9 +217,13 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                           "plurality vote): ε is infinite and nothing formal protects patients.")
     caveats.extend(plan.get("notes", []))
     caveats.append(NOT_COVERED)
-    caveats.append("Schema-prior transfer data: declared priors cost nothing; columns without "
-                   "a declared prior are sampled from differentially private marginals "
-                   "(ledger stage 'schema_statistics').")
+    if config.transfer.source == "dp_synthesizer":
+        caveats.append("Transfer data come from a differentially private marginal synthesizer "
+                       "fitted on sensitive training rows (ledger stage 'transfer_synthesizer').")
+    else:
+        caveats.append("Schema-prior transfer data: declared priors cost nothing; columns "
+                       "without a declared prior are sampled from differentially private "
+                       "marginals (ledger stage 'schema_statistics').")
     privacy = {
         "unit": "patient", "formal_guarantee": ledger.formal_guarantee,
         "epsilon": _finite(epsilon), "delta": delta,
@@ -262,7 +266,9 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                              "n_labelled": plan["n_queries"],
                              "dp_marginal_columns": list(plan["marginal_columns"]),
                              "epsilon_cost": next((r["epsilon_alone"] for r in ledger_dict["entries"]
-                                                   if r["stage"] == "schema_statistics"), 0.0)}},
+                                                   if r["stage"] in ("schema_statistics",
+                                                                     "transfer_synthesizer")),
+                                                  0.0)}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "fairness": _fairness(config, data, split, student_test, population, student_raw,
                               max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
