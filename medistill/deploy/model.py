@@ -6,7 +6,6 @@ Imports onnxruntime, numpy and PyYAML only: never torch, scikit-learn or pandas.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medistill.errors import DataError
+from medistill.runfolder import sha256_of
 
 MODEL_FILE = "student.onnx"
 OUTPUT_NAME = "probabilities"
@@ -63,12 +63,7 @@ class ModelSchema:
         return schema
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_of  # one implementation, shared with the run folder's manifest
 
 
 def _read_json(path: Path) -> dict | None:
