@@ -161,7 +161,7 @@ class StudentConfig(_Frozen):
     """The small MLP student trained with DP-SGD (Opacus)."""
 
     hidden_layers: tuple[int, ...] = (32, 16)
-    alpha: float = Field(0.3, ge=0.0, le=1.0)
+    alpha: float = Field(0.1, ge=0.0, le=1.0)
     temperature: float = Field(1.0, gt=0.0, le=20.0)
     epochs: int = Field(15, ge=1, le=1000)
     batch_size: int | Literal["auto"] = "auto"
