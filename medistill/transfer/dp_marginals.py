@@ -52,24 +52,6 @@ def _counts(values: pd.Series, kind: str, categories: tuple[str, ...]) -> np.nda
     return np.append(np.bincount(bins, minlength=len(GRID_EDGES) - 1), missing.sum()).astype(float)
 
 
-THRESHOLD_STDS = 4.5  # expected false bins over the 800-bin grid: 800·P(Z>4.5) ≈ 0.003
-
-
-def _threshold(noisy: np.ndarray, std: float, *, numeric: bool) -> np.ndarray:
-    """Post-processing (free): on the 800-bin numeric grid, bins below 4.5 noise standard
-    deviations are noise, and keeping them would spread samples over ±10⁶; they are zeroed.
-    Categorical and binary marginals (few bins) keep every positive count."""
-    kept = np.clip(noisy, 0.0, None)
-    if numeric:
-        values = kept[:-1]
-        values[values < THRESHOLD_STDS * std] = 0.0
-        if values.sum() <= 0:  # nothing stands out: keep the single largest bin
-            values[int(np.argmax(noisy[:-1]))] = 1.0
-    if kept.sum() <= 0:
-        kept = np.ones_like(kept)
-    return kept
-
-
 def marginals_event(noise_multiplier: float) -> dpa.DpEvent:
     """The ledger event of one release of all marginals."""
     return dpa.GaussianDpEvent(noise_multiplier)
@@ -85,8 +67,9 @@ def release_marginals(features: pd.DataFrame, schema: TableSchema, columns: list
     for column in columns:
         spec = schema.feature(column)
         noisy = _counts(features[column], spec.kind, spec.categories)
-        noisy = noisy + rng.normal(0.0, std, size=noisy.shape)
-        noisy = _threshold(noisy, std, numeric=spec.kind not in (CATEGORICAL, BINARY))
+        noisy = np.clip(noisy + rng.normal(0.0, std, size=noisy.shape), 0.0, None)
+        if noisy.sum() <= 0:
+            noisy = np.ones_like(noisy)
         released[column] = NoisyMarginal(column, spec.kind, noisy / noisy.sum(), spec.categories)
     return released
 
