@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from medistill.config import parse_config

@@ -20,6 +20,7 @@ from medistill.audit.gates import evaluate_gates, load_policy
 from medistill.audit.bootstrap import bootstrap_metrics
 from medistill.audit.canary import canary_audit
 from medistill.audit.memory import peak_scoring_memory, peak_teacher_memory
+from medistill.audit.mia import log_likelihood
 from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
@@ -202,8 +203,7 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     canary = audit_context.get("canary")
     if canary is not None:
         X_c, y_c, _ = data.rows(canary["rows"])
-        scores = np.log(np.clip(_student_proba(session, X_c, schema)[np.arange(len(y_c)), y_c],
-                                1e-12, 1.0))
+        scores = log_likelihood(_student_proba(session, X_c, schema), y_c)
         student_block["canary"] = canary_audit(scores, canary["included"], delta=delta)
         student_block["epsilon_lower_bound"] = max(student_block["epsilon_lower_bound"],
                                                    student_block["canary"]["epsilon_lower_bound"])

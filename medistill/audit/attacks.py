@@ -12,7 +12,7 @@ queries the target and every reference model on the same points, and passes the 
   Membership Inference Attacks" (ICML 2024): the likelihood ratio Pr(x|θ)/Pr(x) of a point
   is compared with that of population points z that no model under attack trained on.
 
-Every score is oriented the same way as :func:`medistill.audit.mia.loss_scores`: higher
+Every score is oriented the same way as :func:`medistill.audit.mia.log_likelihood`: higher
 means "more likely a member". Scores are always finite.
 """
 

@@ -1,7 +1,7 @@
 """Membership inference: the loss-threshold attack, its ROC, and an empirical ε lower bound.
 
 Members are sensitive train patients, non-members are holdout patients (never trained on).
-Scores are per patient (mean over their rows); a higher score means "more likely a member".
+Scores are per row (one row per patient); a higher score means "more likely a member".
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 FPR_LEVELS = (0.01, 0.001)
 
 
-def loss_scores(probabilities: np.ndarray, labels: np.ndarray, patient_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Negative cross-entropy of the true label, averaged per patient (ids, scores)."""
-    p_true = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
-    unique, inverse = np.unique(patient_ids, return_inverse=True)
-    sums = np.bincount(inverse, weights=np.log(p_true))
-    return unique, sums / np.bincount(inverse)
+def log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log p(true label) per row, i.e. minus the cross-entropy loss: higher = more likely a
+    member. Probabilities are floored at 1e-12 so a confident mistake stays finite."""
+    p_true = probabilities[np.arange(len(labels)), labels]
+    return np.log(np.clip(p_true, 1e-12, 1.0))
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -118,4 +117,4 @@ def summarise(attacks: list[dict]) -> dict:
 
 
 __all__ = ["FPR_LEVELS", "auc_confidence_interval", "clopper_pearson", "epsilon_lower_bound",
-           "loss_scores", "loss_threshold_attack", "summarise", "tpr_at_fpr"]
+           "log_likelihood", "loss_threshold_attack", "summarise", "tpr_at_fpr"]

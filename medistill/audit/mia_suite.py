@@ -15,15 +15,17 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from medistill.audit.attacks import attack_result, lira_scores, logit_confidence, rmia_scores
-from medistill.audit.mia import loss_threshold_attack, summarise
+from medistill.audit.attacks import (
+    attack_result,
+    lira_scores,
+    logit_confidence,
+    rmia_scores,
+    true_class_probability,
+)
+from medistill.audit.mia import log_likelihood, loss_threshold_attack, summarise
 from medistill.audit.reference_models import plan_reference_inclusion
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
-
-
-def _true_class(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
 
 
 def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
@@ -38,7 +40,7 @@ def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
     """
     is_member = np.asarray(is_member, dtype=bool)
     probs = target(features)
-    loss_by_row = np.log(_true_class(probs, labels))  # minus the loss: higher = member
+    loss_by_row = log_likelihood(probs, labels)
     scores = {"loss_threshold": loss_by_row}
     attacks = [loss_threshold_attack(loss_by_row[is_member], loss_by_row[~is_member],
                                      delta=delta, rng=rng)]
@@ -58,8 +60,8 @@ def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
         ref_conf = np.stack([logit_confidence(p, labels) for p in ref_probs])
         scores["lira_offline"] = lira_scores(target_conf, ref_conf, inclusion, online=False)
         scores["lira_online"] = lira_scores(target_conf, ref_conf, inclusion, online=True)
-        p_x = _true_class(probs, labels)
-        ref_p_x = np.stack([_true_class(p, labels) for p in ref_probs])
+        p_x = true_class_probability(probs, labels)
+        ref_p_x = np.stack([true_class_probability(p, labels) for p in ref_probs])
         scores["rmia"] = rmia_scores(p_x, ref_p_x, p_x, ref_p_x, inclusion=inclusion,
                                      inclusion_z=inclusion)
         for name in ("lira_offline", "lira_online", "rmia"):

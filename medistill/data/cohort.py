@@ -45,7 +45,6 @@ def simulate_cohort(n_patients: int, *, rng: np.random.Generator) -> pd.DataFram
     smoking = rng.choice(np.array(["never", "former", "current"], dtype=object), size=n,
                          p=[0.55, 0.27, 0.18])
     current = (smoking == "current").astype(float)
-    former = (smoking == "former").astype(float)
 
     bmi = np.clip(rng.lognormal(mean=np.log(27.0), sigma=0.18, size=n), 15.0, 60.0)
     sbp = np.clip(105 + 0.45 * (age - 18) + 0.6 * (bmi - 27) + 5 * male
