@@ -147,14 +147,75 @@ class NumericPrior(_Frozen):
         return self
 
 
-class TransferConfig(_Frozen):
-    """Where the transfer rows that the teachers label come from."""
+TransferKind = Literal["dp_synthesizer", "schema_prior", "public_table", "munge"]
 
-    source: Literal["schema_prior", "dp_synthesizer"] = "schema_prior"
+
+class PublicTableConfig(_Frozen):
+    """A public table from elsewhere (another hospital's release, a registry) as transfer data."""
+
+    path: Path
+    format: Literal["auto", "csv", "parquet", "fhir"] = "auto"
+    mapping: Path | None = None                 # FHIR exports: the mapping to a table
+    column_map: dict[str, str] = Field(default_factory=dict)   # {public name: schema name}
+    missing: Literal["refuse", "impute"] = "refuse"
+    delta: float | None = None                  # default 1/(10·rows used)
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError("must be in (0, 1); the default is 1/(10·public rows)")
+        return value
+
+
+class MungeConfig(_Frozen):
+    """MUNGE perturbation of sensitive rows (no privacy guarantee; needs allow_nonprivate)."""
+
+    swap_probability: float = Field(0.5, ge=0.0, le=1.0)
+    local_variance: float = Field(5.0, gt=0.0)
+
+
+class TransferConfig(_Frozen):
+    """Where the transfer rows that the teachers label come from.
+
+    ``source: auto`` (the default) is the DP synthesizer with its share of the budget,
+    falling back to the schema prior when that share is too small to measure anything.
+    ``source: mix`` takes ``mix[kind]`` rows from each named kind.
+    """
+
+    source: Literal["auto", "dp_synthesizer", "schema_prior", "public_table", "munge",
+                    "mix"] = "auto"
     n_rows: int = Field(5000, ge=10, le=10_000_000)
+    mix: dict[TransferKind, int] = Field(default_factory=dict)
+    public: PublicTableConfig | None = None
+    munge: MungeConfig = MungeConfig()
     max_pairs: int | None = Field(None, ge=0)
     priors: dict[str, NumericPrior] = Field(default_factory=dict)
     categories: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sources_complete(self) -> TransferConfig:
+        if self.source == "mix":
+            if not self.mix or not any(v > 0 for v in self.mix.values()):
+                raise ValueError("source 'mix' needs 'mix': rows per source kind, e.g. "
+                                 "{dp_synthesizer: 3000, public_table: 2000}")
+            if any(v < 0 for v in self.mix.values()):
+                raise ValueError("'mix' sizes must be >= 0")
+        elif self.mix:
+            raise ValueError(f"'mix' is used only with source: mix (source is '{self.source}')")
+        if "public_table" in self.kinds() and self.public is None:
+            raise ValueError("a public_table source needs 'public': {path: ..., column_map: ...}")
+        return self
+
+    def kinds(self) -> list[str]:
+        """The source kinds this configuration draws from (``auto`` left unresolved)."""
+        if self.source == "mix":
+            return [k for k, v in self.mix.items() if v > 0]
+        return [self.source]
+
+    def total_rows(self) -> int:
+        """Rows of transfer data asked for (before the label plan may need more)."""
+        return sum(self.mix.values()) if self.source == "mix" else self.n_rows
 
 
 class StudentConfig(_Frozen):
@@ -168,6 +229,32 @@ class StudentConfig(_Frozen):
     learning_rate: float = Field(0.005, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     secure_mode: bool = False
+    # Physical batches larger than this are split by Opacus's BatchMemoryManager (same
+    # logical Poisson batch, same accounting; only memory changes).
+    max_physical_batch_size: int = Field(1024, ge=1)
+    # Per-sample clipping: Opacus's hooks, ew, functorch or ghost, or "fused" (one backward
+    # pass, student/fused.py); all are exact for the MLP (docs/benchmarks.md).
+    grad_sample_mode: str = "hooks"
+    # α schedule: per-example loss weights (≤ 1, before clipping) move the effective mix
+    # from α (the data share of transfer rows) to alpha_end over the epochs.
+    alpha_schedule: str = "constant"
+    alpha_end: float | None = Field(None, ge=0.0, le=1.0)
+
+    @field_validator("grad_sample_mode")
+    @classmethod
+    def _known_grad_sample_mode(cls, value: str) -> str:
+        modes = ("fused", "hooks", "ew", "functorch", "ghost")
+        if value not in modes:
+            raise ValueError(f"unknown per-sample-gradient mode {value!r}; choose one of "
+                             + ", ".join(modes))
+        return value
+
+    @field_validator("alpha_schedule")
+    @classmethod
+    def _known_alpha_schedule(cls, value: str) -> str:
+        if value not in ("constant", "linear"):
+            raise ValueError(f"unknown α schedule {value!r}; choose 'constant' or 'linear'")
+        return value
 
     @field_validator("batch_size")
     @classmethod
@@ -280,6 +367,15 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
                    if v is not None and not Path(v).is_absolute()}
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
+        public = config.transfer.public
+        if public is not None:
+            moved = {k: (base_dir / v) for k, v in (("path", public.path),
+                                                     ("mapping", public.mapping))
+                     if v is not None and not Path(v).is_absolute()}
+            if moved:
+                transfer = config.transfer.model_copy(
+                    update={"public": public.model_copy(update=moved)})
+                config = config.model_copy(update={"transfer": transfer})
         policy = config.audit.policy
         if policy is not None and not policy.is_absolute():
             audit = config.audit.model_copy(update={"policy": base_dir / policy})
@@ -311,7 +407,7 @@ def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
 
 
 __all__ = [
-    "AuditConfig", "BuiltinConfig", "DataConfig", "LabelsConfig", "NumericPrior",
-    "PipelineConfig", "PrivacyConfig", "SplitConfig", "StudentConfig", "TeachersConfig",
-    "TransferConfig", "load_config", "parse_config",
+    "AuditConfig", "BuiltinConfig", "DataConfig", "LabelsConfig", "MungeConfig", "NumericPrior",
+    "PipelineConfig", "PrivacyConfig", "PublicTableConfig", "SplitConfig", "StudentConfig",
+    "TeachersConfig", "TransferConfig", "load_config", "parse_config",
 ]

@@ -6,6 +6,7 @@ budget before any training, and writes the run folder atomically.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from rich.console import Console
 
 from medistill import __version__
-from medistill.audit.assemble import build_report, write_run_files
+from medistill.audit.assemble import TRANSFER_STAGES, build_report, write_run_files
 from medistill.config import PipelineConfig
 from medistill.data.table import SensitiveData, load_sensitive
 from medistill.data.splits import split_patients
@@ -32,12 +33,24 @@ from medistill.teachers.aggregators import make_aggregator
 from medistill.teachers.ensemble import PartitionedEnsemble, auto_n_teachers
 from medistill.teachers.models import make_teacher
 from medistill.teachers.selection import select_reference_teacher
-from medistill.transfer.dp_marginals import marginals_event, release_marginals
-from medistill.transfer.dp_synthesizer import DPMarginalSynthesizer
-from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
+from medistill.transfer.dp_marginals import marginals_event
+from medistill.transfer.fidelity import fidelity_summary
+from medistill.transfer.schema_prior import columns_needing_marginals
+from medistill.transfer.sources import (
+    LEDGER_STAGE, TransferSet, budget_is_tiny, build_transfer, load_public_table, public_ledger,
+    synthesizer_for, synthesizer_snr)
 
 
 MIN_AUTO_QUERIES = 10
+MIN_PREPROCESSING_ROWS = 200
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _head_or_none(frame: pd.DataFrame, n: int) -> pd.DataFrame | None:
+    return frame.head(n).reset_index(drop=True) if len(frame) else None
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,19 @@ class Pipeline:
         if cfg.labels.aggregator == "plurality" and not cfg.privacy.allow_nonprivate:
             raise ConfigError("labels.aggregator 'plurality' has no formal privacy guarantee "
                               "(ε = ∞); it is allowed only with privacy.allow_nonprivate: true.")
-        with AtomicRunFolder(out_dir) as tmp:
+        if "munge" in cfg.transfer.kinds() and not cfg.privacy.allow_nonprivate:
+            raise ConfigError(
+                "transfer: MUNGE rows are perturbed copies of sensitive patients and have no "
+                "formal privacy guarantee (ε = ∞); they are refused by default.",
+                hint="Set privacy.allow_nonprivate: true to use them anyway; the report then "
+                     "says first that the student has no privacy guarantee.")
+        if not cfg.student.secure_mode:
+            self.console.print("[yellow]![/] student.secure_mode is off: DP-SGD noise comes "
+                               "from a seeded pseudo-random generator (fine for trials; set "
+                               "it on for production releases, needs torchcsprng).")
+        with AtomicRunFolder(out_dir) as tmp, warnings.catch_warnings():
+            # Said once above and in the report, not once per training run.
+            warnings.filterwarnings("ignore", message="student.secure_mode is off")
             report = self._run_into(tmp)
         return RunOutcome(run_dir=Path(out_dir), report=report)
 
@@ -128,27 +153,29 @@ class Pipeline:
         self._say(f"teachers: reference {self.selection['chosen']}; {k} {cfg.teachers.kind} "
                   "teachers on disjoint patient partitions")
 
+        self.public = None
+        if "public_table" in cfg.transfer.kinds():
+            self.public, public_notes = load_public_table(cfg.transfer.public, data.schema,
+                                                          seed=cfg.seed)
         plan = self._plan(data, train_X, train_y, train_ids, k, delta)
+        if self.public is not None:
+            plan["notes"].extend(public_notes)
+        self.plan_notes = plan["notes"]
+        if not cfg.student.secure_mode:
+            plan["notes"].append(
+                "student.secure_mode was off: DP-SGD's noise and sampling came from a seeded "
+                "pseudo-random generator, which is reproducible but predictable. Production "
+                "releases should run with student.secure_mode: true (needs torchcsprng).")
         noises = plan["noises"]
 
         with self.console.status("Making transfer data…"):
-            n_rows = max(cfg.transfer.n_rows, plan["n_queries"])
-            if cfg.transfer.source == "dp_synthesizer":
-                transfer = self._synthesize(data, train_X, plan, n_rows, ledger)
-            else:
-                marginals = {}
-                if plan["marginal_columns"]:
-                    marginals = release_marginals(
-                        train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema,
-                        plan["marginal_columns"], noise_multiplier=noises["schema_statistics"],
-                        rng=rngs["marginals"])
-                    ledger.record("schema_statistics",
-                                  marginals_event(noises["schema_statistics"]),
-                                  f"noisy one-way marginals of {len(marginals)} columns")
-                sampler = SchemaPriorSampler(data.schema, priors=cfg.transfer.priors,
-                                             categories=cfg.transfer.categories,
-                                             marginals=marginals)
-                transfer = sampler.sample(n_rows, rngs["transfer"])
+            transfer_set = build_transfer(
+                plan["transfer_sizes"], config=cfg, schema=data.schema,
+                sensitive_rows=train_X.iloc[plan["dp_rows"]].reset_index(drop=True),
+                noises=noises, ledger=ledger, rngs=rngs, public=self.public)
+            transfer = transfer_set.rows
+        self._say("transfer data: " + ", ".join(
+            f"{n} {kind.replace('_', ' ')} rows" for kind, n in transfer_set.sizes.items()))
 
         n_queries = plan["n_queries"]
         query_rows = transfer.iloc[:n_queries].reset_index(drop=True)
@@ -169,8 +196,11 @@ class Pipeline:
                               f"{aggregator.name} on {n_queries} transfer rows "
                               f"({int(answered.sum())} answered), {k} teachers")
         self.n_answered = len(query_rows) if n_queries else 0
+        query_sources = transfer_set.source[:n_queries][answered] if n_queries else \
+            np.empty(0, dtype=object)
 
-        preprocessor = make_preprocessor(data.schema).fit(as_model_input(transfer, data.schema))
+        preprocessor = make_preprocessor(data.schema).fit(
+            as_model_input(self._preprocessing_rows(transfer_set), data.schema))
         inputs, targets, is_transfer = self._student_data(
             preprocessor, data, query_rows, transfer_labels, train_X, train_y, plan)
         progress_text = "Training the student with DP-SGD (epoch {}/{}, loss {:.3f})…"
@@ -189,6 +219,7 @@ class Pipeline:
                           f"DP-SGD on one row of each of {plan['n_sensitive_dp_rows']} sensitive "
                           "patients" + (f", mixed with {n_queries} labelled transfer rows"
                                         if n_queries else ""))
+        public_ledger_ = self._public_ledger(query_sources, record, plan)
         epsilon = ledger.epsilon()
         if ledger.formal_guarantee and epsilon > cfg.privacy.target_epsilon * 1.0001:
             raise PrivacyBudgetError(
@@ -207,14 +238,17 @@ class Pipeline:
         if cfg.audit.baselines and plan["student_touches_sensitive"] and n_queries:
             with self.console.status("Training the direct DP-SGD baseline (no teacher)…"):
                 spent = tuple(event_from_entry(e) for e in ledger.entries
-                              if e.stage == "schema_statistics")
+                              if e.stage in TRANSFER_STAGES)
                 baselines["dp_sgd_direct"] = self._direct_baseline(
                     preprocessor, data, split, train_X, train_y, plan, delta, spent)
 
         context = {
             "member_rows": split.train[plan["dp_rows"]],
             "teacher_selection": self.selection,
-            "transfer_rows": transfer.head(min(len(transfer), 5000)),
+            # Rows made from sensitive patients (MUNGE) never go to the memory probe's files.
+            "transfer_rows": _head_or_none(transfer[transfer_set.source != "munge"], 5000),
+            "transfer": self._transfer_summary(transfer_set, data, split, ledger, plan),
+            "public_ledger": public_ledger_,
             "student_trainer": self._reference_student_factory(
                 preprocessor, data, inputs, targets, is_transfer, record, plan),
             "canary": ({"rows": split.train[plan["canary_rows"]], "included": plan["canary_in"]}
@@ -229,20 +263,50 @@ class Pipeline:
         write_run_files(folder, cfg, ledger, report, mia_scores)
         return report
 
-    def _synthesize(self, data: SensitiveData, train_X: pd.DataFrame, plan: dict, n_rows: int,
-                    ledger: PrivacyLedger) -> pd.DataFrame:
-        """Transfer rows from the DP marginal synthesizer fitted on one row per patient."""
-        cfg = self.config
-        synthesizer = DPMarginalSynthesizer(
-            noise_multiplier=plan["noises"]["synthesizer"],
-            max_pairs=(cfg.transfer.max_pairs if cfg.transfer.max_pairs is not None
-                       else len(data.schema.features) - 1),
-            rng=self.rngs["marginals"],
-            bounds={name: (p.min, p.max) for name, p in cfg.transfer.priors.items()})
-        synthesizer.fit(train_X.iloc[plan["dp_rows"]].reset_index(drop=True), data.schema)
-        ledger.record("transfer_synthesizer", synthesizer.privacy_events(),
-                      f"DP marginal synthesizer: {synthesizer.n_marginals_} noisy marginals")
-        return synthesizer.sample(n_rows)
+    def _preprocessing_rows(self, transfer_set: TransferSet) -> pd.DataFrame:
+        """Rows the student's preprocessing statistics come from: synthetic transfer rows
+        when there are enough, so that no public individual's values enter them unnoised."""
+        synthetic = transfer_set.rows[np.isin(transfer_set.source,
+                                              ["dp_synthesizer", "schema_prior"])]
+        if len(synthetic) >= MIN_PREPROCESSING_ROWS:
+            return synthetic
+        if (transfer_set.source == "public_table").any():
+            self.plan_notes.append(
+                "The student's preprocessing statistics (means, scales, category lists) were "
+                "computed from the public transfer table without noise; the public "
+                "individuals' guarantee covers the DP-SGD training, not these statistics.")
+        return transfer_set.rows
+
+    def _public_ledger(self, query_sources: np.ndarray, record, plan: dict):
+        """The second ledger, for public transfer individuals used in DP-SGD (or None)."""
+        n_public = int(np.sum(query_sources == "public_table"))
+        if not n_public:
+            return None
+        return public_ledger(self.config.transfer.public, n_public,
+                             accountant=self.config.privacy.accountant,
+                             sample_rate=record.sample_rate, steps=record.steps,
+                             noise_multiplier=record.noise_multiplier, repeats=plan["repeats"])
+
+    def _transfer_summary(self, transfer_set: TransferSet, data: SensitiveData, split,
+                          ledger: PrivacyLedger, plan: dict) -> dict:
+        """Each source's size, labelled rows, ledger stage and ε alone, and its fidelity to
+        the sensitive test split (an internal-review metric, like the rest of the audit)."""
+        X_test, _, _ = data.rows(split.test)
+        entries = {e.stage: e for e in ledger.entries}
+        labelled = transfer_set.source[:plan["n_queries"]]
+        sources = []
+        for kind, n in transfer_set.sizes.items():
+            stage = LEDGER_STAGE[kind]
+            entry = entries.get(stage) if stage else None
+            rows = transfer_set.of(kind)
+            sources.append({
+                "kind": kind, "n_rows": int(n), "n_labelled": int(np.sum(labelled == kind)),
+                "ledger_stage": stage if entry is not None else None,
+                "epsilon": (_finite_or_none(ledger.epsilon_alone(entry)) if entry is not None
+                            else 0.0 if kind != "munge" else None),
+                "fidelity": fidelity_summary(X_test, rows, data.schema) if len(rows) else None})
+        return {"source": self.config.transfer.source, "resolved": plan["transfer_kind"],
+                "sources": sources, "notes": transfer_set.notes}
 
     def _reference_student_factory(self, preprocessor, data: SensitiveData, inputs: np.ndarray,
                                    targets: np.ndarray, is_transfer: np.ndarray, record,
@@ -316,30 +380,56 @@ class Pipeline:
             canary_rows = rng.choice(dp_rows, size=n_canaries, replace=False)
             canary_in = rng.random(n_canaries) < 0.5
             dp_rows = np.setdiff1d(dp_rows, canary_rows[~canary_in])
-        synthesizing = cfg.transfer.source == "dp_synthesizer"
-        marginal_columns = [] if synthesizing else columns_needing_marginals(
+        kind = "dp_synthesizer" if cfg.transfer.source == "auto" else cfg.transfer.source
+        kinds = [kind] if cfg.transfer.source != "mix" else cfg.transfer.kinds()
+        marginal_columns = columns_needing_marginals(
             data.schema, cfg.transfer.priors, cfg.transfer.categories)
         alpha = cfg.student.alpha
         notes: list[str] = []
         uses_labels = alpha > 0
         touches_sensitive = alpha < 1
-        active = [s for s, on in (("schema_statistics", bool(marginal_columns)),
-                                  ("synthesizer", synthesizing),
-                                  ("labels", uses_labels and cfg.labels.aggregator != "plurality"),
-                                  ("student", touches_sensitive)) if on]
+
+        def active_stages(kinds: list[str], labels: bool) -> list[str]:
+            return [s for s, on in (
+                ("schema_statistics", "schema_prior" in kinds and bool(marginal_columns)),
+                ("synthesizer", "dp_synthesizer" in kinds),
+                ("labels", labels and cfg.labels.aggregator != "plurality"),
+                ("student", touches_sensitive)) if on]
+
+        if cfg.transfer.source == "auto":
+            # The DP synthesizer, unless its share of the budget is too small to measure the
+            # marginals: then the schema prior (one-way marginals only) does as well for less.
+            noise = plan_budget(self._stages(active_stages(kinds, False), 0, n_teachers, None),
+                                target_epsilon=target * shares.get("synthesizer", 0.15)
+                                / sum(shares.get(s, 0.0) for s in active_stages(kinds, uses_labels)),
+                                delta=delta, accountant=accountant)["synthesizer"]
+            snr = synthesizer_snr(synthesizer_for(cfg, data.schema, noise, self.rngs["spare"]),
+                                  data.schema, len(dp_rows))
+            if budget_is_tiny(snr):
+                kinds = ["schema_prior"]
+                notes.append(f"Transfer source 'auto': the DP synthesizer's share of the budget "
+                             f"would measure its marginals at a signal-to-noise ratio of "
+                             f"{snr:.2g} (< 2) on {len(dp_rows)} patients, so the schema "
+                             "prior was used instead.")
+        active = active_stages(kinds, uses_labels)
         total_share = sum(shares.get(s, 0.0) for s in active) or 1.0
+        cap = self._transfer_capacity(kinds)
         n_queries = 0
         if uses_labels:
             if cfg.labels.n_queries != "auto":
                 n_queries = int(cfg.labels.n_queries)
+                if cap is not None and n_queries > cap:
+                    notes.append(f"labels.n_queries {n_queries} exceeds the {cap} transfer rows "
+                                 f"available; {cap} were labelled.")
+                    n_queries = cap
             elif cfg.labels.aggregator == "plurality":
-                n_queries = min(cfg.transfer.n_rows, 2000)
+                n_queries = min(cap or cfg.transfer.n_rows, 2000)
             else:
                 eps_labels = target * shares.get("labels", 0.0) / total_share
                 sigma = cfg.labels.sigma_over_teachers * n_teachers
                 n_queries = auto_queries(
                     lambda q: self._aggregator(sigma, n_teachers).planned_event(q), eps_labels,
-                    delta, accountant, cap=cfg.transfer.n_rows)
+                    delta, accountant, cap=cap or cfg.transfer.n_rows)
                 if n_queries < MIN_AUTO_QUERIES:
                     notes.append(
                         f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) "
@@ -356,6 +446,24 @@ class Pipeline:
         n_examples = n_sensitive + repeats * n_queries
         schedule = DpSgdSchedule.for_data(n_examples, cfg.student.resolved_batch_size(n_examples),
                                           cfg.student.epochs)
+        stages = self._stages(active, n_queries, n_teachers, schedule)
+        noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant)
+        sizes = self._transfer_sizes(kinds, n_queries, notes)
+        return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows,
+                "canary_rows": canary_rows, "canary_in": canary_in,
+                "marginal_columns": marginal_columns if "schema_prior" in kinds else [],
+                "transfer_sizes": sizes, "transfer_kind": "+".join(sizes),
+                "n_queries": n_queries, "repeats": repeats, "n_teachers": n_teachers,
+                "student_touches_sensitive": touches_sensitive,
+                "n_sensitive_dp_rows": n_sensitive, "schedule": schedule,
+                # Training only on teacher-labelled transfer rows is post-processing of the
+                # labels; DP-SGD noise then protects no sensitive patient, so keep it modest.
+                "student_noise_free": 0.5}
+
+    def _stages(self, active: list[str], n_queries: int, n_teachers: int,
+                schedule: DpSgdSchedule | None) -> list[StagePlan]:
+        """The budget planner's view of the active stages (shares, events, noise bounds)."""
+        cfg, shares = self.config, self.config.privacy.shares
         stages = []
         if "schema_statistics" in active:
             stages.append(StagePlan("schema_statistics", shares.get("schema_statistics", 0.05),
@@ -368,19 +476,34 @@ class Pipeline:
                                     lambda s: self._aggregator(s, n_teachers).planned_event(n_queries),
                                     4.0 * n_teachers,
                                     f"{cfg.labels.aggregator} on {n_queries} queries"))
-        if "student" in active:
+        if "student" in active and schedule is not None:
             stages.append(StagePlan("student", shares.get("student", 0.6), schedule.event, 50.0,
                                     f"DP-SGD, {schedule.steps} steps at sample rate "
                                     f"{schedule.sample_rate:.4f}"))
-        noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant)
-        return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows,
-                "canary_rows": canary_rows, "canary_in": canary_in, "marginal_columns": marginal_columns,
-                "n_queries": n_queries, "repeats": repeats, "n_teachers": n_teachers,
-                "student_touches_sensitive": touches_sensitive,
-                "n_sensitive_dp_rows": n_sensitive, "schedule": schedule,
-                # Training only on teacher-labelled transfer rows is post-processing of the
-                # labels; DP-SGD noise then protects no sensitive patient, so keep it modest.
-                "student_noise_free": 0.5}
+        return stages
+
+    def _transfer_capacity(self, kinds: list[str]) -> int | None:
+        """The most transfer rows there can be (None: synthetic sources make any number)."""
+        transfer = self.config.transfer
+        if transfer.source == "mix":
+            return transfer.total_rows()
+        if kinds == ["public_table"]:
+            return len(self.public)
+        return None
+
+    def _transfer_sizes(self, kinds: list[str], n_queries: int, notes: list[str]) -> dict[str, int]:
+        """Rows per source kind: at least the labelled queries for a synthetic source."""
+        transfer = self.config.transfer
+        if transfer.source == "mix":
+            return {k: int(v) for k, v in transfer.mix.items() if v > 0}
+        (kind,) = kinds
+        if kind == "public_table":
+            n = min(transfer.n_rows, len(self.public))
+            if n < transfer.n_rows:
+                notes.append(f"The public transfer table has {len(self.public)} rows, fewer than "
+                             f"transfer.n_rows = {transfer.n_rows}; all of them were used.")
+            return {kind: max(n, n_queries)}
+        return {kind: max(transfer.n_rows, n_queries)}
 
     def _student_data(self, preprocessor, data: SensitiveData, query_rows: pd.DataFrame,
                       transfer_labels: np.ndarray, train_X: pd.DataFrame, train_y: np.ndarray,

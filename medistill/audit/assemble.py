@@ -29,7 +29,7 @@ from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
-from medistill.privacy.ledger import PrivacyLedger
+from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.student.export import onnx_feeds
 from medistill.teachers.models import make_teacher
 
@@ -213,17 +213,16 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     ledger_dict = ledger.to_dict()
     caveats = list(data.caveats)
     if not ledger.formal_guarantee:
-        caveats.insert(0, "A stage ran without differential privacy (e.g. a noiseless "
-                          "plurality vote): ε is infinite and nothing formal protects patients.")
+        stages = sorted({e.stage for e in ledger.entries if e.mechanism == "non_private"})
+        caveats.insert(0, f"No formal privacy guarantee: the stage(s) {', '.join(stages)} ran "
+                          "without differential privacy (e.g. MUNGE transfer rows or a "
+                          "noiseless plurality vote); ε is infinite and nothing formal "
+                          "protects the patients.")
     caveats.extend(plan.get("notes", []))
     caveats.append(NOT_COVERED)
-    if config.transfer.source == "dp_synthesizer":
-        caveats.append("Transfer data come from a differentially private marginal synthesizer "
-                       "fitted on sensitive training rows (ledger stage 'transfer_synthesizer').")
-    else:
-        caveats.append("Schema-prior transfer data: declared priors cost nothing; columns "
-                       "without a declared prior are sampled from differentially private "
-                       "marginals (ledger stage 'schema_statistics').")
+    transfer = audit_context.get("transfer") or {}
+    caveats.extend(transfer.get("notes", []))
+    caveats.extend(_transfer_caveats(transfer))
     privacy = {
         "unit": "patient", "formal_guarantee": ledger.formal_guarantee,
         "epsilon": _finite(epsilon), "delta": delta,
@@ -231,7 +230,8 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
         "ledger": [{k: row[k] for k in ("stage", "mechanism", "noise_multiplier", "sample_rate",
                                         "count", "epsilon_alone", "description")}
                    for row in ledger_dict["entries"]],
-        "covered": COVERED, "caveats": caveats, "transfer_ledger": None}
+        "covered": COVERED, "caveats": caveats,
+        "transfer_ledger": _transfer_ledger(audit_context.get("public_ledger"))}
     n_features = len(schema.features)
     train_patients = len(np.unique(data.patient_ids[split.train]))
     report = {
@@ -261,14 +261,13 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                             "noise_multiplier": record.noise_multiplier,
                             "sample_rate": record.sample_rate, "steps": record.steps,
                             "max_grad_norm": config.student.max_grad_norm},
-                "transfer": {"source": config.transfer.source,
-                             "n_rows": max(config.transfer.n_rows, plan["n_queries"]),
+                "transfer": {"source": transfer.get("source", config.transfer.source),
+                             "resolved": transfer.get("resolved"),
+                             "n_rows": sum(p["n_rows"] for p in transfer.get("sources", [])),
                              "n_labelled": plan["n_queries"],
                              "dp_marginal_columns": list(plan["marginal_columns"]),
-                             "epsilon_cost": next((r["epsilon_alone"] for r in ledger_dict["entries"]
-                                                   if r["stage"] in ("schema_statistics",
-                                                                     "transfer_synthesizer")),
-                                                  0.0)}},
+                             "epsilon_cost": _transfer_epsilon(ledger),
+                             "sources": transfer.get("sources", [])}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "fairness": _fairness(config, data, split, student_test, population, student_raw,
                               max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
@@ -279,6 +278,48 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                   policy={"name": policy.name,
                           "file": str(config.audit.policy) if config.audit.policy else "default"})
     return report, mia_scores
+
+
+TRANSFER_STAGES = ("schema_statistics", "transfer_synthesizer", "transfer_munge")
+_SOURCE_TEXT = {
+    "dp_synthesizer": "a differentially private marginal synthesizer fitted on one row per "
+                      "sensitive training patient (ledger stage 'transfer_synthesizer')",
+    "schema_prior": "the schema prior: declared public priors cost nothing, columns without "
+                    "one are sampled from differentially private one-way marginals (ledger "
+                    "stage 'schema_statistics')",
+    "public_table": "a public table from elsewhere (no cost to the sensitive patients; its own "
+                    "individuals' guarantee is reported separately)",
+    "munge": "MUNGE perturbations of sensitive rows (no privacy guarantee)",
+}
+
+
+def _transfer_caveats(transfer: dict) -> list[str]:
+    """One sentence per transfer source: what it is and what it cost."""
+    out = []
+    for part in transfer.get("sources", []):
+        text = _SOURCE_TEXT.get(part["kind"], part["kind"])
+        out.append(f"Transfer data: {part['n_rows']} rows from {text}.")
+    return out
+
+
+def _transfer_epsilon(ledger: PrivacyLedger) -> float | None:
+    """ε of the transfer stages alone, composed (0 when they cost nothing, None if ∞)."""
+    events = [event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES]
+    if not events:
+        return 0.0
+    return _finite(epsilon_of(events, ledger.delta, ledger.accountant))
+
+
+def _transfer_ledger(public_ledger: PrivacyLedger | None) -> dict | None:
+    """``privacy.transfer_ledger``: the public transfer individuals' own guarantee."""
+    if public_ledger is None:
+        return None
+    entries = public_ledger.to_dict()["entries"]
+    return {"unit": "public transfer individual", "epsilon": _finite(public_ledger.epsilon()),
+            "delta": public_ledger.delta, "accountant": public_ledger.accountant,
+            "ledger": [{k: row[k] for k in ("stage", "mechanism", "noise_multiplier",
+                                            "sample_rate", "count", "epsilon_alone",
+                                            "description")} for row in entries]}
 
 
 def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict,

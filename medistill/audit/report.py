@@ -197,6 +197,25 @@ def _describe(source: Mapping[str, Any], *parts: tuple[str, str, Callable[[Any],
     return ", ".join(texts) if texts else MISSING
 
 
+def _transfer_source_facts(transfer: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One fact per transfer source: rows, labelled rows, ε alone, fidelity to the test split."""
+    facts = []
+    for part in transfer.get("sources") or []:
+        if not isinstance(part, Mapping):
+            continue
+        fidelity = part.get("fidelity") if isinstance(part.get("fidelity"), Mapping) else {}
+        cost = ("no DP guarantee (ε = ∞)" if part.get("kind") == "munge"
+                else f"ε alone {fmt_eps(part.get('epsilon'))}")
+        text = _describe({**part, **fidelity, "cost": cost},
+                         ("n_rows", "{} rows", fmt_int),
+                         ("n_labelled", "{} labelled", fmt_int), ("cost", "{}", fallback),
+                         ("mean_ks", "mean KS {} vs the test split", fmt_sig),
+                         ("mean_tv", "mean TV {}", fmt_sig),
+                         ("correlation_error", "correlation error {}", fmt_sig))
+        facts.append((f"  source: {str(part.get('kind', '')).replace('_', ' ')}", text))
+    return facts
+
+
 def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Dataset and run facts as (label, text) pairs; hashes and counts, never rows."""
     data, ens = _section(run, "dataset"), _section(run, "ensemble")
@@ -223,6 +242,7 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Transfer data", _describe(
             transfer, ("source", "{}", fallback), ("n_rows", "{} rows", fmt_int),
             ("n_labelled", "{} labelled by the teachers", fmt_int), ("epsilon_cost", "ε cost {}", fmt_eps))),
+        *_transfer_source_facts(transfer),
         ("medistill version", fallback(run.get("medistill_version"))),
         ("Report created", fallback(run.get("created_at"))),
         ("Pipeline file SHA-256", fallback(run.get("pipeline_sha256"))),

@@ -8,8 +8,9 @@ How it works, for one row per patient (the caller guarantees it):
 
 1. **Ranges** (numeric columns without declared ``bounds``): a noisy histogram of each column
    on a coarsened copy of the fixed public asinh grid of
-   :mod:`medistill.transfer.dp_marginals` (200 bins). Bins below
-   3.9 noise standard deviations are dropped; the rest give ``n_bins`` quantile-spaced coarse
+   :mod:`medistill.transfer.dp_marginals` (400 bins). Bins that do not stand out of the
+   noise are dropped (``clean_numeric_histogram``: 4 noise standard deviations, merging
+   neighbours on small tables); the rest give ``n_bins`` quantile-spaced coarse
    bins (edges on the public grid) and the within-bin shape used when sampling.
    Columns with declared public ``bounds`` use ``n_bins`` equal-width bins and cost nothing.
 2. **Selection** (``selection="mst"``): noisy 2-way marginals of *all* pairs at low
@@ -44,18 +45,18 @@ import pandas as pd
 
 from medistill.data.schema import BINARY, CATEGORICAL, TableSchema
 from medistill.errors import NotFittedError
-from medistill.transfer.dp_marginals import GRID_EDGES
+from medistill.transfer.dp_marginals import GRID_EDGES, clean_numeric_histogram
 
-# The range stage uses every _STRIDE-th edge of the public asinh grid (200 bins over ±10⁶,
+# The range stage uses every _STRIDE-th edge of the public asinh grid (400 bins over ±10⁶,
 # about 5 % of the value wide): wide enough that populated bins stand out of the noise.
 _STRIDE = 2
 _EDGES = GRID_EDGES[::_STRIDE]
 _N_FINE = len(_EDGES) - 1
 _SELECTION_BINS = 4
 _IPF_ITERATIONS = 20
-# Fine bins kept for ranges: above z·std, where z makes a stray bin among the 200 empty ones
-# unlikely (expected ≈ 0.01 per column); then the outer _TRIM of mass on each side is cut.
-_THRESHOLD_Z = 3.9
+# Fine bins kept for ranges: those standing out of the noise (merging neighbours when the
+# table is small, see dp_marginals.clean_numeric_histogram); then the outer _TRIM of mass on
+# each side is cut.
 _TRIM = 0.002
 
 
@@ -133,10 +134,7 @@ def _fine_histogram(values: pd.Series) -> np.ndarray:
 
 def _bins_from_noisy_fine(column: _Column, noisy: np.ndarray, std: float, n_bins: int) -> None:
     """Coarse quantile bins (edges on the public grid) from a released fine histogram."""
-    weights = np.where(noisy > _THRESHOLD_Z * std, noisy, 0.0)
-    if weights.sum() <= 0:
-        weights = np.zeros_like(noisy)
-        weights[int(np.argmax(noisy))] = 1.0
+    weights, _ = clean_numeric_histogram(noisy, std)
     cdf = np.cumsum(weights) / weights.sum()
     # The outer edges drop the outer 0.2 % of mass (and any stray noisy bin out there).
     first = int(np.searchsorted(cdf, _TRIM, side="left"))

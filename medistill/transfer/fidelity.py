@@ -98,4 +98,18 @@ def fidelity_report(real: pd.DataFrame, synthetic: pd.DataFrame, schema: TableSc
             "correlation_error": correlation_error(real, synthetic, schema)}
 
 
-__all__ = ["correlation_error", "fidelity_report", "ks_statistic", "total_variation"]
+def fidelity_summary(real: pd.DataFrame, synthetic: pd.DataFrame, schema: TableSchema, *,
+                     max_rows: int = 5000) -> dict:
+    """:func:`fidelity_report` on at most ``max_rows`` leading rows of each table (both come
+    in random order), rounded for the report, with the worst column named."""
+    full = fidelity_report(real.head(max_rows), synthetic.head(max_rows), schema)
+    columns = {name: {"metric": c["metric"], "value": round(c["value"], 4)}
+               for name, c in full["columns"].items()}
+    worst = max(columns, key=lambda name: columns[name]["value"]) if columns else None
+    return {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in full.items()
+               if k != "columns"},
+            "columns": columns, "worst_column": worst}
+
+
+__all__ = ["correlation_error", "fidelity_report", "fidelity_summary", "ks_statistic",
+           "total_variation"]

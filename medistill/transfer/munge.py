@@ -47,7 +47,7 @@ def munge(features: pd.DataFrame, schema: TableSchema, *, n: int, swap_probabili
         raise ConfigError(
             "MUNGE transfer data is made by perturbing sensitive patients' rows and has no "
             "formal privacy guarantee (ε = ∞); it is refused by default.",
-            hint="Set transfer.allow_nonprivate: true to use it anyway; the report will then "
+            hint="Set privacy.allow_nonprivate: true to use it anyway; the report will then "
                  "say first that the student has no privacy guarantee.")
     if not 0.0 <= swap_probability <= 1.0:
         raise ValueError("The 'swap_probability' parameter must be a float in the range [0, 1]. "
