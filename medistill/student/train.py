@@ -12,13 +12,25 @@ import dp_accounting as dpa
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from torch.utils.data import DataLoader, TensorDataset
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.utils.batch_memory_manager import BatchMemoryManager
 
 from medistill.config import StudentConfig
 from medistill.errors import ConfigError
-from medistill.student.losses import mixed_loss
+from medistill.student.fused import (
+    check_fusable,
+    forward_with_activations,
+    set_clipped_sum_grads,
+)
+from medistill.student.losses import StudentCriterion, alpha_weights, per_example_loss
 from medistill.student.model import StudentMLP
+from medistill.student.sampling import BatchTensors, poisson_loader
 
+
+# Opacus's hooks fire on the first layer, whose input needs no gradient: harmless. Filtered
+# for the whole process, because reference models train in threads and per-call
+# ``catch_warnings`` contexts are not thread-safe.
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients")
 
 @dataclass(frozen=True)
 class DpSgdSchedule:
@@ -48,6 +60,60 @@ class DpSgdRecord:
     noise_multiplier: float
     sample_rate: float
     steps: int
+    secure_mode: bool = False
+    grad_sample_mode: str = "hooks"
+    physical_batches: int = 0   # forward/backward passes (> steps when batches were split)
+
+
+SECURE_MODE_OFF_WARNING = (
+    "student.secure_mode is off: DP-SGD's noise and Poisson sampling come from torch's "
+    "ordinary pseudo-random generator, seeded for reproducibility. That is fine for trials, "
+    "but a production release should set student.secure_mode: true (needs torchcsprng) so "
+    "that the noise cannot be predicted or reproduced.")
+
+
+def epoch_weights(config: StudentConfig, is_transfer: torch.Tensor, alpha: float,
+                  epoch: int) -> torch.Tensor | None:
+    """Per-example loss weights of ``epoch`` under ``config.alpha_schedule``, or None
+    when every weight would be 1 (constant schedule, or only one kind of row).
+
+    The weights depend only on the configuration and the epoch, never on the data, and they
+    are applied to each example's loss before Opacus clips its gradient: each example still
+    contributes at most ``max_grad_norm`` to the summed gradient, so the Sampled Gaussian
+    mechanism and its accounting are unchanged. None exceeds 1, because clipping would undo
+    a larger weight (why α is a data share in the first place, ``docs/design.md``).
+    """
+    n_transfer = int(is_transfer.sum())
+    if (config.alpha_schedule == "constant" or config.alpha_end is None
+            or n_transfer in (0, len(is_transfer))):
+        return None
+    progress = epoch / (config.epochs - 1) if config.epochs > 1 else 0.0
+    effective = alpha + (config.alpha_end - alpha) * progress
+    w_transfer, w_sensitive = alpha_weights(alpha, effective)
+    if w_transfer == w_sensitive == 1.0:
+        return None
+    return torch.where(is_transfer, torch.tensor(w_transfer), torch.tensor(w_sensitive))
+
+
+def _make_fused_private(engine: PrivacyEngine, model: StudentMLP, optimizer: torch.optim.Optimizer,
+                        loader, *, noise_multiplier: float, max_grad_norm: float,
+                        noise_generator: torch.Generator):
+    """What ``make_private`` does, for ``grad_sample_mode: fused`` (``medistill.student.fused``):
+    the model stays unwrapped (its clipped sums are computed directly), the optimizer is
+    Opacus's ``DPOptimizerFastGradientClipping`` (noise, scaling, accumulation over physical
+    batches) with the accountant's hook at ``1 / len(loader)``, and with ``secure_mode`` the
+    sampler and the noise use the engine's secure generator."""
+    check_fusable(model)
+    if engine.secure_mode:
+        loader.batch_sampler.generator = engine.secure_rng
+    sample_rate = 1 / len(loader)
+    dp_optimizer = DPOptimizerFastGradientClipping(
+        optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+        expected_batch_size=int(len(loader.dataset) * sample_rate), loss_reduction="mean",
+        generator=engine.secure_rng if engine.secure_mode else noise_generator,
+        secure_mode=engine.secure_mode)
+    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    return model, dp_optimizer, loader
 
 
 def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
@@ -55,11 +121,22 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   config: StudentConfig, noise_multiplier: float, seed: int,
                   batch_size: int | None = None,
                   on_epoch: Callable[[int, float], None] | None = None,
+                  alpha: float | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
 
     ``targets`` are class codes [n] or target probabilities [n, C] (soft labels);
     rows flagged in ``is_transfer`` use the distillation loss at ``config.temperature``.
+
+    Batches are Poisson samples (Opacus's sampler: each row independently with probability
+    ``1 / ceil(n / batch)`` at each of ``ceil(n / batch)`` steps per epoch, from a generator
+    seeded by ``seed``), sliced from tensors made once; every step is taken, empty batches
+    included (noise only). Batches above ``config.max_physical_batch_size`` rows are split
+    by Opacus's ``BatchMemoryManager`` into physical batches of one logical step.
+
+    ``alpha`` is the share of transfer rows the data was built with (default
+    ``config.alpha``); ``config.alpha_schedule`` reweights from it (``epoch_weights``).
+    Warns (``UserWarning``) when ``config.secure_mode`` is off.
     """
     if config.secure_mode:
         try:
@@ -70,6 +147,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                 "secure random generator for Opacus) is not installed.",
                 hint="Install torchcsprng for this torch version, or set "
                      "student.secure_mode: false for non-production runs.") from None
+    else:
+        warnings.warn(SECURE_MODE_OFF_WARNING, UserWarning, stacklevel=2)
     generator = torch.Generator().manual_seed(seed)
     noise_generator = torch.Generator().manual_seed(seed + 1)
     init_generator = torch.Generator().manual_seed(seed + 2)
@@ -79,41 +158,77 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
         targets = np.eye(n_classes, dtype=np.float32)[targets]
     if is_transfer is None:
         is_transfer = np.zeros(len(inputs), dtype=bool)
-    dataset = TensorDataset(torch.as_tensor(inputs, dtype=torch.float32),
-                            torch.as_tensor(targets, dtype=torch.float32),
-                            torch.as_tensor(is_transfer, dtype=torch.bool))
+    flags = torch.as_tensor(is_transfer, dtype=torch.bool)
+    dataset = BatchTensors(torch.as_tensor(inputs, dtype=torch.float32),
+                           torch.as_tensor(targets, dtype=torch.float32), flags)
     batch = batch_size or config.resolved_batch_size(len(inputs))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=generator)
+    schedule = DpSgdSchedule.for_data(len(inputs), batch, 1)
+    loader = poisson_loader(dataset, sample_rate=schedule.sample_rate, steps=schedule.steps,
+                            generator=generator)
+    criterion: torch.nn.Module = StudentCriterion(config.temperature)
+    mode = config.grad_sample_mode
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
         engine = PrivacyEngine(accountant="rdp", secure_mode=config.secure_mode)
-        model, optimizer, loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader,
-            noise_multiplier=noise_multiplier, max_grad_norm=config.max_grad_norm,
-            poisson_sampling=True,
-            noise_generator=None if config.secure_mode else noise_generator)
+        if mode == "fused":
+            model, optimizer, loader = _make_fused_private(
+                engine, model, optimizer, loader, noise_multiplier=noise_multiplier,
+                max_grad_norm=config.max_grad_norm, noise_generator=noise_generator)
+        else:
+            made = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+                noise_multiplier=noise_multiplier, max_grad_norm=config.max_grad_norm,
+                poisson_sampling=False,   # the loader is already Poisson (see sampling.py)
+                grad_sample_mode=mode,
+                noise_generator=None if config.secure_mode else noise_generator)
+            if mode == "ghost":
+                model, optimizer, criterion, loader = made
+            else:
+                model, optimizer, loader = made
+            model.forbid_grad_accumulation()   # what make_private does with poisson_sampling
+    alpha = config.alpha if alpha is None else alpha
     model.train()
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    for epoch in range(config.epochs):
-        total, count = 0.0, 0
-        for x, y, transfer in loader:
-            if len(x) == 0:
-                continue
-            optimizer.zero_grad()
-            loss = mixed_loss(model(x), y, transfer, temperature=config.temperature)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-            count += len(x)
-        if on_epoch is not None:
-            on_epoch(epoch, total / max(count, 1))
+    physical = 0
+    with torch.enable_grad():
+        for epoch in range(config.epochs):
+            weights = epoch_weights(config, flags, alpha, epoch)
+            dataset.weights = torch.ones(len(flags)) if weights is None else weights
+            total, count = 0.0, 0
+            with BatchMemoryManager(data_loader=loader, optimizer=optimizer,
+                                    max_physical_batch_size=config.max_physical_batch_size
+                                    ) as physical_loader:
+                for x, y, transfer, w in physical_loader:
+                    optimizer.zero_grad()
+                    w = None if weights is None else w
+                    if mode == "fused":
+                        logits, inputs_, outputs = forward_with_activations(model, x)
+                        per_example = per_example_loss(logits, y, transfer,
+                                                       temperature=config.temperature)
+                        if w is not None:
+                            per_example = per_example * w
+                        set_clipped_sum_grads(model, per_example, inputs_, outputs,
+                                              config.max_grad_norm)
+                        loss = per_example.detach().mean()
+                    else:
+                        loss = criterion(model(x), y, transfer, w)
+                        loss.backward()
+                    optimizer.step()
+                    physical += 1
+                    if len(x):
+                        total += float(loss.item()) * len(x)
+                        count += len(x)
+            if on_epoch is not None:
+                on_epoch(epoch, total / max(count, 1))
     history = engine.accountant.history
     sigma, rate = history[-1][0], history[-1][1]
     steps = sum(h[2] for h in history)
     network = model._module if hasattr(model, "_module") else model
     network.eval()
-    return network, DpSgdRecord(float(sigma), float(rate), int(steps))
+    return network, DpSgdRecord(float(sigma), float(rate), int(steps),
+                                secure_mode=bool(config.secure_mode), grad_sample_mode=mode,
+                                physical_batches=physical)
 
 
-__all__ = ["DpSgdRecord", "DpSgdSchedule", "train_student"]
+__all__ = ["SECURE_MODE_OFF_WARNING", "DpSgdRecord", "DpSgdSchedule", "epoch_weights",
+           "train_student"]
