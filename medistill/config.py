@@ -221,7 +221,10 @@ class TransferConfig(_Frozen):
 class StudentConfig(_Frozen):
     """The small MLP student trained with DP-SGD (Opacus)."""
 
-    hidden_layers: tuple[int, ...] = (32, 16)
+    # "auto": the widest funnel (w, w/2), w in 64, 32, 16, 8, whose multiply-adds per row
+    # stay within max_macs_per_row (a CPU-latency budget; see size_for_latency).
+    hidden_layers: tuple[int, ...] | Literal["auto"] = "auto"
+    max_macs_per_row: int = Field(2048, ge=16)
     alpha: float = Field(0.1, ge=0.0, le=1.0)
     temperature: float = Field(1.0, gt=0.0, le=20.0)
     epochs: int = Field(15, ge=1, le=1000)
@@ -266,6 +269,14 @@ class StudentConfig(_Frozen):
         if isinstance(value, int) and value < 8:
             raise ValueError("must be at least 8, or 'auto'")
         return value
+
+    def resolved_hidden_layers(self, n_inputs: int, n_classes: int) -> tuple[int, ...]:
+        """The hidden layer widths for ``n_inputs`` preprocessed inputs."""
+        if self.hidden_layers != "auto":
+            return tuple(self.hidden_layers)
+        from medistill.student.model import size_for_latency
+
+        return size_for_latency(n_inputs, n_classes, max_macs=self.max_macs_per_row)
 
     def resolved_batch_size(self, n_examples: int) -> int:
         """Expected batch size: 'auto' is about 1/30 of the data, between 32 and 4096."""

@@ -255,7 +255,8 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                              "aggregator": config.labels.aggregator,
                              "sigma": plan["noises"].get("labels"),
                              "n_queries": plan["n_queries"]},
-                "student": {"hidden_layers": list(config.student.hidden_layers),
+                "student": {"hidden_layers": [m.out_features for m in network.modules()
+                                              if hasattr(m, "out_features")][:-1],
                             "n_parameters": int(sum(p.numel() for p in network.parameters())),
                             "alpha": plan["alpha"], "epochs": config.student.epochs,
                             "noise_multiplier": record.noise_multiplier,

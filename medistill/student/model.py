@@ -56,8 +56,30 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
+def multiply_adds(n_inputs: int, n_classes: int, hidden_layers: tuple[int, ...]) -> int:
+    """Multiply-adds of one row through the linear layers (what batch-1 CPU time scales with
+    once onnxruntime's fixed per-call cost is paid)."""
+    widths = (n_inputs, *hidden_layers, n_classes)
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def size_for_latency(n_inputs: int, n_classes: int, *, max_macs: int = 2048) -> tuple[int, ...]:
+    """The widest funnel ``(w, w/2)``, w ∈ {64, 32, 16, 8}, within ``max_macs`` per row.
+
+    The default budget keeps a 20-input student at (32, 16), ≈ 0.04 ms per row in
+    onnxruntime on one thread; wide tables get narrower students, so batch-1 latency stays
+    flat however many features there are (down to (8, 4), ≈ 12 multiply-adds per input).
+    """
+    for width in (64, 32, 16, 8):
+        layers = (width, width // 2)
+        if multiply_adds(n_inputs, n_classes, layers) <= max_macs:
+            return layers
+    return (8, 4)
+
+
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["INPUT_CLIP", "StudentMLP", "WithSoftmax", "n_parameters"]
+__all__ = ["INPUT_CLIP", "StudentMLP", "WithSoftmax", "multiply_adds", "n_parameters",
+           "size_for_latency"]

@@ -152,7 +152,9 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     generator = torch.Generator().manual_seed(seed)
     noise_generator = torch.Generator().manual_seed(seed + 1)
     init_generator = torch.Generator().manual_seed(seed + 2)
-    model = StudentMLP(inputs.shape[1], n_classes, config.hidden_layers, generator=init_generator)
+    model = StudentMLP(inputs.shape[1], n_classes,
+                       config.resolved_hidden_layers(inputs.shape[1], n_classes),
+                       generator=init_generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if targets.ndim == 1:
         targets = np.eye(n_classes, dtype=np.float32)[targets]
