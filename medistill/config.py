@@ -119,6 +119,9 @@ class LabelsConfig(_Frozen):
 
     aggregator: Literal["soft_votes", "gnmax", "confident_gnmax", "lnmax", "plurality"] = "soft_votes"
     n_queries: int | Literal["auto"] = "auto"
+    # With n_queries auto: below this many affordable queries the labels cost more DP-SGD
+    # noise than they teach (docs/benchmarks.md), so the label share goes to the student.
+    min_queries: int = Field(200, ge=1)
     sigma_over_teachers: float = Field(0.5, gt=0, le=10)
     sigma1_over_teachers: float = Field(0.5, gt=0, le=10)
     threshold_over_teachers: float = Field(0.6, ge=0, le=1)

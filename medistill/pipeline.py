@@ -41,7 +41,6 @@ from medistill.transfer.sources import (
     synthesizer_for, synthesizer_snr)
 
 
-MIN_AUTO_QUERIES = 10
 MIN_PREPROCESSING_ROWS = 200
 
 
@@ -430,13 +429,23 @@ class Pipeline:
                 n_queries = auto_queries(
                     lambda q: self._aggregator(sigma, n_teachers).planned_event(q), eps_labels,
                     delta, accountant, cap=cap or cfg.transfer.n_rows)
-                if n_queries < MIN_AUTO_QUERIES:
+                if n_queries < cfg.labels.min_queries:
+                    if not touches_sensitive:
+                        raise PrivacyBudgetError(
+                            f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) "
+                            f"affords only {n_queries} GNMax queries to {n_teachers} teachers "
+                            f"(fewer than labels.min_queries = {cfg.labels.min_queries}), and "
+                            "with student.alpha: 1 the student has nothing else to learn from.",
+                            hint="Raise privacy.target_epsilon, set labels.n_queries "
+                                 "explicitly, or lower student.alpha so that the student also "
+                                 "learns from sensitive rows by DP-SGD.")
                     notes.append(
                         f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) "
                         f"affords only {n_queries} GNMax queries to {n_teachers} teachers at "
-                        f"σ = {cfg.labels.sigma_over_teachers}·K, too few to teach the student; "
-                        "the student was trained on sensitive rows by DP-SGD alone and the "
-                        "label share went to it.")
+                        f"σ = {cfg.labels.sigma_over_teachers}·K, fewer than labels.min_queries "
+                        f"= {cfg.labels.min_queries}: too few to pay for their share of the "
+                        "budget, so the student was trained on sensitive rows by DP-SGD alone "
+                        "and the label share went to it.")
                     n_queries, uses_labels, alpha = 0, False, 0.0
                     active = [s for s in active if s != "labels"]
         n_sensitive = len(dp_rows) if touches_sensitive else 0

@@ -23,7 +23,8 @@ def _config(transfer: dict, *, n_patients: int = 1500, epsilon: float = 4.0,
             n_queries: int | str = 20, **extra):
     raw = {"data": {"source": "builtin", "builtin": {"name": "cohort", "n_patients": n_patients}},
            "privacy": {"target_epsilon": epsilon, **extra.pop("privacy", {})},
-           "transfer": transfer, "labels": {"n_queries": n_queries}, **FAST, **extra}
+           "transfer": transfer, "labels": {"n_queries": n_queries}, **FAST}
+    raw.update(extra)
     return parse_config(raw)
 
 
@@ -125,3 +126,13 @@ def test_munge_needs_allow_nonprivate_and_then_says_so_first(tmp_path: Path) -> 
         ["report.json", "report.html", "report.md", "student.onnx", "ledger.json",
          "pipeline.yaml", "manifest.json", "mia_scores.parquet"])
     assert np.isfinite(report["utility"]["student"]["auroc"])
+
+
+def test_labels_only_student_without_affordable_labels_is_a_clear_error(tmp_path: Path) -> None:
+    from medistill.errors import PrivacyBudgetError
+
+    config = _config({"source": "schema_prior"}, n_patients=600, epsilon=1.0,
+                     n_queries="auto", student={"alpha": 1.0, "epochs": 1})
+    with pytest.raises(PrivacyBudgetError, match="student.alpha: 1"):
+        _run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
