@@ -197,6 +197,14 @@ def _describe(source: Mapping[str, Any], *parts: tuple[str, str, Callable[[Any],
     return ", ".join(texts) if texts else MISSING
 
 
+def _resolved_source(transfer: Mapping[str, Any]) -> Any:
+    """``auto → dp_synthesizer`` when the configured source was resolved to another."""
+    source, resolved = transfer.get("source"), transfer.get("resolved")
+    if source and resolved and resolved != source:
+        return f"{source} → {str(resolved).replace('+', ' + ')}"
+    return source
+
+
 def _transfer_source_facts(transfer: Mapping[str, Any]) -> list[tuple[str, str]]:
     """One fact per transfer source: rows, labelled rows, ε alone, fidelity to the test split."""
     facts = []
@@ -240,7 +248,7 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
             student, ("noise_multiplier", "noise multiplier {}", fmt_sig), ("sample_rate", "sample rate {}", fmt_sig),
             ("steps", "{} steps", fmt_int), ("max_grad_norm", "clipping norm {}", fmt_sig))),
         ("Transfer data", _describe(
-            transfer, ("source", "{}", fallback), ("n_rows", "{} rows", fmt_int),
+            {**transfer, "source": _resolved_source(transfer)}, ("source", "{}", fallback), ("n_rows", "{} rows", fmt_int),
             ("n_labelled", "{} labelled by the teachers", fmt_int), ("epsilon_cost", "ε cost {}", fmt_eps))),
         *_transfer_source_facts(transfer),
         ("medistill version", fallback(run.get("medistill_version"))),
