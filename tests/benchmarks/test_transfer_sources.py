@@ -11,4 +11,4 @@ def test_transfer_source_benchmark_runs_on_a_tiny_cohort(capsys) -> None:
     assert row["transfer_epsilon"] > 0 and row["mean_ks"] is not None
     table = markdown(summary)
     assert table.count("\n") == 2 and "| cohort | 3 | mix |" in table
-    assert "| dataset | ε | source |" in capsys.readouterr().out
+    assert "| dataset | ε | source | labels |" in capsys.readouterr().out
