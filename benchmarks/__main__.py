@@ -43,7 +43,7 @@ FULL = {
     "epsilons": {"breast_cancer": [0.5, 1, 2, 3, 8], "pima": [1, 3, 8], "pbc": [1, 3, 8],
                  "flchain": [1, 3], "cohort": [1, 3]},
     "seeds": [0, 1, 2], "cohort_patients": 5000,
-    "scale_sizes": [10_000, 100_000, 1_000_000], "scale_timeout": 600,
+    "scale_sizes": [10_000, 100_000, 1_000_000], "scale_timeout": 1200,
     "plot": ROOT / "docs" / "benchmark_privacy_utility.png",
 }
 QUICK = {
