@@ -281,10 +281,19 @@ class Pipeline:
         n_public = int(np.sum(query_sources == "public_table"))
         if not n_public:
             return None
-        return public_ledger(self.config.transfer.public, n_public,
-                             accountant=self.config.privacy.accountant,
-                             sample_rate=record.sample_rate, steps=record.steps,
-                             noise_multiplier=record.noise_multiplier, repeats=plan["repeats"])
+        ledger = public_ledger(self.config.transfer.public, n_public,
+                               accountant=self.config.privacy.accountant,
+                               sample_rate=record.sample_rate, steps=record.steps,
+                               noise_multiplier=record.noise_multiplier, repeats=plan["repeats"])
+        epsilon = ledger.epsilon()
+        if plan["repeats"] > 1 and epsilon > self.config.privacy.target_epsilon:
+            self.plan_notes.append(
+                f"The public transfer individuals' guarantee is weak (ε = {epsilon:.3g}): to "
+                f"weigh α, each of the {n_public} labelled public rows entered DP-SGD "
+                f"{plan['repeats']} times, and a row repeated r times is charged as one of "
+                "r-fold sensitivity. More labelled public rows (a larger label budget) or a "
+                "smaller student.alpha lowers it.")
+        return ledger
 
     def _transfer_summary(self, transfer_set: TransferSet, data: SensitiveData, split,
                           ledger: PrivacyLedger, plan: dict) -> dict:
