@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         names = args.datasets or preset["datasets"]
         eps_for = {n: (args.epsilons or preset["epsilons"][n]) for n in names}
         seeds = args.seeds or preset["seeds"]
-        plot_path = args.plot or preset["plot"] or out_dir / "privacy_utility.png"
+        # A run over a subset of the datasets must not replace the docs' full-run plot.
+        docs_plot = preset["plot"] if not args.datasets else None
+        plot_path = args.plot or docs_plot or out_dir / "privacy_utility.png"
         results: dict = {}
 
         def save(partial: dict) -> None:
