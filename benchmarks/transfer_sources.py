@@ -19,14 +19,10 @@ half) and ``mix`` (half synthesizer, half public).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -81,23 +77,16 @@ def run_one(data: dict, public: Path, source: str, epsilon: float, seed: int, ou
     ``labels.min_queries`` is lowered (default 20) so that the teachers label transfer rows
     wherever the budget affords a few: the point is to compare the sources *through*
     distillation, which the pipeline's default (200) skips on tables of this size."""
-    from rich.console import Console
+    from benchmarks.common import run_config
 
-    from medistill.config import parse_config
-    from medistill.pipeline import run_pipeline
-
-    config = parse_config({
+    # run_config skips the report's all-cores speed pass: speed is not measured here.
+    outcome, seconds = run_config({
         "data": data, "privacy": {"target_epsilon": epsilon}, "transfer": _transfer(source, public),
         "labels": {"min_queries": min_queries},
         "audit": {"reference_models": 0, "bootstrap": 0, "memory": False, "speed_repeats": 30,
                   "throughput_batch": 2000},
-        "seed": seed}, source="benchmark")
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        # Skip the report's all-cores speed pass: speed is not what this benchmark measures.
-        stack.enter_context(mock.patch("medistill.audit.assemble.os.cpu_count",
-                                       return_value=config.audit.threads))
-        report = run_pipeline(config, out, console=Console(file=io.StringIO())).report
+        "seed": seed}, out)
+    report = outcome.report
     utility, transfer = report["utility"], report["run"]["transfer"]
     fidelity = [p["fidelity"] for p in transfer["sources"] if p.get("fidelity")]
 
@@ -115,7 +104,7 @@ def run_one(data: dict, public: Path, source: str, epsilon: float, seed: int, ou
             "public_epsilon": (report["privacy"]["transfer_ledger"] or {}).get("epsilon"),
             "mean_ks": mean_of("mean_ks"), "mean_tv": mean_of("mean_tv"),
             "correlation_error": mean_of("correlation_error"),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(seconds, 1)}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -125,7 +114,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         groups.setdefault((row["dataset"], row["epsilon"], row["source"]), []).append(row)
     out = []
     for (dataset, epsilon, source), items in groups.items():
-        def m(key: str) -> float | None:
+        def m(key: str, items: list[dict] = items) -> float | None:
             values = [r[key] for r in items if r[key] is not None]
             return statistics.fmean(values) if values else None
 
@@ -142,8 +131,8 @@ def markdown(summary: list[dict]) -> str:
     def f(x, digits=3):
         return "–" if x is None else f"{x:.{digits}f}"
 
-    lines = ["| dataset | ε | source | labels | student AUROC | teacher | retention | direct DP-SGD | "
-             "transfer ε | public ε | mean KS | mean TV | corr. err | s/run |",
+    lines = [("| dataset | ε | source | labels | student AUROC | teacher | retention | "
+              "direct DP-SGD | transfer ε | public ε | mean KS | mean TV | corr. err | s/run |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         spread = f" ± {r['student_sd']:.3f}" if r["student_sd"] is not None else ""

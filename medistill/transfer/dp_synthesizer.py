@@ -244,6 +244,10 @@ class DPMarginalSynthesizer:
         """Per-cell noise std when ``n_marginals`` marginals share σ equally: σ·√n."""
         return float(noise_multiplier) * math.sqrt(int(n_marginals))
 
+    def measurement_std(self, schema: TableSchema) -> float:
+        """Noise std of each measured 1- and 2-way marginal cell (known before fitting)."""
+        return self._stds(self._plan(schema))["measure"]
+
     def privacy_events(self) -> dpa.DpEvent:
         """What :meth:`fit` spent on the sensitive rows: one Gaussian event."""
         self._check_fitted()

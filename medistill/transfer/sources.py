@@ -35,7 +35,10 @@ from medistill.transfer.mixing import mix_sources
 from medistill.transfer.munge import munge
 from medistill.transfer.munge import privacy_events as munge_events
 from medistill.transfer.public_table import align_public_table
-from medistill.transfer.schema_prior import SchemaPriorSampler, columns_needing_marginals
+from medistill.transfer.schema_prior import (
+    SchemaPriorSampler,
+    columns_needing_marginals,
+)
 
 # A DP synthesizer whose one-way marginal cells would sit below this signal-to-noise ratio
 # learns nothing a schema prior does not; ``source: auto`` then falls back to the prior.
@@ -72,10 +75,9 @@ def synthesizer_for(config: PipelineConfig, schema: TableSchema, noise_multiplie
 
 def synthesizer_snr(synthesizer: DPMarginalSynthesizer, schema: TableSchema, n_rows: int) -> float:
     """Expected count of a one-way marginal cell over its noise std (before fitting)."""
-    stds = synthesizer._stds(synthesizer._plan(schema))
     cells = max(synthesizer.n_bins + 1,
                 max((len(f.categories) + 1 for f in schema.features), default=2))
-    return (n_rows / cells) / stds["measure"]
+    return (n_rows / cells) / synthesizer.measurement_std(schema)
 
 
 def resolve_sizes(config: PipelineConfig, kind_of_auto: str, n_rows: int) -> dict[str, int]:
@@ -153,16 +155,10 @@ def build_transfer(sizes: dict[str, int], *, config: PipelineConfig, schema: Tab
             parts.append((kind, public))
         elif kind == "munge":
             munge_config = config.transfer.munge
-            if not config.privacy.allow_nonprivate:
-                raise ConfigError(
-                    "transfer: MUNGE rows are perturbed copies of sensitive patients and have "
-                    "no formal privacy guarantee (ε = ∞).",
-                    hint="Set privacy.allow_nonprivate: true to use them anyway; the report "
-                         "then says first that the student has no privacy guarantee.")
             rows = munge(sensitive_rows, schema, n=n,
                          swap_probability=munge_config.swap_probability,
                          local_variance=munge_config.local_variance, rng=rngs["transfer"],
-                         allow_nonprivate=True)
+                         allow_nonprivate=config.privacy.allow_nonprivate)
             ledger.record(LEDGER_STAGE[kind], munge_events(),
                           f"MUNGE: {n} perturbed copies of sensitive rows (no DP guarantee)")
             parts.append((kind, rows))
