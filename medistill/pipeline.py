@@ -233,13 +233,20 @@ class Pipeline:
                     "pipeline_sha256": cfg.sha256()}
         export_student(folder / "student.onnx", preprocessor, network, data.schema, metadata)
 
-        baselines = {}
+        baselines, distillation = {}, None
         if cfg.audit.baselines and plan["student_touches_sensitive"] and n_queries:
-            with self.console.status("Training the direct DP-SGD baseline (no teacher)…"):
+            n_seeds = cfg.audit.baseline_seeds
+            with self.console.status(f"Training the direct DP-SGD baseline (no teacher, "
+                                     f"{n_seeds} seed{'s' * (n_seeds > 1)})…"):
                 spent = tuple(event_from_entry(e) for e in ledger.entries
                               if e.stage in TRANSFER_STAGES)
                 baselines["dp_sgd_direct"] = self._direct_baseline(
                     preprocessor, data, split, train_X, train_y, plan, delta, spent)
+            with self.console.status("Retraining the student with other seeds (audit only, "
+                                     "never released)…"):
+                distillation = self._distillation_gain(
+                    network, preprocessor, data, split, inputs, targets, is_transfer, record,
+                    plan, baselines["dp_sgd_direct"])
 
         context = {
             "member_rows": split.train[plan["dp_rows"]],
@@ -248,6 +255,7 @@ class Pipeline:
             "transfer_rows": _head_or_none(transfer[transfer_set.source != "munge"], 5000),
             "transfer": self._transfer_summary(transfer_set, data, split, ledger, plan),
             "public_ledger": public_ledger_,
+            "distillation": distillation,
             "student_trainer": self._reference_student_factory(
                 preprocessor, data, inputs, targets, is_transfer, record, plan),
             "canary": ({"rows": split.train[plan["canary_rows"]], "included": plan["canary_in"]}
@@ -348,10 +356,9 @@ class Pipeline:
     def _direct_baseline(self, preprocessor, data: SensitiveData, split, train_X: pd.DataFrame,
                          train_y: np.ndarray, plan: dict, delta: float,
                          spent: tuple) -> dict:
-        """A student of the same architecture trained by DP-SGD on sensitive rows only
-        (no teacher), at the same total ε: what distillation has to beat."""
-        import torch
-
+        """Students of the same architecture trained by DP-SGD on sensitive rows only (no
+        teacher), at the same total ε: what distillation has to beat. One per seed of
+        ``audit.baseline_seeds``; the metrics are their means, with each seed's AUROC."""
         cfg = self.config
         rows = train_X.iloc[plan["dp_rows"]].reset_index(drop=True)
         inputs = preprocessor.transform(as_model_input(rows, data.schema)).astype(np.float32)
@@ -360,16 +367,48 @@ class Pipeline:
         noise = plan_budget([StagePlan("student", 1.0, schedule.event, 50.0, "direct DP-SGD")],
                             target_epsilon=cfg.privacy.target_epsilon, delta=delta,
                             accountant=cfg.privacy.accountant, spent=spent)["student"]
-        network, _ = train_student(inputs, train_y[plan["dp_rows"]],
-                                   n_classes=data.schema.n_classes, config=cfg.student,
-                                   noise_multiplier=noise, seed=cfg.seed + 1, batch_size=batch)
+        per_seed = []
+        for i in range(cfg.audit.baseline_seeds):
+            network, _ = train_student(inputs, train_y[plan["dp_rows"]],
+                                       n_classes=data.schema.n_classes, config=cfg.student,
+                                       noise_multiplier=noise, seed=replicate_seed(cfg.seed, 1, i),
+                                       batch_size=batch)
+            per_seed.append(self._test_metrics(network, preprocessor, data, split))
+        eps = epsilon_of([*spent, schedule.event(noise)], delta, cfg.privacy.accountant)
+        means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
+        return {**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
+                "seeds": len(per_seed), "epsilon": eps, "noise_multiplier": noise}
+
+    def _distillation_gain(self, network, preprocessor, data: SensitiveData, split,
+                           inputs: np.ndarray, targets: np.ndarray, is_transfer: np.ndarray,
+                           record, plan: dict, direct: dict) -> dict:
+        """The student's AUROC against the direct baseline's, over seeds.
+
+        The released student is one draw of DP-SGD's noise; ``audit.baseline_seeds - 1``
+        more students are trained on the same rows with the same noise multiplier and other
+        seeds, for this comparison only (never written, like the attack's reference
+        models). The difference of means comes with its standard error."""
+        cfg = self.config
+        student_auroc = [self._test_metrics(network, preprocessor, data, split)["auroc"]]
+        for i in range(1, cfg.audit.baseline_seeds):
+            replicate, _ = train_student(inputs, targets, n_classes=data.schema.n_classes,
+                                         config=cfg.student, is_transfer=is_transfer,
+                                         noise_multiplier=record.noise_multiplier,
+                                         seed=replicate_seed(cfg.seed, 2, i),
+                                         batch_size=plan["schedule"].batch_size)
+            student_auroc.append(self._test_metrics(replicate, preprocessor, data, split)["auroc"])
+        return seed_comparison(student_auroc, direct["auroc_per_seed"])
+
+    def _test_metrics(self, network, preprocessor, data: SensitiveData, split) -> dict:
+        """Utility of a torch student on the sensitive test split."""
+        import torch
+
         X_test, y_test, _ = data.rows(split.test)
         x = torch.as_tensor(preprocessor.transform(as_model_input(X_test, data.schema)),
                             dtype=torch.float32)
         with torch.no_grad():
             proba = torch.softmax(network(x), dim=1).numpy()
-        eps = epsilon_of([*spent, schedule.event(noise)], delta, cfg.privacy.accountant)
-        return {**utility_metrics(y_test, proba), "epsilon": eps, "noise_multiplier": noise}
+        return utility_metrics(y_test, proba)
 
     def _plan(self, data: SensitiveData, train_X: pd.DataFrame, train_y: np.ndarray,
               train_ids: np.ndarray, n_teachers: int, delta: float) -> dict:
@@ -560,9 +599,28 @@ class Pipeline:
         return make_aggregator(labels.aggregator, sigma=noise, rng=self.rngs["labels"], **params)
 
 
+def replicate_seed(seed: int, arm: int, index: int) -> int:
+    """Seed of the ``index``-th audit training of ``arm`` (1: direct baseline, 2: student
+    replicate). ``train_student`` draws from seed, seed + 1 and seed + 2, and the released
+    student uses the pipeline's seed, so audit seeds start at seed + 10 and are spaced by 5:
+    no two trainings share a random stream."""
+    return seed + 10 * (index + 1) + 5 * (arm - 1)
+
+
+def seed_comparison(student_auroc: list[float], direct_auroc: list[float]) -> dict:
+    """Mean AUROCs of the two arms, their difference and its standard error (Welch)."""
+    s, d = np.asarray(student_auroc, float), np.asarray(direct_auroc, float)
+    se = (float(np.sqrt(s.var(ddof=1) / len(s) + d.var(ddof=1) / len(d)))
+          if len(s) > 1 and len(d) > 1 else None)
+    return {"seeds": min(len(s), len(d)), "student_auroc": s.tolist(), "direct_auroc": d.tolist(),
+            "student_mean": float(s.mean()), "direct_mean": float(d.mean()),
+            "difference": float(s.mean() - d.mean()), "difference_se": se}
+
+
 def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | None = None) -> RunOutcome:
     """Run the whole pipeline and write the run folder ``out_dir`` atomically."""
     return Pipeline(config, console=console).run(Path(out_dir))
 
 
-__all__ = ["Pipeline", "RunOutcome", "auto_queries", "one_row_per_patient", "run_pipeline"]
+__all__ = ["Pipeline", "RunOutcome", "auto_queries", "one_row_per_patient", "replicate_seed",
+           "run_pipeline", "seed_comparison"]

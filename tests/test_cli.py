@@ -139,6 +139,15 @@ def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
                                              "throughput_rows_per_s", "size_bytes"}
         assert set(report["mia"][who]) >= {"auc", "auc_ci", "tpr_at_fpr", "epsilon_lower_bound"}
     assert set(report["utility"]["retention"]) == {"auroc", "accuracy", "auroc_skill"}
+    # The direct DP-SGD baseline and the student are compared over audit.baseline_seeds
+    # (default 3) DP-SGD seeds each; the first student figure is the released model's.
+    direct, gain = report["utility"]["baselines"]["dp_sgd_direct"], report["utility"]["distillation"]
+    assert direct["seeds"] == 3 and len(direct["auroc_per_seed"]) == 3
+    assert direct["auroc"] == pytest.approx(sum(direct["auroc_per_seed"]) / 3)
+    assert gain["direct_auroc"] == direct["auroc_per_seed"] and len(gain["student_auroc"]) == 3
+    assert gain["student_auroc"][0] == pytest.approx(report["utility"]["student"]["auroc"], abs=1e-4)
+    assert len(set(gain["student_auroc"])) == 3          # replicates differ: their own seeds
+    assert -0.15 <= gain["difference"] <= 0.15 and 0 < gain["difference_se"] < 0.1
     # Bands: the lower bound catches a broken pipeline, the upper one noise silently off.
     assert 0.78 <= report["utility"]["teacher"]["auroc"] <= 0.93
     assert 0.65 <= report["utility"]["student"]["auroc"] <= 0.90

@@ -180,6 +180,9 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     utility["baselines"] = {**(baselines or {}), "logistic_regression_nonprivate":
                             utility_metrics(y_test, baseline.predict_proba(X_test))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
+    if audit_context.get("distillation"):
+        # Student against the direct DP-SGD baseline, means over audit.baseline_seeds seeds.
+        utility["distillation"] = audit_context["distillation"]
     test_ids = data.patient_ids[split.test]
     if config.audit.bootstrap:
         utility["confidence_intervals"] = {
@@ -261,7 +264,11 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                             "alpha": plan["alpha"], "epochs": config.student.epochs,
                             "noise_multiplier": record.noise_multiplier,
                             "sample_rate": record.sample_rate, "steps": record.steps,
-                            "max_grad_norm": config.student.max_grad_norm},
+                            "max_grad_norm": config.student.max_grad_norm,
+                            # resolved per-sample clipping mode, and for "fused" the check
+                            # against Opacus's hooks made before training (None otherwise)
+                            "grad_sample_mode": getattr(record, "grad_sample_mode", None),
+                            "clipping_check_rel_diff": getattr(record, "clipping_check", None)},
                 "transfer": {"source": transfer.get("source", config.transfer.source),
                              "resolved": transfer.get("resolved"),
                              "n_rows": sum(p["n_rows"] for p in transfer.get("sources", [])),

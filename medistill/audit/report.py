@@ -224,6 +224,22 @@ def _transfer_source_facts(transfer: Mapping[str, Any]) -> list[tuple[str, str]]
     return facts
 
 
+def _clipping_facts(student: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The per-sample clipping mode the student was trained with and, for medistill's
+    ``fused`` clipping, its check against Opacus's; nothing for reports without the key."""
+    mode = student.get("grad_sample_mode")
+    if mode in (None, ""):
+        return []
+    if mode != "fused":
+        return [("Per-sample clipping", f"{fallback(mode)} (Opacus)")]
+    check = number(student.get("clipping_check_rel_diff"))
+    if check is None:
+        return [("Per-sample clipping", "fused (medistill), not checked against Opacus")]
+    text = ("fused (medistill), checked against Opacus's hooks clipping on a probe batch "
+            f"before training: relative difference {fmt_sci(check)}")
+    return [("Per-sample clipping", text)]
+
+
 def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Dataset and run facts as (label, text) pairs; hashes and counts, never rows."""
     data, ens = _section(run, "dataset"), _section(run, "ensemble")
@@ -247,6 +263,7 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Student DP-SGD", _describe(
             student, ("noise_multiplier", "noise multiplier {}", fmt_sig), ("sample_rate", "sample rate {}", fmt_sig),
             ("steps", "{} steps", fmt_int), ("max_grad_norm", "clipping norm {}", fmt_sig))),
+        *_clipping_facts(student),
         ("Transfer data", _describe(
             {**transfer, "source": _resolved_source(transfer)}, ("source", "{}", fallback), ("n_rows", "{} rows", fmt_int),
             ("n_labelled", "{} labelled by the teachers", fmt_int), ("epsilon_cost", "ε cost {}", fmt_eps))),
@@ -271,8 +288,32 @@ def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, An
     ) if isinstance(utility.get(key), Mapping)]
     baselines = utility.get("baselines")
     if isinstance(baselines, Mapping):
-        rows += [(f"Baseline: {name}", stats) for name, stats in baselines.items() if isinstance(stats, Mapping)]
+        rows += [(f"Baseline: {name}" + (f" (mean of {fmt_int(stats['seeds'])} DP-SGD seeds)"
+                                         if (number(stats.get("seeds")) or 0) > 1 else ""), stats)
+                 for name, stats in baselines.items() if isinstance(stats, Mapping)]
     return rows
+
+
+def _distillation_rows(utility: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The student against the direct DP-SGD baseline over seeds, as (label, text) rows."""
+    gain = utility.get("distillation")
+    if not isinstance(gain, Mapping) or number(gain.get("difference")) is None:
+        return []
+    seeds = fmt_int(gain.get("seeds"))
+
+    def seeds_text(values: Any) -> str:
+        return ", ".join(fmt_num(v) for v in values) if isinstance(values, list) else "–"
+
+    se = number(gain.get("difference_se"))
+    difference = f"{number(gain['difference']):+.4f}" + (f" ± {se:.4f}" if se is not None else "")
+    return [
+        (f"Student AUROC, mean of {seeds} DP-SGD seeds (the first is the released model; "
+         "the others are audit-only retrainings)",
+         f"{fmt_num(gain.get('student_mean'))} ({seeds_text(gain.get('student_auroc'))})"),
+        (f"Direct DP-SGD AUROC (no teacher, same ε and architecture), mean of {seeds} seeds",
+         f"{fmt_num(gain.get('direct_mean'))} ({seeds_text(gain.get('direct_auroc'))})"),
+        ("Difference (student − direct) ± standard error", difference),
+    ]
 
 
 def _ledger_rows(entries: Any) -> list[dict[str, Any]]:
@@ -308,6 +349,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "caveats": [str(c) for c in caveats] if isinstance(caveats, list) else [],
         "utility_rows": _utility_rows(_section(report, "utility")),
         "retention": _section(_section(report, "utility"), "retention"),
+        "distillation_rows": _distillation_rows(_section(report, "utility")),
         "speed": _section(report, "speed"),
         "mia": mia,
         "mia_rows": mia_rows,

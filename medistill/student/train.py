@@ -16,11 +16,15 @@ from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 
 from medistill.config import StudentConfig
-from medistill.errors import ConfigError
+from medistill.errors import ConfigError, TrainingError
+from medistill.student.averaging import IterateAverage, ema_decay
 from medistill.student.fused import (
+    CLIPPING_CHECK_TOLERANCE,
     check_fusable,
     forward_with_activations,
+    is_fusable,
     set_clipped_sum_grads,
+    verify_against_opacus,
 )
 from medistill.student.losses import StudentCriterion, alpha_weights, per_example_loss
 from medistill.student.model import StudentMLP
@@ -61,8 +65,16 @@ class DpSgdRecord:
     sample_rate: float
     steps: int
     secure_mode: bool = False
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "hooks"   # as resolved ("auto" → "fused" or "hooks")
     physical_batches: int = 0   # forward/backward passes (> steps when batches were split)
+    # "fused" only: max |fused − Opacus| / max |Opacus| of the clipped gradient sum on the
+    # probe batch checked before training (verify_against_opacus); None in Opacus's modes.
+    clipping_check: float | None = None
+
+
+# Rows of the training data (evenly spaced, so both transfer and sensitive rows are met when
+# the data is ordered by kind) on which "fused" clipping is compared with Opacus's.
+CLIPPING_CHECK_ROWS = 256
 
 
 SECURE_MODE_OFF_WARNING = (
@@ -95,6 +107,39 @@ def epoch_weights(config: StudentConfig, is_transfer: torch.Tensor, alpha: float
     return torch.where(is_transfer, torch.tensor(w_transfer), torch.tensor(w_sensitive))
 
 
+def resolve_grad_sample_mode(mode: str, model: torch.nn.Module) -> str:
+    """``auto`` → ``fused`` for a model ``check_fusable`` accepts (the student MLP), else
+    Opacus's ``hooks``; an explicit mode is returned as it is."""
+    if mode != "auto":
+        return mode
+    return "fused" if is_fusable(model) else "hooks"
+
+
+def check_fused_clipping(model: StudentMLP, x: torch.Tensor, y: torch.Tensor,
+                         is_transfer: torch.Tensor, weights: torch.Tensor | None, *,
+                         temperature: float, max_grad_norm: float) -> float:
+    """Compare ``fused`` clipping with Opacus's on ``CLIPPING_CHECK_ROWS`` evenly spaced
+    training rows (their targets, transfer flags and epoch-0 weights) before training; raise
+    ``TrainingError`` when they disagree by more than ``CLIPPING_CHECK_TOLERANCE``.
+
+    Uses copies of the initial model and no random numbers: the training model, its
+    gradients and every generator of the run are left as they were."""
+    rows = torch.linspace(0, len(x) - 1, min(CLIPPING_CHECK_ROWS, len(x))).round().long()
+    probe_weights = None if weights is None else weights[rows]
+    relative = verify_against_opacus(model, x[rows], y[rows], is_transfer[rows], probe_weights,
+                                     temperature=temperature, max_grad_norm=max_grad_norm)
+    if not relative <= CLIPPING_CHECK_TOLERANCE:      # also catches NaN
+        raise TrainingError(
+            f"student.grad_sample_mode 'fused' disagrees with Opacus's per-sample clipping: "
+            f"on a probe batch of {len(rows)} training rows the clipped gradient sums differ "
+            f"by {relative:.3g} of their largest value (tolerance "
+            f"{CLIPPING_CHECK_TOLERANCE:g}). Training was stopped before any step, because a "
+            f"wrong clipping would break the privacy guarantee.",
+            hint="Set student.grad_sample_mode: hooks to train with Opacus's own clipping, "
+                 "and report this as a bug in medistill/student/fused.py.")
+    return relative
+
+
 def _make_fused_private(engine: PrivacyEngine, model: StudentMLP, optimizer: torch.optim.Optimizer,
                         loader, *, noise_multiplier: float, max_grad_norm: float,
                         noise_generator: torch.Generator):
@@ -114,6 +159,12 @@ def _make_fused_private(engine: PrivacyEngine, model: StudentMLP, optimizer: tor
         secure_mode=engine.secure_mode)
     dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     return model, dp_optimizer, loader
+
+
+def _steps_taken(engine: PrivacyEngine) -> int:
+    """Logical DP-SGD steps so far, from the accountant (physical batches of a split
+    Poisson batch are not steps)."""
+    return sum(h[2] for h in engine.accountant.history)
 
 
 def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
@@ -136,6 +187,16 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
 
     ``alpha`` is the share of transfer rows the data was built with (default
     ``config.alpha``); ``config.alpha_schedule`` reweights from it (``epoch_weights``).
+
+    ``config.grad_sample_mode`` ``auto`` resolves to ``fused`` for the student MLP (see
+    ``resolve_grad_sample_mode``). In ``fused`` mode the clipped gradient sum is first
+    compared with Opacus's own on a probe batch of the training rows
+    (``check_fused_clipping``); a disagreement raises ``TrainingError`` before any step.
+
+    The network returned is the exponential moving average of the iterates over
+    ``config.averaging_epochs`` epochs (``medistill.student.averaging``; post-processing),
+    or the last iterate when that is 0.
+
     Warns (``UserWarning``) when ``config.secure_mode`` is off.
     """
     if config.secure_mode:
@@ -168,7 +229,13 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     loader = poisson_loader(dataset, sample_rate=schedule.sample_rate, steps=schedule.steps,
                             generator=generator)
     criterion: torch.nn.Module = StudentCriterion(config.temperature)
-    mode = config.grad_sample_mode
+    alpha = config.alpha if alpha is None else alpha
+    mode = resolve_grad_sample_mode(config.grad_sample_mode, model)
+    clipping_check = None
+    if mode == "fused":
+        clipping_check = check_fused_clipping(
+            model, *dataset.tensors, epoch_weights(config, flags, alpha, 0),
+            temperature=config.temperature, max_grad_norm=config.max_grad_norm)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
@@ -189,9 +256,11 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
             else:
                 model, optimizer, loader = made
             model.forbid_grad_accumulation()   # what make_private does with poisson_sampling
-    alpha = config.alpha if alpha is None else alpha
     model.train()
     physical = 0
+    network = model._module if hasattr(model, "_module") else model
+    decay = ema_decay(config.averaging_epochs, schedule.steps)
+    average = IterateAverage(network, decay) if decay is not None else None
     with torch.enable_grad():
         for epoch in range(config.epochs):
             weights = epoch_weights(config, flags, alpha, epoch)
@@ -217,6 +286,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                         loss.backward()
                     optimizer.step()
                     physical += 1
+                    if average is not None and _steps_taken(engine) > average.updates:
+                        average.update(network)      # once per logical (Poisson) step
                     if len(x):
                         total += float(loss.item()) * len(x)
                         count += len(x)
@@ -225,12 +296,13 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     history = engine.accountant.history
     sigma, rate = history[-1][0], history[-1][1]
     steps = sum(h[2] for h in history)
-    network = model._module if hasattr(model, "_module") else model
+    if average is not None and average.updates:
+        network = average.network()
     network.eval()
     return network, DpSgdRecord(float(sigma), float(rate), int(steps),
                                 secure_mode=bool(config.secure_mode), grad_sample_mode=mode,
-                                physical_batches=physical)
+                                physical_batches=physical, clipping_check=clipping_check)
 
 
-__all__ = ["SECURE_MODE_OFF_WARNING", "DpSgdRecord", "DpSgdSchedule", "epoch_weights",
-           "train_student"]
+__all__ = ["CLIPPING_CHECK_ROWS", "SECURE_MODE_OFF_WARNING", "DpSgdRecord", "DpSgdSchedule",
+           "check_fused_clipping", "epoch_weights", "resolve_grad_sample_mode", "train_student"]

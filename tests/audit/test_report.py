@@ -352,6 +352,17 @@ def test_transfer_ledger_is_shown(report: dict[str, Any]) -> None:
     assert "ε = 1.250, δ = 1×10⁻⁷" in markdown and "| student_dp_sgd_transfer |" in markdown
 
 
+def test_run_facts_show_the_clipping_mode_and_its_check(report: dict[str, Any]) -> None:
+    assert "Per-sample clipping" not in render_markdown(report)   # reports from before the key
+    report["run"]["student"].update(grad_sample_mode="fused", clipping_check_rel_diff=1.19e-7)
+    shown = ("fused (medistill), checked against Opacus's hooks clipping on a probe batch "
+             "before training: relative difference 1.19×10⁻⁷")
+    assert f"- Per-sample clipping: {shown}" in render_markdown(report)
+    assert shown in " ".join(parse(render_html(report)).body_text)
+    report["run"]["student"].update(grad_sample_mode="hooks", clipping_check_rel_diff=None)
+    assert "- Per-sample clipping: hooks (Opacus)" in render_markdown(report)
+
+
 def test_headline(report: dict[str, Any]) -> None:
     lines = headline(report)
     assert lines == [
@@ -387,3 +398,18 @@ def test_inputs_are_not_mutated(report: dict[str, Any]) -> None:
 )
 def test_number_formats(func, value: Any, expected: str) -> None:
     assert func(value) == expected
+
+
+def test_distillation_against_direct_dp_sgd_over_seeds(report: dict[str, Any]) -> None:
+    assert "Distillation against direct DP-SGD" not in render_markdown(report)   # older reports
+    report["utility"]["baselines"]["dp_sgd_direct"].update(seeds=3, auroc_per_seed=[0.77, 0.78, 0.79])
+    report["utility"]["distillation"] = {
+        "seeds": 3, "student_auroc": [0.8187, 0.812, 0.815], "direct_auroc": [0.77, 0.78, 0.79],
+        "student_mean": 0.8152, "direct_mean": 0.78, "difference": 0.0352, "difference_se": 0.0061}
+    markdown = render_markdown(report)
+    assert "| Baseline: dp_sgd_direct (mean of 3 DP-SGD seeds) |" in markdown
+    assert ("| Student AUROC, mean of 3 DP-SGD seeds (the first is the released model; the "
+            "others are audit-only retrainings) | 0.815 (0.819, 0.812, 0.815) |") in markdown
+    assert "| Difference (student − direct) ± standard error | +0.0352 ± 0.0061 |" in markdown
+    html = " ".join(parse(render_html(report)).body_text)
+    assert "Distillation against direct DP-SGD" in html and "+0.0352 ± 0.0061" in html

@@ -253,7 +253,7 @@ def test_constant_schedule_and_pure_data_ignore_alpha_end() -> None:
 def test_default_schedule_is_linear_to_zero() -> None:
     config = StudentConfig()
     assert (config.alpha_schedule, config.alpha_end, config.grad_sample_mode) == \
-        ("linear", 0.0, "hooks")
+        ("linear", 0.0, "auto")
     with pytest.raises(ValueError, match="unknown α schedule"):
         StudentConfig(alpha_schedule="cosine")
 
