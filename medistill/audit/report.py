@@ -294,10 +294,16 @@ def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, An
     return rows
 
 
-def _distillation_rows(utility: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The student against the direct DP-SGD baseline over seeds, as (label, text) rows."""
+def _distillation_rows(utility: Mapping[str, Any],
+                       student_run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The student against the direct DP-SGD baseline over seeds, as (label, text) rows;
+    one row saying so when the plan bought no labels (the student is a direct one)."""
     gain = utility.get("distillation")
     if not isinstance(gain, Mapping) or number(gain.get("difference")) is None:
+        if student_run.get("alpha") == 0:
+            return [("Teacher labels in the student's training",
+                     "none: the plan bought no labels (see the caveats), so the student is "
+                     "itself a direct DP-SGD student")]
         return []
     seeds = fmt_int(gain.get("seeds"))
 
@@ -349,7 +355,8 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "caveats": [str(c) for c in caveats] if isinstance(caveats, list) else [],
         "utility_rows": _utility_rows(_section(report, "utility")),
         "retention": _section(_section(report, "utility"), "retention"),
-        "distillation_rows": _distillation_rows(_section(report, "utility")),
+        "distillation_rows": _distillation_rows(_section(report, "utility"),
+                                                _section(_section(report, "run"), "student")),
         "speed": _section(report, "speed"),
         "mia": mia,
         "mia_rows": mia_rows,

@@ -411,5 +411,15 @@ def test_distillation_against_direct_dp_sgd_over_seeds(report: dict[str, Any]) -
     assert ("| Student AUROC, mean of 3 DP-SGD seeds (the first is the released model; the "
             "others are audit-only retrainings) | 0.815 (0.819, 0.812, 0.815) |") in markdown
     assert "| Difference (student − direct) ± standard error | +0.0352 ± 0.0061 |" in markdown
+    assert "so the two are compared over seeds" in markdown
     html = " ".join(parse(render_html(report)).body_text)
     assert "Distillation against direct DP-SGD" in html and "+0.0352 ± 0.0061" in html
+
+
+def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[str, Any]) -> None:
+    report["run"]["student"]["alpha"] = 0.0
+    markdown = render_markdown(report)
+    assert ("| Teacher labels in the student's training | none: the plan bought no labels (see the "
+            "caveats), so the student is itself a direct DP-SGD student |") in markdown
+    assert "Teacher labels in the student's training" in " ".join(parse(render_html(report)).body_text)
+    assert "compared over seeds" not in markdown
