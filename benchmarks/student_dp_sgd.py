@@ -34,8 +34,6 @@ Three parts, each printing Markdown tables:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import itertools
 import json
 import os
@@ -47,13 +45,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.common import run_config
 from benchmarks.datasets import flchain_csv
 from medistill.config import DataConfig, StudentConfig, parse_config
 from medistill.student.losses import StudentCriterion
@@ -474,10 +472,6 @@ def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: 
     Transfer rows come from the DP synthesizer (``transfer.source: dp_synthesizer``, set
     explicitly). ``label_share`` None keeps the pipeline's default budget shares.
     """
-    from rich.console import Console
-
-    from medistill.pipeline import run_pipeline
-
     privacy: dict = {"target_epsilon": 3.0}
     if label_share is not None:
         privacy["shares"] = {"synthesizer": 0.15, "labels": label_share,
@@ -491,17 +485,12 @@ def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: 
            "seed": seed}
     for key, value in (overrides or {}).items():
         raw[key] = {**raw.get(key, {}), **value}
-    config = parse_config(raw, source="benchmark")
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if not full_speed_audit:
-            # The report's second speed pass on all cores is skipped (it makes scikit-learn's
-            # OpenMP spin on shared cores for minutes); part 2 measures speed on its own.
-            stack.enter_context(mock.patch("medistill.audit.assemble.os.cpu_count",
-                                           return_value=config.audit.threads))
-        stack.enter_context(warnings.catch_warnings())
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="student.secure_mode is off")
-        report = run_pipeline(config, out_dir, console=Console(file=io.StringIO())).report
+        # Without full_speed_audit the report's second speed pass on all cores is skipped (it
+        # makes scikit-learn's OpenMP spin on shared cores); part 2 measures speed on its own.
+        outcome, seconds = run_config(raw, out_dir, all_cores_speed=full_speed_audit)
+    report = outcome.report
     utility = report["utility"]
     ledger = {e["stage"]: e for e in report["privacy"]["ledger"]}
     direct = utility["baselines"].get("dp_sgd_direct")
@@ -517,7 +506,7 @@ def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: 
             "epsilon": report["privacy"]["epsilon"],
             "n_labels": ledger["labels"]["count"] if "labels" in ledger else 0,
             "sgd_noise": ledger.get("student_dp_sgd", {}).get("noise_multiplier"),
-            "seconds": time.perf_counter() - started}
+            "seconds": seconds}
 
 
 def part_auroc(args: argparse.Namespace) -> dict:
