@@ -179,3 +179,24 @@ def test_unseen_declared_category_is_accepted(dp_table, dp_schema, dp_bounds):
     probe = frame.iloc[:3].copy()
     probe["site"] = ["west", "mars", None]
     assert np.isfinite(teacher.decision_function(probe)).all()
+
+
+def test_categorical_histograms_span_the_declared_domain(dp_table, dp_schema, dp_bounds,
+                                                         monkeypatch):
+    """interpret noises only the categories it sees; the phantom rows make it see all of
+    the declared domain, so whether a rare category exists is never released."""
+    import interpret.utils._preprocessor as preprocessor
+
+    seen = []
+    original = preprocessor.private_categorical_binning
+
+    def spy(X_col, *args, **kwargs):
+        seen.append(len(np.unique(X_col)))
+        return original(X_col, *args, **kwargs)
+
+    monkeypatch.setattr(preprocessor, "private_categorical_binning", spy)
+    frame, labels = dp_table
+    fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+               settings=SETTINGS)
+    # smoker: 0, 1, missing; site: 4 declared + other + missing ("west" never occurs)
+    assert seen == [3, 6]
