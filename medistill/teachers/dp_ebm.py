@@ -124,8 +124,9 @@ def calibrate_dp_ebm(*, epsilon: float, delta: float, n_features: int,
     """interpret's ``epsilon`` parameter whose recorded event costs at most ``epsilon`` at
     ``delta`` (interpret's ``delta`` parameter is ``delta`` too).
 
-    Uses ``dp_accounting.mechanism_calibration.calibrate_dp_mechanism``; the result is never
-    below ``epsilon`` (interpret's own basic composition is looser than the PLD accountant).
+    Uses ``dp_accounting.mechanism_calibration.calibrate_dp_mechanism``. With the PLD
+    accountant the result is above ``epsilon`` (interpret's own basic composition is looser);
+    with RDP, whose conversion to (ε, δ) is looser than the exact GDP one, it may be lower.
     """
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive finite float. Got {epsilon!r} instead.")
@@ -141,8 +142,8 @@ def calibrate_dp_ebm(*, epsilon: float, delta: float, n_features: int,
         nominal = dpa.mechanism_calibration.calibrate_dp_mechanism(
             lambda: make_accountant(accountant), event, epsilon, delta,
             bracket_interval=dpa.mechanism_calibration.ExplicitBracketInterval(
-                epsilon, 4 * epsilon), tol=1e-4 * epsilon)
-    return float(max(nominal, epsilon))
+                epsilon / 4, 4 * epsilon), tol=1e-4 * epsilon)
+    return float(nominal)
 
 
 @dataclass
