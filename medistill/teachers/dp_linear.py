@@ -17,6 +17,7 @@ torchcsprng, which is not available for this torch. See ``docs/teachers.md``.)
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import warnings
@@ -61,9 +62,11 @@ class DPLinearSettings:
                                  f"in the range (0, inf). Got {value!r} instead.")
 
 
+@functools.lru_cache(maxsize=64)
 def calibrate_noise(schedule: DpSgdSchedule, *, epsilon: float, delta: float,
                     accountant: AccountantName = "pld") -> float:
-    """The smallest noise multiplier z whose schedule event costs at most (ε, δ)."""
+    """The smallest noise multiplier z whose schedule event costs at most (ε, δ) (a pure
+    function of its arguments, cached)."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive finite float. Got {epsilon!r} instead.")
     if not 0 < delta < 1:
