@@ -77,7 +77,7 @@ def test_large_budget_recovers_the_marginals(teachers):
     """With little noise the released marginals are the data's (bands)."""
     rows = TeacherHistogramSampler(teachers[20.0]).sample(20000, np.random.default_rng(1))
     assert 35 <= rows["age"].mean() <= 45                       # data: uniform 20..60
-    assert rows["age"].quantile(0.95) <= 65
+    assert rows["age"].quantile(0.95) <= 72                    # data: 58; noise bins above 60
     assert 0.12 <= rows["sbp"].isna().mean() <= 0.28            # data: 20 % missing
     assert 115 <= rows["sbp"].median() <= 145
     assert 0.2 <= rows["smoker"].mean() <= 0.4                  # data: 30 %
