@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medistill.errors import ConfigError
 
 FeatureKind = Literal["numeric", "binary", "categorical"]
+MAX_DELTA = 1e-3
 
 
 class _Frozen(BaseModel):
@@ -71,10 +72,13 @@ class PrivacyConfig(_Frozen):
     target_epsilon: float
     delta: float | None = None
     accountant: Literal["pld", "rdp"] = "pld"
-    shares: dict[str, float] = Field(
-        default_factory=lambda: {"schema_statistics": 0.05, "synthesizer": 0.15, "labels": 0.35,
-                                 "student": 0.60})
+    # Shares of the target ε per DP stage (names from medistill/privacy/stages.py; stages not
+    # named keep their default share). Empty: every stage's default.
+    shares: dict[str, float] = Field(default_factory=dict)
     allow_nonprivate: bool = False
+    # Tests only: DP noise and sampling follow the seed. The run then has no formal
+    # guarantee (ε = ∞ against anyone who knows the seed) and says so first.
+    reproducible_noise: bool = False
 
     @field_validator("target_epsilon")
     @classmethod
@@ -87,17 +91,26 @@ class PrivacyConfig(_Frozen):
     @field_validator("delta")
     @classmethod
     def _delta_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value < 1:
-            raise ValueError("must be in (0, 1); the default is 1/(10·n_patients)")
+        if value is not None and not 0 < value <= MAX_DELTA:
+            raise ValueError(f"must be in (0, {MAX_DELTA:g}]: a larger δ lets a mechanism "
+                             "reveal a whole patient with that probability. The default is a "
+                             "public bound below 1/(10·patients)")
         return value
 
     @field_validator("shares")
     @classmethod
     def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"schema_statistics", "synthesizer", "labels", "student"}
+        from medistill.privacy.stages import canonical_name, share_names
+
+        allowed = share_names()
+        seen: set[str] = set()
         for key, share in value.items():
             if key not in allowed:
-                raise ValueError(f"unknown stage '{key}'; expected one of {sorted(allowed)}")
+                raise ValueError(f"unknown stage '{key}'; expected one of {allowed}")
+            if canonical_name(key) in seen:
+                raise ValueError(f"stage '{canonical_name(key)}' has two shares (a name and "
+                                 "its alias)")
+            seen.add(canonical_name(key))
             if not 0 < share <= 1:
                 raise ValueError(f"share of '{key}' must be in (0, 1]. Got {share}")
         return value
@@ -242,7 +255,6 @@ class StudentConfig(_Frozen):
     # iterate). 1 epoch raised AUROC by 0.0005-0.0015 on average and narrowed the spread
     # between seeds (docs/benchmarks.md, "Averaging the iterates").
     averaging_epochs: float = Field(1.0, ge=0.0, le=100.0)
-    secure_mode: bool = False
     # Physical batches larger than this are split by Opacus's BatchMemoryManager (same
     # logical Poisson batch, same accounting; only memory changes).
     max_physical_batch_size: int = Field(1024, ge=1)
