@@ -128,6 +128,9 @@ class Pipeline:
         n_patients = data.n_patients
         delta = cfg.privacy.delta or 1.0 / (10 * n_patients)
         ledger = PrivacyLedger(delta=delta, accountant=cfg.privacy.accountant)
+        for stage, event, what in data.privacy_events:  # e.g. OMOP concept selection
+            ledger.record(stage, event, what)
+        self.data_events = tuple(event for _, event, _ in data.privacy_events)
         split = split_patients(data.patient_ids, data.labels, test=cfg.split.test,
                                holdout=cfg.split.holdout, seed=cfg.seed)
         train_X, train_y, train_ids = data.rows(split.train)
@@ -239,7 +242,7 @@ class Pipeline:
             with self.console.status(f"Training the direct DP-SGD baseline (no teacher, "
                                      f"{n_seeds} seed{'s' * (n_seeds > 1)})…"):
                 spent = tuple(event_from_entry(e) for e in ledger.entries
-                              if e.stage in TRANSFER_STAGES)
+                              if e.stage in TRANSFER_STAGES) + self.data_events
                 baselines["dp_sgd_direct"] = self._direct_baseline(
                     preprocessor, data, split, train_X, train_y, plan, delta, spent)
             with self.console.status("Retraining the student with other seeds (audit only, "
@@ -504,7 +507,8 @@ class Pipeline:
         schedule = DpSgdSchedule.for_data(n_examples, cfg.student.resolved_batch_size(n_examples),
                                           cfg.student.epochs)
         stages = self._stages(active, n_queries, n_teachers, schedule)
-        noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant)
+        noises = plan_budget(stages, target_epsilon=target, delta=delta, accountant=accountant,
+                             spent=getattr(self, "data_events", ()))
         sizes = self._transfer_sizes(kinds, n_queries, notes)
         return {"noises": noises, "notes": notes, "alpha": alpha, "dp_rows": dp_rows,
                 "canary_rows": canary_rows, "canary_in": canary_in,
