@@ -88,10 +88,9 @@ class DuckDbCdm:
             if table is None or not table.isidentifier() or table in seen:
                 continue
             seen.add(table)
-            reader = "read_csv" if ".csv" in name else "read_parquet"
-            options = ", header = true" if reader == "read_csv" else ""
-            con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM {reader}(?{options})',
-                        [str(path)])
+            relation = (con.read_csv(str(path), header=True) if ".csv" in name
+                        else con.read_parquet(str(path)))
+            relation.create_view(table)
         if not seen:
             raise DataError(f"{folder}: holds no CDM table files (person.parquet, "
                             "person.csv, ...).")
