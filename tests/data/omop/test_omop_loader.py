@@ -145,3 +145,19 @@ def test_cohort_table_as_target(cdm_tables, tmp_path):
 def test_a_missing_database_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_omop(_config(tmp_path / "nope.duckdb"))
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password():
+    config = _config("x").model_copy(
+        update={"database": "postgresql://reader:hunter2@127.0.0.1:1/cdm"})
+    with pytest.raises(DataError, match="Cannot connect to the CDM database") as info:
+        read_omop(config)
+    assert "hunter2" not in str(info.value)
+
+
+def test_target_needs_exactly_one_definition():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="either 'cohort_id'"):
+        OmopConfig.model_validate({"database": "x", "outcome": {"concepts": [1]},
+                                   "target": {"cohort_id": 1, "concepts": [2]}})
