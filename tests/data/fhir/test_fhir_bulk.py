@@ -122,7 +122,10 @@ def test_a_folder_of_only_logs_names_what_it_skipped(tmp_path):
         discover(tmp_path)
 
 
-def test_cli_ingests_a_client_export_without_flags(client_export, tmp_path):
+@pytest.mark.parametrize("manifest", [True, False])
+def test_cli_ingests_a_client_export_without_flags(client_export, tmp_path, manifest):
+    if not manifest:
+        (client_export / "manifest.json").unlink()
     out = tmp_path / "t.parquet"
     proc = subprocess.run([sys.executable, "-m", "medistill.cli", "ingest-fhir",
                            str(client_export), "--out", str(out), "--salt", "k"],
