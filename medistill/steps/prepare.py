@@ -71,10 +71,15 @@ def prepare(config: PipelineConfig, randomness: Randomness) -> Prepared:
     delta = config.privacy.delta or public_delta(sum(counts))
     ledger = PrivacyLedger(delta=delta, accountant=config.privacy.accountant,
                            formal=randomness.formal_guarantee)
+    spent = []
+    for name, event, what in data.privacy_events:   # charged by the loader (OMOP concepts)
+        ledger.record(name, event, what)
+        spent.append(event)
     count_event = stage("patient_counts").event(PATIENT_COUNT_NOISE, None)
     ledger.record("patient_counts", count_event,
                   f"noisy per-class counts of training patients (std {PATIENT_COUNT_NOISE:g})")
-    facts = RunFacts(schema=data.schema, class_counts=counts, delta=delta, spent=(count_event,))
+    facts = RunFacts(schema=data.schema, class_counts=counts, delta=delta,
+                     spent=(*spent, count_event))
     return Prepared(data=data, split=split, train_X=train_X, train_y=train_y,
                     train_ids=train_ids, dp_rows=dp_rows, canary_rows=np.empty(0, np.int64),
                     canary_in=np.empty(0, bool), ledger=ledger, facts=facts)
