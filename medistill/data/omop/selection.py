@@ -25,6 +25,8 @@ import dp_accounting as dpa
 import numpy as np
 import pandas as pd
 
+from medistill.privacy.randomness import secure_generator
+
 STAGE = "feature_selection"
 
 
@@ -85,7 +87,7 @@ def select_concepts(pairs: pd.DataFrame, n_candidates: int, *, min_persons: floa
     counts = capped_person_counts(pairs, n_candidates, max_per_person)
     sensitivity = math.sqrt(max_per_person)
     std = noise_multiplier * sensitivity
-    generator = rng if rng is not None else np.random.default_rng()  # OS entropy, unrecorded
+    generator = rng if rng is not None else secure_generator()  # fresh entropy, ChaCha20
     noisy = counts + generator.normal(0.0, std, size=n_candidates)
     above = np.flatnonzero(noisy > min_persons)
     order = above[np.argsort(-noisy[above], kind="stable")][:max_features]
