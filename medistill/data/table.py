@@ -133,7 +133,10 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
             values = values.map(lambda v: None if v is None else str(v).strip())
-            cats = public_categories(values, config.min_category_count)
+            # Every category is a candidate here; which reach any model is decided later by
+            # a declared list or a charged DP threshold on patient counts
+            # (medistill.data.categories, in the pipeline's prepare step).
+            cats = public_categories(values, 1)
             inferred_categories.append(column)
             specs.append(FeatureSpec(column, CATEGORICAL, cats))
             columns[column] = values.where(values.isin(cats), None)
@@ -143,8 +146,8 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     if inferred_categories:
         caveats.append(
             "Category lists of " + ", ".join(inferred_categories) + " were read from the "
-            f"sensitive table (categories seen in fewer than {config.min_category_count} rows "
-            "were dropped) and are treated as public schema metadata.")
+            "sensitive table; the pipeline keeps only categories declared in "
+            "transfer.categories or chosen by a charged DP threshold on patient counts.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,

@@ -19,7 +19,8 @@ from medistill.student.train import DpSgdSchedule, train_student
 
 # Ledger stages whose cost the direct baseline pays too (it trains on the same
 # preprocessing, made from the same transfer rows).
-TRANSFER_STAGES = ("patient_counts", "feature_selection", "schema_statistics",
+TRANSFER_STAGES = ("patient_counts", "feature_selection", "category_selection",
+                   "schema_statistics",
                    "transfer_synthesizer", "transfer_munge")
 
 
