@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo test test-fast bench bench-quick clean
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/medistill demo --out runs/demo
 
+# The whole suite: the fast tier (unit and property tests), then the end-to-end runs.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
+
+# The fast tier alone (under 2 minutes on an idle 2-core machine): run it on every change.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e ".[test,serve,omop,bench]"

@@ -210,6 +210,11 @@ class TeachersConfig(_Frozen):
                   "torch_mlp"] = "logistic_regression"
     n_teachers: int | Literal["auto"] = "auto"
     n_jobs: int = Field(2, ge=1, le=256)
+    # A DP teacher trained on the sensitive training patients with its own ledger entry; its
+    # outputs (labels of any number of transfer rows sampled from its own noisy histograms)
+    # are free post-processing. "none": the PATE ensemble path (docs/teachers.md).
+    dp_teacher: Literal["none", "dp_ebm"] = "none"
+    dp_teacher_rows: int = Field(20_000, ge=100, le=2_000_000)
 
 
 class LabelsConfig(_Frozen):

@@ -66,7 +66,7 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
     baselines = {"logistic_regression_nonprivate":
                  baseline_steps.nonprivate_logistic_regression(config, prepared)}
     distillation, direct = None, None
-    if config.audit.baselines and plan.student_touches_sensitive and plan.uses_labels:
+    if config.audit.baselines and plan.learns_from_teacher:
         with console.status("Training the direct DP-SGD baseline (no teacher)…"):
             direct = baseline_steps.direct_dp_sgd(config, prepared, student)
             baselines["dp_sgd_direct"] = direct.metrics
@@ -79,6 +79,7 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
     inputs = AuditInputs(
         data=prepared.data, split=prepared.split, ledger=prepared.ledger,
         plan=plan.with_notes(*student.notes, *notes), reference=teachers.reference,
+        dp_teacher=teachers.dp_teacher,
         teacher_selection=teachers.selection, ensemble=teachers.ensemble,
         student_path=folder / "student.onnx", network=student.network, record=student.record,
         member_rows=prepared.split.train[prepared.dp_rows], baselines=baselines,
@@ -134,7 +135,8 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
     with console.status("Training the reference teacher and the partitioned ensemble…"):
         teachers = step("teachers", train_teachers, config, prepared, plan, randomness)
     with console.status("Making transfer data…"):
-        transfer = step("transfer", make_transfer, config, prepared, plan, randomness, public)
+        transfer = step("transfer", make_transfer, config, prepared, plan, randomness, public,
+                        teachers)
     with console.status(f"Labelling {plan.n_queries} transfer rows by noisy vote…"):
         labelled = step("labels", label_transfer, config, prepared, plan, teachers, transfer,
                         randomness)

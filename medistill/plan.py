@@ -80,6 +80,9 @@ class RunPlan:
     student_touches_sensitive: bool
     schedule: DpSgdSchedule
     notes: tuple[str, ...] = field(default=())
+    dp_teacher: str | None = None          # "dp_ebm": the DP-teacher path
+    n_teacher_rows: int = 0                # transfer rows the DP teacher labels (free)
+    transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -87,7 +90,12 @@ class RunPlan:
 
     @property
     def student_noise(self) -> float:
-        return self.noise("student_dp_sgd") or STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
+        noise = self.noise("student_dp_sgd")
+        return self.transfer_student_noise if noise is None else noise
+
+    @property
+    def learns_from_teacher(self) -> bool:
+        return self.n_queries > 0 or self.n_teacher_rows > 0
 
     @property
     def transfer_kind(self) -> str:
@@ -155,7 +163,7 @@ def _stage_plans(names: list[str], shares: dict[str, float], ctx: StageContext) 
     for name in names:
         spec = stage(name)
         plans.append(StagePlan(name, shares[name], lambda s, spec=spec: spec.event(s, ctx),
-                               spec.max_noise(ctx), spec.what(ctx)))
+                               spec.max_noise(ctx), spec.what(ctx), spec.min_noise))
     return plans
 
 
@@ -247,6 +255,37 @@ def _plan_queries(config: PipelineConfig, facts: RunFacts, eps_labels: float, n_
     return 0
 
 
+def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
+    """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
+    numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
+    sampled from its own noisy histograms, for free, and the student learns only from them
+    (post-processing: its training needs no noise)."""
+    notes: list[str] = []
+    marginal_columns = [f.name for f in facts.schema.features
+                        if f.kind == "numeric" and f.name not in config.transfer.priors]
+    active = (["schema_statistics"] if marginal_columns else []) + ["dp_teacher"]
+    if config.student.alpha < 1:
+        notes.append("With teachers.dp_teacher the student learns only from the DP teacher's "
+                     "labels on transfer rows (student.alpha is taken as 1): DP-SGD on "
+                     "sensitive rows would spend budget the teacher uses better.")
+    n_rows = config.teachers.dp_teacher_rows
+    schedule = DpSgdSchedule.for_data(n_rows, config.student.resolved_batch_size(n_rows),
+                                      config.student.epochs)
+    ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features))
+    plans = _stage_plans(active, shares, ctx)
+    noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
+                         accountant=config.privacy.accountant, spent=facts.spent)
+    budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
+                                p.what) for p in plans)
+    return RunPlan(stages=budgets, delta=facts.delta, n_teachers=0,
+                   transfer_kinds=("teacher_histograms",),
+                   transfer_sizes={"teacher_histograms": n_rows},
+                   marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
+                   n_canaries=0, student_touches_sensitive=False, schedule=schedule,
+                   notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
+                   n_teacher_rows=n_rows, transfer_student_noise=0.0)
+
+
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
     """Decide every stage's work and calibrate its noise so the composed ε meets the target.
 
@@ -267,6 +306,8 @@ def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
     check_allowed(config)
     target, accountant = config.privacy.target_epsilon, config.privacy.accountant
     shares = resolved_shares(config.privacy.shares)
+    if config.teachers.dp_teacher != "none":
+        return _plan_dp_teacher(config, facts, shares)
     notes: list[str] = []
     n_teachers = n_teachers_for(config, facts)
     n_canaries = n_canaries_for(config, facts)

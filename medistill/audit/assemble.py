@@ -183,6 +183,7 @@ class AuditInputs:
     public_ledger: PrivacyLedger | None = None
     student_trainer: object = None         # reference-student factory for LiRA/RMIA
     canary: dict | None = None             # {"rows": indices, "included": bits}
+    dp_teacher: object | None = None       # the DP teacher the student learned from
 
 
 def build_report(config: PipelineConfig, inputs: AuditInputs,
@@ -198,6 +199,8 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
     session = onnx_session(student_path, config.audit.threads)
     student_test = _student_proba(session, X_test, schema)
     models = {"teacher": reference.predict_proba(X_test), "student": student_test}
+    if inputs.dp_teacher is not None:
+        models["dp_teacher"] = inputs.dp_teacher.predict_proba(X_test)
     if ensemble is not None:
         models["ensemble"] = ensemble.predict_proba(X_test)
     utility = {who: utility_metrics(y_test, proba) for who, proba in models.items()}
@@ -283,6 +286,9 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                              "aggregator": config.labels.aggregator,
                              "sigma": plan.noise("labels"),
                              "n_queries": plan.n_queries},
+                "dp_teacher": ({"kind": plan.dp_teacher, "n_labelled": plan.n_teacher_rows,
+                                "labels_cost": "free (post-processing of its ledger entry)"}
+                               if plan.dp_teacher else None),
                 "plan": {"stages": [{"name": b.name, "share": b.share, "noise_multiplier": b.noise,
                                      "what": b.what} for b in plan.stages],
                          "alpha": plan.alpha, "n_queries": plan.n_queries,
@@ -302,7 +308,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                 "transfer": {"source": transfer.get("source", config.transfer.source),
                              "resolved": transfer.get("resolved"),
                              "n_rows": sum(p["n_rows"] for p in transfer.get("sources", [])),
-                             "n_labelled": plan.n_queries,
+                             "n_labelled": plan.n_queries or plan.n_teacher_rows,
                              "dp_marginal_columns": list(plan.marginal_columns),
                              "epsilon_cost": _transfer_epsilon(ledger),
                              "sources": transfer.get("sources", [])}},

@@ -28,6 +28,7 @@ class StagePlan:
     event_for: Callable[[float], dpa.DpEvent]
     max_noise: float
     what: str
+    min_noise: float = 0.3
 
 
 def _fits(events: list[dpa.DpEvent], epsilon: float, delta: float,
@@ -99,7 +100,8 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
     noises: dict[str, float] = {}
     for stage in stages:
         eps_share = remaining * stage.share / total_share
-        noise = calibrate_noise(stage.event_for, eps_share, delta, accountant)
+        noise = calibrate_noise(stage.event_for, eps_share, delta, accountant,
+                                low=stage.min_noise)
         if noise > stage.max_noise:
             raise PrivacyBudgetError(
                 f"The privacy plan cannot meet ε = {target_epsilon:g} at δ = {delta:.2g}: stage "

@@ -24,6 +24,8 @@ class StageContext:
     n_teachers: int = 0
     aggregator: Any = None          # a configured aggregator class instance factory
     schedule: Any = None            # DpSgdSchedule for DP-SGD stages
+    delta: float = 0.0
+    n_features: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class StageSpec:
     what: Callable[[StageContext], str]
     aliases: tuple[str, ...] = field(default=())
     planned: bool = True            # False: fixed noise, not part of the share split
+    min_noise: float = 0.3          # the planner's search starts here
 
 
 STAGES: dict[str, StageSpec] = {}
@@ -122,6 +125,21 @@ register_stage(StageSpec(
     name="labels", default_share=0.35, event=_labels_event,
     max_noise=lambda ctx: 4.0 * ctx.n_teachers,
     what=lambda ctx: f"noisy teacher votes on {ctx.n_queries} queries"))
+
+
+def _dp_ebm_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
+    """The DP-EBM's event when interpret is given ε = 1/noise (so that more "noise" means
+    less ε, as for every other stage)."""
+    from medistill.teachers.dp_ebm import DPEBMSettings, predicted_event
+
+    return predicted_event(epsilon=1.0 / noise, delta=ctx.delta, n_features=ctx.n_features,
+                           settings=DPEBMSettings())
+
+
+register_stage(StageSpec(
+    name="dp_teacher", default_share=0.90, event=_dp_ebm_event,
+    max_noise=lambda _: 100.0, min_noise=0.01,
+    what=lambda ctx: f"DP-EBM teacher on {ctx.n_features} features (interpret)"))
 
 
 def _dp_sgd_event(noise: float, ctx: StageContext) -> dpa.DpEvent:

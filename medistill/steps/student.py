@@ -49,7 +49,8 @@ def fit_preprocessor(prepared: Prepared, transfer: TransferSet):
     are enough, so no public individual's values enter them unnoised; else all transfer
     rows, with a note."""
     schema = prepared.data.schema
-    synthetic = transfer.rows[np.isin(transfer.source, ["dp_synthesizer", "schema_prior"])]
+    synthetic = transfer.rows[np.isin(transfer.source, ["dp_synthesizer", "schema_prior",
+                                                         "teacher_histograms"])]
     notes: tuple[str, ...] = ()
     rows = synthetic
     if len(synthetic) < MIN_PREPROCESSING_ROWS:

@@ -31,8 +31,12 @@ class Labelled:
 
 
 def make_transfer(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
-                  randomness: Randomness, public: pd.DataFrame | None) -> TransferSet:
-    """Every planned source's rows, each source's DP cost recorded in the ledger."""
+                  randomness: Randomness, public: pd.DataFrame | None,
+                  teachers: Teachers | None = None) -> TransferSet:
+    """Every planned source's rows, each source's DP cost recorded in the ledger. On the
+    DP-teacher path, rows sampled from the teacher's own noisy histograms (already paid)."""
+    if plan.dp_teacher is not None:
+        return teacher_histogram_rows(plan, teachers, randomness)
     noises = {"synthesizer": plan.noise("transfer_synthesizer"),
               "schema_statistics": plan.noise("schema_statistics")}
     rngs = {"marginals": randomness.privacy("transfer"), "transfer": randomness.seeded("transfer")}
@@ -42,10 +46,24 @@ def make_transfer(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                           rngs=rngs, public=public)
 
 
+def teacher_histogram_rows(plan: RunPlan, teachers: Teachers, randomness: Randomness) -> TransferSet:
+    """``plan.n_teacher_rows`` rows drawn feature by feature from the DP teacher's noisy
+    histograms (post-processing of its ledger entry: free)."""
+    from medistill.transfer.teacher_histograms import TeacherHistogramSampler
+
+    n = plan.n_teacher_rows
+    rows = TeacherHistogramSampler(teachers.dp_teacher).sample(n, randomness.seeded("transfer"))
+    return TransferSet(rows=rows, source=np.full(n, "teacher_histograms", dtype=object),
+                       sizes={"teacher_histograms": n})
+
+
 def label_transfer(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                    teachers: Teachers, transfer: TransferSet, randomness: Randomness) -> Labelled:
     """The first ``plan.n_queries`` transfer rows labelled by the configured aggregator
     (its events recorded in the ledger); unanswered rows (Confident-GNMax) are dropped."""
+    if plan.dp_teacher is not None:      # free: post-processing of the DP teacher
+        labels = teachers.dp_teacher.predict_proba(transfer.rows).astype(np.float32)
+        return Labelled(transfer.rows, labels, transfer.source, len(transfer.rows))
     n = plan.n_queries
     empty = Labelled(transfer.rows.iloc[:0], np.empty(0, np.int64), np.empty(0, object), 0)
     if not n or teachers.ensemble is None:
