@@ -194,7 +194,7 @@ def pipeline_cell(section: dict, epsilon: float, seed: int, folder: Path,
         "teacher_kind": rep["run"]["teacher"]["kind"],
         "n_queries": rep["run"]["ensemble"]["n_queries"], "alpha": rep["run"]["student"]["alpha"],
         "student": util["student"]["auroc"], "teacher": util["teacher"]["auroc"],
-        "ensemble": util["ensemble"]["auroc"],
+        "ensemble": util.get("ensemble", {}).get("auroc"),   # None: the plan bought no labels
         "lr_nonprivate": util["baselines"]["logistic_regression_nonprivate"]["auroc"],
         "direct": direct["auroc"] if direct else None,
         "direct_epsilon": direct.get("epsilon") if direct else None,
@@ -299,8 +299,9 @@ def summary(entry: dict) -> dict:
     dpl_np = [s["outside"]["diffprivlib"]["runs"].get(None, {}).get("auroc") for s in seeds]
     mains = [(s, c["main"]) for s in seeds for c in s["cells"].values() if "error" not in c["main"]]
     teacher = [m["teacher"] for _, m in mains]
-    best = [max(m["teacher"], m["ensemble"], m["lr_nonprivate"],
-                s["outside"]["nonprivate_student"]["auroc"]) for s, m in mains]
+    best = [max(v for v in (m["teacher"], m["ensemble"], m["lr_nonprivate"],
+                            s["outside"]["nonprivate_student"]["auroc"]) if v is not None)
+            for s, m in mains]
     out["nonprivate"] = {"student_np": mean_spread(np_student), "teacher": mean_spread(teacher),
                          "best": mean_spread(best), "lr": mean_spread(dpl_np),
                          "teacher_kinds": sorted({m["teacher_kind"] for _, m in mains})}

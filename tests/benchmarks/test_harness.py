@@ -22,8 +22,11 @@ from benchmarks.stages import instrument, stage_of
 
 TINY = {"student": {"epochs": 1},
         "privacy": {"accountant": "rdp"},  # faster planning than PLD; figures do not matter
-        "teachers": {"reference": "logistic_regression", "n_jobs": 1},
-        "audit": {"n_jobs": 1, "speed_repeats": 10, "throughput_batch": 100},
+        "teachers": {"reference": "logistic_regression", "n_jobs": 1, "n_teachers": 12},
+        # Fixed queries: the plan buys labels, so there is an ensemble and a direct baseline.
+        "labels": {"n_queries": 30},
+        "audit": {"n_jobs": 1, "speed_repeats": 10, "throughput_batch": 100,
+                  "baseline_seeds": 1},
         "transfer": {"n_rows": 200}}
 
 
@@ -38,6 +41,7 @@ def test_helpers():
         parse_args(["nonsense"])
 
 
+@pytest.mark.slow
 def test_privacy_utility_and_stages_end_to_end(tmp_path: Path):
     saved: list[dict] = []
     with instrument() as clock:
@@ -56,6 +60,7 @@ def test_privacy_utility_and_stages_end_to_end(tmp_path: Path):
     assert stages[stage_of("baselines")]["calls"] == stages[stage_of("audit")]["calls"] >= 2
     assert clock.stack == ["other"]
     # The direct baseline's network, members and preprocessor came from the artifacts.
+    assert cell["main"]["n_queries"] > 0 and cell["main"]["ensemble"] is not None
     assert 0.0 <= cell["main"]["mia_direct"]["auc"] <= 1.0
     assert saved and saved[-1] is results
     assert 0.0 <= cell["main"]["student"] <= 1.0
