@@ -128,7 +128,8 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
     with console.status("Reading the sensitive records…"):
         prepared = step("prepare", prepare, config, randomness)
     plan, public = step("plan", plan_step, config, prepared)
-    prepared = with_canaries(prepared, plan.n_canaries, randomness.privacy("canaries"))
+    prepared = step("canaries", with_canaries, prepared, plan.n_canaries,
+                    randomness.privacy("canaries"))
     _say(console, f"{prepared.data.name}: {len(prepared.data.schema.features)} features; "
          "patients split by a keyed hash; plan: " + ", ".join(
              f"{s.name} σ={s.noise:.3g}" for s in plan.stages))
