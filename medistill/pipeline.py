@@ -15,6 +15,7 @@ import dp_accounting as dpa
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 
 from medistill import __version__
 from medistill.audit.assemble import TRANSFER_STAGES, build_report, write_run_files
@@ -98,7 +99,7 @@ class Pipeline:
             seeds, strict=True)}
 
     def _say(self, text: str) -> None:
-        self.console.print(f"[bold cyan]•[/] {text}")
+        self.console.print(f"[bold cyan]•[/] {escape(text)}")  # #16.6: paths, column names
 
     def run(self, out_dir: Path) -> RunOutcome:
         cfg = self.config
