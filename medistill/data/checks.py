@@ -65,6 +65,11 @@ def check_headers(names: Sequence[object], *, source: str) -> None:
     """Refuse repeated column names, and names that differ only in case or spaces
     (``Age`` and ``age ``): which one the label or a feature means would be a guess."""
     seen: dict[str, str] = {}
+    unnamed = [i + 1 for i, name in enumerate(names) if name is None or not str(name).strip()]
+    if len(unnamed) > 1:
+        raise DataError(f"{source}: columns {', '.join(map(str, unnamed))} have no name in the "
+                        "header line; every column needs a distinct name.",
+                        hint="Name them, or remove them if they are row numbers.")
     for name in names:
         text = "" if name is None else str(name)
         key = _normalised(text)

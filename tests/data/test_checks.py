@@ -60,7 +60,9 @@ def test_16_4_headers_differing_only_in_case_or_spaces(tmp_path: Path, header: s
 
 
 def test_16_4_check_headers_accepts_distinct_names() -> None:
-    check_headers(["age", "age_1", "bp.sys", "HbA1c (%)"], source="t")
+    check_headers(["", "age", "age_1", "bp.sys", "HbA1c (%)"], source="t")
+    with pytest.raises(DataError, match="columns 1, 3 have no name"):
+        check_headers(["", "age", " "], source="t")
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, 1e308, -2e16])
