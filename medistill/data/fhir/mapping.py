@@ -8,7 +8,6 @@ mapping file and the field path, and an unknown key comes with the closest valid
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -88,8 +87,8 @@ def _check_unit(value: str | None) -> str | None:
         return None
     unit = normalize_unit(value)
     if unit is None:
-        close = difflib.get_close_matches(value, sorted(UNITS), n=1, cutoff=0.4)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = did_you_mean(value, sorted(UNITS), cutoff=0.4)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ValueError(f"unknown unit {value!r}{hint} (UCUM codes such as mg/dL, mmol/L, "
                          f"kg, cm, %)")
     return unit
