@@ -43,13 +43,16 @@ def clinical(tmp_path, cohort):
     write_manifest(folder)
     csv = tmp_path / "clinical.csv"
     table.to_csv(csv, index=False)
-    return folder / "student.onnx", csv, table
+    with torch.no_grad():
+        x = torch.as_tensor(pre.transform(as_model_input(table, schema)), dtype=torch.float32)
+        torch_proba = torch.softmax(net(x), dim=1).numpy()
+    return folder / "student.onnx", csv, table, torch_proba
 
 
 def test_16_5_clinical_column_names_through_onnx_and_predict(clinical, tmp_path, reference):
     from medistill.cli import app
 
-    model, csv, table = clinical
+    model, csv, table, torch_proba = clinical
     out = tmp_path / "scores.csv"
     result = CliRunner().invoke(app, ["predict", "--model", str(model), str(csv), "--out",
                                       str(out)], catch_exceptions=False)
@@ -58,4 +61,6 @@ def test_16_5_clinical_column_names_through_onnx_and_predict(clinical, tmp_path,
     expected = reference(model, table)
     assert list(scored.columns) == ["probability", "prediction"] and len(scored) == len(table)
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected[:, 1], atol=1e-5)
+    # the renamed inputs feed the columns they name: same as scikit-learn + torch
+    np.testing.assert_allclose(scored["probability"].to_numpy(), torch_proba[:, 1], atol=1e-5)
     assert 0.05 < expected[:, 1].std() < 0.5    # the columns reach the network
