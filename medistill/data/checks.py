@@ -152,12 +152,15 @@ def uninformative(series: pd.Series) -> NoteKind | None:
     """``dropped_empty`` when every cell is missing, ``dropped_constant`` when the filled
     cells hold one value (after median imputation the column is constant), else ``None``."""
     values = series.dropna()
-    if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
-        values = values.astype(str).str.strip()
-        values = values[values != ""]
-    if values.empty:
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        if values.empty:
+            return "dropped_empty"
+        return "dropped_constant" if values.min() == values.max() else None
+    distinct = pd.Series(values.unique()).astype(str).str.strip()
+    distinct = distinct[distinct != ""]
+    if distinct.empty:
         return "dropped_empty"
-    return "dropped_constant" if values.nunique() <= 1 else None
+    return "dropped_constant" if distinct.nunique() <= 1 else None
 
 
 def drop_note(kind: NoteKind, column: str) -> InputNote:
