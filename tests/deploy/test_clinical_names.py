@@ -64,3 +64,14 @@ def test_16_5_clinical_column_names_through_onnx_and_predict(clinical, tmp_path,
     # the renamed inputs feed the columns they name: same as scikit-learn + torch
     np.testing.assert_allclose(scored["probability"].to_numpy(), torch_proba[:, 1], atol=1e-5)
     assert 0.05 < expected[:, 1].std() < 0.5    # the columns reach the network
+
+
+def test_16_5_spaces_around_headers_are_dropped_as_in_training(clinical, tmp_path):
+    from medistill.deploy.predict import predict_file
+
+    model, _, table, torch_proba = clinical
+    csv = tmp_path / "spaced.csv"
+    table.rename(columns={"HbA1c (%)": " HbA1c (%) ", "bp.sys": "bp.sys  "}).to_csv(csv, index=False)
+    out = tmp_path / "scores.csv"
+    predict_file(model, csv, out)
+    np.testing.assert_allclose(pd.read_csv(out)["probability"], torch_proba[:, 1], atol=1e-5)
