@@ -134,6 +134,8 @@ class Pipeline:
         train_X, train_y, train_ids = data.rows(split.train)
         self._say(f"{data.name}: {n_patients} patients, {len(data.schema.features)} features; "
                   f"train {len(np.unique(train_ids))} / test / holdout patients split by patient")
+        for note in data.notes:  # #16.4: dropped columns, merged label spellings, leakage
+            self._say(("warning: " if note.severity == "warning" else "") + note.message)
 
         with self.console.status("Training the reference teacher and the partitioned ensemble…"):
             if cfg.teachers.reference == "auto":
