@@ -99,18 +99,23 @@ def normalise_label_spellings(series: pd.Series, *, label: str) -> tuple[pd.Seri
     (``yes``, ``Yes ``, ``YES``) are merged into their lower-case form, with a note.
     Missing cells stay missing; numbers are left alone."""
     missing = series.isna()
-    text = series.astype(str).str.strip().str.replace(r"\s+", " ", regex=True)
-    folded = text.str.casefold()
-    variants = text[~missing].groupby(folded[~missing]).nunique()
-    merged = variants[variants > 1].index
+    cleaned = {value: re.sub(r"\s+", " ", str(value)).strip()
+               for value in pd.unique(series[~missing])}
+    spellings: dict[str, set[str]] = {}
+    for text in cleaned.values():
+        spellings.setdefault(text.casefold(), set()).add(text)
+    merged = {folded for folded, texts in spellings.items() if len(texts) > 1}
+    final = {value: text.casefold() if text.casefold() in merged else text
+             for value, text in cleaned.items()}
     notes = []
-    if len(merged):
-        text = text.where(~folded.isin(merged), folded)
+    if merged:
         notes.append(InputNote(
             "label_spelling", label,
             f"The label '{label}' had {len(merged)} class(es) spelled in more than one way "
             "(upper/lower case); each was merged into its lower-case spelling."))
-    return text.astype(object).where(~missing, None), notes
+    out = pd.Series([None] * len(series), index=series.index, dtype=object)
+    out[~missing] = series[~missing].map(final).astype(object)
+    return out, notes
 
 
 def check_label_type(series: pd.Series, *, source: str, label: str) -> None:
