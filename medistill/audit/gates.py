@@ -150,9 +150,6 @@ def _where(loc: tuple[Any, ...]) -> str:
     return field_path(loc) or "the policy"
 
 
-_suggest = did_you_mean
-
-
 def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error.get("loc", ()))
     kind = error.get("type", "")
@@ -160,7 +157,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         key, parent = str(loc[-1]), loc[:-1]
         model = Gate if parent and isinstance(parent[-1], int) else AuditPolicy
         valid = list(model.model_fields)
-        close = _suggest(key, valid)
+        close = did_you_mean(key, valid)
         tail = f"did you mean '{close}'?" if close else f"valid keys are {', '.join(valid)}"
         return f"unknown key '{key}' in {_where(parent)}; {tail}"
     if kind == "missing" and loc:
@@ -168,7 +165,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "literal_error" and loc:
         choices = OPS if loc[-1] == "op" else SEVERITIES
         given = error.get("input")
-        close = _suggest(str(given), choices)
+        close = did_you_mean(str(given), choices)
         tail = f"; did you mean '{close}'?" if close else ""
         allowed = ", ".join(f"'{c}'" for c in choices)
         return f"{_where(loc)}: {given!r} is not allowed, use one of {allowed}{tail}"
