@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ class SensitiveData:
     schema: TableSchema
     name: str
     caveats: tuple[str, ...] = ()
+    # (stage, dp-accounting event, description) of charged data-derived choices (e.g. OMOP
+    # concept selection): the pipeline records them in the run's ledger before planning.
+    privacy_events: tuple[tuple[str, Any, str], ...] = ()
     notes: tuple[InputNote, ...] = ()  # input checks: dropped columns, label leakage, ...
 
     def rows(self, index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -90,7 +94,16 @@ def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None,
 
 def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     """Read the sensitive records named in ``config`` and check them."""
-    frame, label, id_column, identifiers, source = _read(config, seed)
+    events: tuple[tuple[str, Any, str], ...] = ()
+    source_caveats: tuple[str, ...] = ()
+    if config.source == "omop":
+        from medistill.data.omop import read_omop
+
+        omop = read_omop(config.omop, label=config.label)
+        frame, label, id_column, source = omop.table, omop.label, omop.id_column, omop.source
+        identifiers, events, source_caveats = config.identifiers, omop.privacy_events, omop.caveats
+    else:
+        frame, label, id_column, identifiers, source = _read(config, seed)
     _require_column(frame, label, "label", source)
     if id_column is not None:
         _require_column(frame, id_column, "patient id", source)
@@ -131,7 +144,7 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
         row = int(frame[id_column].isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: the patient id column '{id_column}' is empty in row {row + 2}.")
 
-    specs, columns, caveats = [], {}, []
+    specs, columns, caveats = [], {}, list(source_caveats)
     inferred_categories = []
     for column in candidates:
         empty_or_constant = uninformative(frame[column])
@@ -174,7 +187,8 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     features = pd.DataFrame(columns)
     notes.extend(leakage_notes(features, labels, {f.name: f.kind for f in specs}, label=label))
     return SensitiveData(features=features, labels=labels, patient_ids=patient_ids,
-                         schema=schema, name=source, caveats=tuple(caveats), notes=tuple(notes))
+                         schema=schema, name=source, caveats=tuple(caveats),
+                         privacy_events=events, notes=tuple(notes))
 
 
 __all__ = ["SensitiveData", "load_sensitive"]
