@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -59,17 +60,20 @@ def plan_step(config: PipelineConfig, prepared: Prepared) -> tuple[RunPlan, obje
 
 def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: RunPlan,
                teachers: Teachers, student: Student, labelled: Labelled, transfer,
-               console: Console) -> dict:
+               console: Console, watch: StepObserver | None = None) -> dict:
     """Baselines (audit-only trainings), then the audit of the released artifacts."""
+    watch = watch or _Silent()
     baselines = {"logistic_regression_nonprivate":
                  baseline_steps.nonprivate_logistic_regression(config, prepared)}
-    distillation = None
+    distillation, direct = None, None
     if config.audit.baselines and plan.student_touches_sensitive and plan.uses_labels:
         with console.status("Training the direct DP-SGD baseline (no teacher)…"):
-            baselines["dp_sgd_direct"] = baseline_steps.direct_dp_sgd(config, prepared, student)
+            direct = baseline_steps.direct_dp_sgd(config, prepared, student)
+            baselines["dp_sgd_direct"] = direct.metrics
         with console.status("Retraining the student with other seeds (audit only)…"):
             distillation = baseline_steps.distillation_gain(
-                config, prepared, plan, student, baselines["dp_sgd_direct"])
+                config, prepared, plan, student, direct.metrics)
+    watch.finished("baselines", {"direct": direct, "distillation": distillation})
     public_ledger, notes = public_individuals_ledger(config, plan, labelled, student.record)
     synthetic = transfer.rows[transfer.source != "munge"]
     inputs = AuditInputs(
@@ -91,12 +95,38 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
     return report
 
 
-def run_into(config: PipelineConfig, folder: Path, console: Console) -> dict:
+class StepObserver(Protocol):
+    """Watches a run from outside (benchmarks, profilers): told when each step starts and
+    handed each step's artifact when it ends. The run never depends on it."""
+
+    def started(self, step: str) -> None: ...
+
+    def finished(self, step: str, artifact: object) -> None: ...
+
+
+class _Silent:
+    def started(self, step: str) -> None:
+        pass
+
+    def finished(self, step: str, artifact: object) -> None:
+        pass
+
+
+def run_into(config: PipelineConfig, folder: Path, console: Console,
+             observer: StepObserver | None = None) -> dict:
     """Run every step, writing the run's files into ``folder``; return the report."""
+    watch = observer or _Silent()
+
+    def step(name: str, function, *args, **kwargs):
+        watch.started(name)
+        artifact = function(*args, **kwargs)
+        watch.finished(name, artifact)
+        return artifact
+
     randomness = Randomness(config.seed, reproducible=config.privacy.reproducible_noise)
     with console.status("Reading the sensitive records…"):
-        prepared = prepare(config, randomness)
-    plan, public = plan_step(config, prepared)
+        prepared = step("prepare", prepare, config, randomness)
+    plan, public = step("plan", plan_step, config, prepared)
     prepared = with_canaries(prepared, plan.n_canaries, randomness.privacy("canaries"))
     _say(console, f"{prepared.data.name}: {len(prepared.data.schema.features)} features; "
          "patients split by a keyed hash; plan: " + ", ".join(
@@ -104,17 +134,18 @@ def run_into(config: PipelineConfig, folder: Path, console: Console) -> dict:
     for note in prepared.data.notes:  # #16.4: dropped columns, merged label spellings, leakage
         _say(console, ("warning: " if note.severity == "warning" else "") + note.message)
     with console.status("Training the reference teacher and the partitioned ensemble…"):
-        teachers = train_teachers(config, prepared, plan, randomness)
+        teachers = step("teachers", train_teachers, config, prepared, plan, randomness)
     with console.status("Making transfer data…"):
-        transfer = make_transfer(config, prepared, plan, randomness, public)
+        transfer = step("transfer", make_transfer, config, prepared, plan, randomness, public)
     with console.status(f"Labelling {plan.n_queries} transfer rows by noisy vote…"):
-        labelled = label_transfer(config, prepared, plan, teachers, transfer, randomness)
+        labelled = step("labels", label_transfer, config, prepared, plan, teachers, transfer,
+                        randomness)
     text = "Training the student with DP-SGD (epoch {}/{}, loss {:.3f})…"
     with console.status("Training the student with DP-SGD…") as status:
-        student = train_released_student(
-            config, prepared, plan, labelled, transfer, randomness,
-            on_epoch=lambda e, loss: status.update(text.format(e + 1, config.student.epochs,
-                                                               loss)))
+        student = step("student", train_released_student,
+                       config, prepared, plan, labelled, transfer, randomness,
+                       on_epoch=lambda e, loss: status.update(text.format(
+                           e + 1, config.student.epochs, loss)))
     epsilon = prepared.ledger.epsilon()
     if prepared.ledger.formal_guarantee and epsilon > config.privacy.target_epsilon * 1.0001:
         raise PrivacyBudgetError(
@@ -123,13 +154,13 @@ def run_into(config: PipelineConfig, folder: Path, console: Console) -> dict:
     _say(console, f"student trained: {student.record.steps} DP-SGD steps, noise multiplier "
          f"{student.record.noise_multiplier:.3f}; ledger ε = {epsilon:.3f} at "
          f"δ = {prepared.ledger.delta:.2g}")
-    export(config, prepared, student, folder / "student.onnx")
-    return audit_step(config, folder, prepared, plan, teachers, student, labelled, transfer,
-                      console)
+    step("export", export, config, prepared, student, folder / "student.onnx")
+    return step("audit", audit_step, config, folder, prepared, plan, teachers, student,
+                labelled, transfer, console, watch)
 
 
-def run_pipeline(config: PipelineConfig, out_dir: Path, *,
-                 console: Console | None = None) -> RunOutcome:
+def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | None = None,
+                 observer: StepObserver | None = None) -> RunOutcome:
     """Run the whole pipeline and write the run folder ``out_dir`` atomically.
 
     Parameters
@@ -140,11 +171,13 @@ def run_pipeline(config: PipelineConfig, out_dir: Path, *,
         The run folder to write; it appears complete or not at all.
     console:
         Where progress goes (stderr by default).
+    observer:
+        Optional :class:`StepObserver` given each step's artifact (benchmarks).
     """
     console = console or Console(stderr=True)
     check_allowed(config)
     with AtomicRunFolder(Path(out_dir)) as tmp:
-        report = run_into(config, tmp, console)
+        report = run_into(config, tmp, console, observer)
     return RunOutcome(run_dir=Path(out_dir), report=report)
 
 
@@ -153,5 +186,5 @@ replicate_seed = baseline_steps.replicate_seed
 seed_comparison = baseline_steps.seed_comparison
 
 
-__all__ = ["RunOutcome", "audit_step", "plan_step", "replicate_seed", "run_into", "run_pipeline",
+__all__ = ["RunOutcome", "StepObserver", "audit_step", "plan_step", "replicate_seed", "run_into", "run_pipeline",
            "seed_comparison"]

@@ -250,7 +250,8 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
     caveats.extend(_transfer_caveats(transfer))
     privacy = {
         "unit": "patient", "formal_guarantee": ledger.formal_guarantee,
-        "epsilon": _finite(epsilon), "delta": delta,
+        "epsilon": _finite(epsilon), "delta": ledger.total_delta, "delta_accountant": delta,
+        "threshold_delta": ledger.threshold_delta,
         "target_epsilon": config.privacy.target_epsilon, "accountant": ledger.accountant,
         "ledger": [{k: row[k] for k in ("stage", "mechanism", "noise_multiplier", "sample_rate",
                                         "count", "epsilon_alone", "description")}

@@ -33,8 +33,7 @@ FREE_TEXT_UNIQUE_SHARE = 0.5
 """A categorical column with more distinct values than this share of its filled cells is
 free text or one value per record."""
 
-NoteKind = Literal["dropped_empty", "dropped_constant", "dropped_no_categories",
-                   "label_spelling", "label_leakage"]
+NoteKind = Literal["dropped_empty", "dropped_constant", "label_spelling", "label_leakage"]
 
 
 @dataclass(frozen=True)
@@ -169,11 +168,9 @@ def uninformative(series: pd.Series) -> NoteKind | None:
 
 
 def drop_note(kind: NoteKind, column: str) -> InputNote:
-    """The note for a column dropped by :func:`uninformative` or for lack of categories."""
+    """The note for a column dropped by :func:`uninformative`."""
     why = {"dropped_empty": "it is empty in every record",
-           "dropped_constant": "it holds the same value in every record that has one",
-           "dropped_no_categories": "none of its values occurs often enough to be a public "
-                                    "category"}[kind]
+           "dropped_constant": "it holds the same value in every record that has one"}[kind]
     return InputNote(kind, column, f"Column '{column}' was dropped: {why}, so it carries no "
                                    "information for the model.")
 
@@ -193,23 +190,17 @@ def check_finite(values: pd.Series, *, source: str, column: str) -> None:
                              "export's units; values this large are not measurements.")
 
 
-def check_categorical(values: pd.Series, categories: Sequence[str], *, source: str,
-                      column: str, min_count: int, declared: bool) -> bool:
-    """Refuse a categorical column that is free text (nearly one distinct value per
-    record), or a column declared categorical with no value frequent enough to become a
-    public category. Return ``False`` when an inferred categorical has no such value (drop
-    it), ``True`` when the column is usable."""
+def check_free_text(values: pd.Series, *, source: str, column: str, declared: bool) -> None:
+    """Refuse a categorical column that is free text: more distinct values than
+    :data:`FREE_TEXT_UNIQUE_SHARE` of its filled cells (and more than 20)."""
     filled = values.dropna()
-    free = filled.nunique() > max(FREE_TEXT_UNIQUE_SHARE * len(filled), 20)
-    if free or (declared and not categories):
-        why = ("nearly every record has its own value" if free else
-               f"no value occurs in {min_count} or more records")
+    if filled.nunique() > max(FREE_TEXT_UNIQUE_SHARE * len(filled), 20):
         role = "declared categorical" if declared else "not numeric"
         raise DataError(f"{source}: column '{column}' is {role} but looks like free text: "
-                        f"{why}, so it cannot be one-hot encoded.",
+                        "nearly every record has its own value, so it cannot be one-hot "
+                        "encoded.",
                         hint=f"Drop it (data.identifiers: [{column}]) or derive a coded column "
                              "from it before the run.")
-    return bool(categories)
 
 
 # --------------------------------------------------------------------------- leakage
@@ -259,6 +250,6 @@ def leakage_notes(features: pd.DataFrame, codes: np.ndarray, kinds: dict[str, st
 
 
 __all__ = ["FREE_TEXT_UNIQUE_SHARE", "MAX_ABS_VALUE", "MAX_CLASSES", "MIN_PATIENTS",
-           "MIN_PER_CLASS", "InputNote", "check_categorical", "check_class_sizes",
+           "MIN_PER_CLASS", "InputNote", "check_class_sizes", "check_free_text",
            "check_finite", "check_headers", "check_label_type", "check_size", "drop_note",
            "leakage_notes", "normalise_label_spellings", "uninformative"]

@@ -13,9 +13,9 @@ from medistill.config import DataConfig
 from medistill.data.builtin import builtin_table
 from medistill.data.checks import (
     InputNote,
-    check_categorical,
     check_class_sizes,
     check_finite,
+    check_free_text,
     check_label_type,
     check_size,
     drop_note,
@@ -155,12 +155,12 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
             values = values.map(lambda v: None if v is None else str(v).strip())
-            cats = public_categories(values, config.min_category_count)
-            if not check_categorical(values, cats, source=source, column=column,
-                                     min_count=config.min_category_count,
-                                     declared=column in config.feature_types):
-                notes.append(drop_note("dropped_no_categories", column))
-                continue
+            check_free_text(values, source=source, column=column,
+                            declared=column in config.feature_types)
+            # Every category is a candidate here; which reach any model is decided later by
+            # a declared list or a charged DP threshold on patient counts
+            # (medistill.data.categories, in the pipeline's prepare step).
+            cats = public_categories(values, 1)
             inferred_categories.append(column)
             specs.append(FeatureSpec(column, CATEGORICAL, cats))
             columns[column] = values.where(values.isin(cats), None)
@@ -174,12 +174,11 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     if inferred_categories:
         caveats.append(
             "Category lists of " + ", ".join(inferred_categories) + " were read from the "
-            f"sensitive table (categories seen in fewer than {config.min_category_count} rows "
-            "were dropped) and are treated as public schema metadata.")
+            "sensitive table; the pipeline keeps only categories declared in "
+            "transfer.categories or chosen by a charged DP threshold on patient counts.")
     if any(n.kind.startswith("dropped_") for n in notes):
-        caveats.append("Which columns were dropped as empty, constant or without a frequent "
-                       "category was read from the sensitive table and is treated as public "
-                       "schema metadata.")
+        caveats.append("Which columns were dropped as empty or constant was read from the "
+                       "sensitive table and is treated as public schema metadata.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,

@@ -140,15 +140,26 @@ class PrivacyLedger:
         # False when the run's DP noise followed a recorded seed (privacy.reproducible_noise):
         # the entries still say what was done, but nothing formal protects the patients.
         self.formal = bool(formal)
+        # δ added outside the accountant by thresholded releases (DP category selection): the
+        # guarantee's δ is ``delta + threshold_delta``.
+        self.threshold_delta = 0.0
         self._entries: list[LedgerEntry] = []
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         return tuple(self._entries)
 
-    def record(self, stage: str, event: dpa.DpEvent, description: str = "") -> None:
-        """Record that ``stage`` ran the mechanism ``event`` on sensitive rows."""
+    def record(self, stage: str, event: dpa.DpEvent, description: str = "", *,
+               threshold_delta: float = 0.0) -> None:
+        """Record that ``stage`` ran the mechanism ``event`` on sensitive rows;
+        ``threshold_delta`` is δ it adds outside the accountant (a thresholded release)."""
         self._entries.extend(entries_from_event(stage, event, description))
+        self.threshold_delta += float(threshold_delta)
+
+    @property
+    def total_delta(self) -> float:
+        """The δ of the guarantee: the accountant's plus any threshold δ."""
+        return self.delta + self.threshold_delta
 
     @property
     def formal_guarantee(self) -> bool:
@@ -188,7 +199,8 @@ class PrivacyLedger:
         return {"name": self.name, "unit": "patient", "accountant": self.accountant,
                 "pld_value_discretization": PLD_DISCRETIZATION if self.accountant == "pld" else None,
                 "neighbouring_relation": "add or remove one patient",
-                "delta": self.delta, "epsilon": None if math.isinf(eps) else eps,
+                "delta": self.delta, "threshold_delta": self.threshold_delta,
+                "delta_total": self.total_delta, "epsilon": None if math.isinf(eps) else eps,
                 "formal_guarantee": self.formal_guarantee,
                 "noise_source": ("fresh OS entropy (ChaCha20), never recorded" if self.formal
                                  else "the recorded seed (privacy.reproducible_noise: testing only)"),
@@ -200,6 +212,7 @@ class PrivacyLedger:
         formal = not str(data.get("noise_source", "")).startswith("the recorded seed")
         ledger = cls(delta=data["delta"], accountant=data["accountant"], name=data.get("name", ""),
                      formal=formal)
+        ledger.threshold_delta = float(data.get("threshold_delta", 0.0))
         for row in data["entries"]:
             ledger._entries.append(LedgerEntry(
                 stage=row["stage"], mechanism=row["mechanism"],

@@ -101,6 +101,11 @@ register_stage(StageSpec(
     what=lambda _: "noisy person counts choosing OMOP concept features (charged by the loader)"))
 
 register_stage(StageSpec(
+    name="category_selection", default_share=0.0, event=_gaussian,
+    max_noise=lambda _: float("inf"), planned=False,
+    what=lambda _: "noisy patient counts choosing data-derived category lists"))
+
+register_stage(StageSpec(
     name="schema_statistics", default_share=0.05, event=_gaussian,
     max_noise=lambda _: 1e4, what=lambda _: "noisy marginals for transfer data"))
 

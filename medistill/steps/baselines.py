@@ -3,6 +3,8 @@ reference students of the membership attacks. None of them is ever released or w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -17,7 +19,8 @@ from medistill.student.train import DpSgdSchedule, train_student
 
 # Ledger stages whose cost the direct baseline pays too (it trains on the same
 # preprocessing, made from the same transfer rows).
-TRANSFER_STAGES = ("patient_counts", "feature_selection", "schema_statistics",
+TRANSFER_STAGES = ("patient_counts", "feature_selection", "category_selection",
+                   "schema_statistics",
                    "transfer_synthesizer", "transfer_munge")
 
 
@@ -39,7 +42,16 @@ def seed_comparison(student_auroc: list[float], direct_auroc: list[float]) -> di
             "difference": float(s.mean() - d.mean()), "difference_se": se}
 
 
-def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) -> dict:
+@dataclass(frozen=True)
+class DirectBaseline:
+    """The direct DP-SGD students (audit only): their mean metrics for the report, and the
+    networks themselves for benchmarks that attack them."""
+
+    metrics: dict
+    networks: tuple
+
+
+def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) -> DirectBaseline:
     """Students of the same architecture trained by DP-SGD on sensitive rows only (no
     teacher) at the same total ε: what distillation has to beat. One per seed of
     ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC."""
@@ -52,17 +64,19 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) 
     noise = plan_budget([StagePlan("student_dp_sgd", 1.0, schedule.event, 50.0, "direct DP-SGD")],
                         target_epsilon=config.privacy.target_epsilon, delta=ledger.delta,
                         accountant=config.privacy.accountant, spent=spent)["student_dp_sgd"]
-    per_seed = []
+    per_seed, networks = [], []
     for i in range(config.audit.baseline_seeds):
         network, _ = train_student(inputs, prepared.train_y[prepared.dp_rows],
                                    n_classes=data.schema.n_classes, config=config.student,
                                    noise_multiplier=noise, seed=replicate_seed(config.seed, 1, i),
                                    batch_size=schedule.batch_size)
         per_seed.append(student_test_metrics(network, student.preprocessor, prepared))
+        networks.append(network)
     eps = epsilon_of([*spent, schedule.event(noise)], ledger.delta, config.privacy.accountant)
     means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
-    return {**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
-            "seeds": len(per_seed), "epsilon": eps, "noise_multiplier": noise}
+    return DirectBaseline({**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
+                           "seeds": len(per_seed), "epsilon": eps, "noise_multiplier": noise},
+                          tuple(networks))
 
 
 def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
@@ -130,6 +144,6 @@ def nonprivate_logistic_regression(config: PipelineConfig, prepared: Prepared) -
     return utility_metrics(y_test, model.predict_proba(X_test))
 
 
-__all__ = ["TRANSFER_STAGES", "direct_dp_sgd", "distillation_gain",
+__all__ = ["TRANSFER_STAGES", "DirectBaseline", "direct_dp_sgd", "distillation_gain",
            "nonprivate_logistic_regression", "reference_student_factory", "replicate_seed",
            "seed_comparison"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from medistill.config import PipelineConfig
+from medistill.data.categories import apply_categories, select_categories
 from medistill.data.splits import PatientSplit, one_row_per_patient, split_patients
 from medistill.data.table import SensitiveData, load_sensitive
 from medistill.plan import RunFacts
@@ -58,6 +59,29 @@ def noisy_class_counts(labels_per_patient: np.ndarray, n_classes: int, *, noise:
     return tuple(int(max(0, round(c))) for c in noisy)
 
 
+def _choose_categories(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
+                       train_X: pd.DataFrame, dp_rows: np.ndarray, ledger: PrivacyLedger,
+                       randomness: Randomness):
+    """Declared category lists, or a charged DP threshold on training patients' counts;
+    the whole table is restricted to them (other values become unknown)."""
+    selection = select_categories(
+        train_X.iloc[dp_rows], data.schema, declared=dict(config.transfer.categories),
+        delta=ledger.delta, rng=randomness.privacy("category_selection"),
+        floor=config.data.min_category_count)
+    if selection.event is not None:
+        derived = [c for c in selection.categories if c not in selection.declared]
+        ledger.record("category_selection", selection.event,
+                      f"noisy patient counts of the categories of {', '.join(derived)}; kept "
+                      f"those above {selection.threshold:.0f}",
+                      threshold_delta=selection.threshold_delta)
+    if not selection.categories:
+        return data, train_X, selection.event
+    features, schema = apply_categories(data.features, data.schema, selection.categories)
+    caveats = tuple(c for c in data.caveats if not c.startswith("Category lists of "))
+    data = replace(data, features=features, schema=schema, caveats=caveats)
+    return data, data.rows(split.train)[0], selection.event
+
+
 def prepare(config: PipelineConfig, randomness: Randomness) -> Prepared:
     """Load, split by keyed hash, pick one row per patient and release the noisy counts."""
     data = load_sensitive(config.data, seed=config.seed)
@@ -78,8 +102,12 @@ def prepare(config: PipelineConfig, randomness: Randomness) -> Prepared:
     count_event = stage("patient_counts").event(PATIENT_COUNT_NOISE, None)
     ledger.record("patient_counts", count_event,
                   f"noisy per-class counts of training patients (std {PATIENT_COUNT_NOISE:g})")
-    facts = RunFacts(schema=data.schema, class_counts=counts, delta=delta,
-                     spent=(*spent, count_event))
+    spent.append(count_event)
+    data, train_X, event = _choose_categories(config, data, split, train_X, dp_rows, ledger,
+                                              randomness)
+    if event is not None:
+        spent.append(event)
+    facts = RunFacts(schema=data.schema, class_counts=counts, delta=delta, spent=tuple(spent))
     return Prepared(data=data, split=split, train_X=train_X, train_y=train_y,
                     train_ids=train_ids, dp_rows=dp_rows, canary_rows=np.empty(0, np.int64),
                     canary_in=np.empty(0, bool), ledger=ledger, facts=facts)
@@ -94,8 +122,6 @@ def with_canaries(prepared: Prepared, n_canaries: int, rng: np.random.Generator)
     rows = rng.choice(prepared.dp_rows, size=n_canaries, replace=False)
     included = rng.random(n_canaries) < 0.5
     dp_rows = np.setdiff1d(prepared.dp_rows, rows[~included])
-    from dataclasses import replace
-
     return replace(prepared, dp_rows=dp_rows, canary_rows=rows, canary_in=included)
 
 

@@ -113,7 +113,7 @@ def export(config: PipelineConfig, prepared: Prepared, student: Student, path: P
     """Write ``student.onnx`` with the guarantee in its metadata."""
     ledger = prepared.ledger
     metadata = {"medistill_version": __version__, "epsilon": f"{ledger.epsilon():.6g}",
-                "delta": f"{ledger.delta:.6g}", "accountant": ledger.accountant,
+                "delta": f"{ledger.total_delta:.6g}", "accountant": ledger.accountant,
                 "formal_guarantee": str(ledger.formal_guarantee).lower(),
                 "pipeline_sha256": config.sha256()}
     export_student(path, student.preprocessor, student.network, prepared.data.schema, metadata)
