@@ -1,4 +1,5 @@
-"""The pipeline file: YAML loaded with ``yaml.safe_load`` into frozen, validated objects.
+"""The pipeline file: YAML loaded with :mod:`medistill.yamlio` (``safe_load``, duplicate keys
+refused) into frozen, validated objects.
 
 The smallest valid file is a ``data`` section and a ``privacy`` section; every other
 section has defaults that work on tables from 500 to 1,000,000 rows. Unknown keys are
@@ -7,15 +8,17 @@ errors that suggest the closest valid key. Errors name the file and the field.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
+import numbers
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from medistill.errors import ConfigError
+from medistill.yamlio import did_you_mean, field_path, load_yaml
 
 FeatureKind = Literal["numeric", "binary", "categorical"]
 MAX_DELTA = 1e-3
@@ -151,10 +154,24 @@ class SplitConfig(_Frozen):
     holdout: float = Field(0.2, gt=0.0, lt=0.5)
 
 
+MAX_EPSILON = 50.0
+"""The largest target ε accepted as a privacy guarantee (above it, ``allow_nonprivate``)."""
+
+
+def _strict_number(value: Any) -> Any:
+    """Refuse booleans and text where a number is expected (pydantic would read ``true`` as
+    1 and ``'3'`` as 3)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "true/false" if isinstance(value, bool) else (
+            "text" if isinstance(value, str) else type(value).__name__)
+        raise ValueError(f"must be a number (e.g. 3.0), not {kind}")
+    return value
+
+
 class PrivacyConfig(_Frozen):
     """The total budget for the whole pipeline, with respect to one patient."""
 
-    target_epsilon: float
+    target_epsilon: Annotated[float, BeforeValidator(_strict_number)]
     delta: float | None = None
     accountant: Literal["pld", "rdp"] = "pld"
     # Shares of the target ε per DP stage (names from medistill/privacy/stages.py; stages not
@@ -180,6 +197,27 @@ class PrivacyConfig(_Frozen):
             raise ValueError(f"must be in (0, {MAX_DELTA:g}]: a larger δ lets a mechanism "
                              "reveal a whole patient with that probability. The default is a "
                              "public bound below 1/(10·patients)")
+        return value
+
+    @model_validator(mode="after")
+    def _epsilon_bounded(self) -> PrivacyConfig:
+        if self.target_epsilon > MAX_EPSILON and not self.allow_nonprivate:
+            raise ValueError(
+                f"has target_epsilon {self.target_epsilon:g}, above {MAX_EPSILON:g}, the largest "
+                "ε medistill accepts as a privacy guarantee (at such ε the noise protects no "
+                "one; typical values are 0.5 to 10). Set privacy.allow_nonprivate: true to run "
+                "anyway")
+        return self
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _shares_numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, share in value.items():
+                try:
+                    _strict_number(share)
+                except ValueError as error:
+                    raise ValueError(f"share of '{key}' {error}") from None
         return value
 
     @field_validator("shares")
@@ -460,12 +498,12 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def _describe(error: dict[str, Any], source: str) -> str:
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = field_path(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         key, parent = str(loc[-1]), ".".join(str(p) for p in loc[:-1]) or "the top level"
         valid = _fields_of(PipelineConfig, loc[:-1])
-        close = difflib.get_close_matches(key, valid, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are {', '.join(valid)}."
+        close = did_you_mean(key, valid)
+        hint = f"; did you mean '{close}'?" if close else f"; valid keys are {', '.join(valid)}."
         return f"{source}: unknown key '{key}' in {parent}{hint}"
     if error["type"] == "missing":
         return f"{source}: the required field '{where}' is missing."
@@ -530,17 +568,7 @@ def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
                           hint="Check the path, or start from pipelines/minimal.yaml.")
     if path.is_dir():
         raise ConfigError(f"'{path}' is a folder; expected a pipeline YAML file.")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}.",
-                          hint="Check indentation and that every 'key: value' pair has a "
-                               "space after the colon.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML syntax error: {exc}.") from None
+    raw = load_yaml(path, what="Pipeline file")
     overrides = {"seed": seed} if seed is not None else None
     return parse_config(raw, source=str(path), base_dir=path.parent, overrides=overrides)
 

@@ -133,6 +133,8 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
     _say(console, f"{prepared.data.name}: {len(prepared.data.schema.features)} features; "
          "patients split by a keyed hash; plan: " + ", ".join(
              f"{s.name} σ={s.noise:.3g}" for s in plan.stages))
+    for note in prepared.data.notes:  # #16.4: dropped columns, merged label spellings, leakage
+        _say(console, ("warning: " if note.severity == "warning" else "") + note.message)
     with console.status("Training the reference teacher and the partitioned ensemble…"):
         teachers = step("teachers", train_teachers, config, prepared, plan, randomness)
     with console.status("Making transfer data…"):

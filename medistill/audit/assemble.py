@@ -313,6 +313,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                              "epsilon_cost": _transfer_epsilon(ledger),
                              "sources": transfer.get("sources", [])}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
+        "input_checks": [note.to_dict() for note in getattr(data, "notes", ())],  # #16.4
         "fairness": _fairness(config, data, split, student_test, population, student_raw,
                               max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
     }

@@ -423,3 +423,19 @@ def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[s
             "caveats), so the student is itself a direct DP-SGD student |") in markdown
     assert "Teacher labels in the student's training" in " ".join(parse(render_html(report)).body_text)
     assert "compared over seeds" not in markdown
+
+
+def test_16_4_input_check_notes_and_leakage_warning_are_rendered(policy) -> None:
+    from medistill.data.checks import InputNote
+
+    report = example_report()
+    notes = [InputNote("label_leakage", "x_code", "Possible label leakage: column 'x_code'.",
+                       "warning"),
+             InputNote("dropped_empty", "blank", "Column 'blank' was dropped.")]
+    report["input_checks"] = [n.to_dict() for n in notes]
+    report = rejudge(report, policy)
+    html, markdown = render_html(report), render_markdown(report)
+    assert "<li class=\"fail\">Possible label leakage: column &#39;x_code&#39;.</li>" in html
+    assert "Column &#39;blank&#39; was dropped." in html
+    assert "- **Warning:** Possible label leakage: column 'x_code'." in markdown
+    assert "Input checks" not in render_markdown(rejudge(example_report(), policy))
