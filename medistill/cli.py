@@ -45,8 +45,10 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to writ
     """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
+        check_destination(out_dir)
         config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
         outcome = run_pipeline(config, out_dir, console=err)
     except MedistillError as error:
@@ -72,9 +74,12 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
 
+    from medistill.runfolder import check_destination
+
     try:
-        config = load_config(pipeline, seed=seed)
         target = out_dir or Path("runs") / pipeline.stem
+        check_destination(target)
+        config = load_config(pipeline, seed=seed)
         outcome = run_pipeline(config, target, console=err)
     except MedistillError as error:
         _fail(error)

@@ -25,7 +25,7 @@ from medistill.errors import ConfigError, PrivacyBudgetError
 from medistill.audit.utility import utility_metrics
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
-from medistill.runfolder import AtomicRunFolder
+from medistill.runfolder import AtomicRunFolder, check_destination
 from medistill.student.export import export_student
 from medistill.student.preprocess import as_model_input, make_preprocessor
 from medistill.student.train import DpSgdSchedule, train_student
@@ -102,6 +102,7 @@ class Pipeline:
 
     def run(self, out_dir: Path) -> RunOutcome:
         cfg = self.config
+        check_destination(out_dir)  # before any work (#16.1)
         if cfg.labels.aggregator == "plurality" and not cfg.privacy.allow_nonprivate:
             raise ConfigError("labels.aggregator 'plurality' has no formal privacy guarantee "
                               "(ε = ∞); it is allowed only with privacy.allow_nonprivate: true.")
