@@ -185,7 +185,7 @@ def check_destination(path: str | Path) -> None:
     if not check.has_manifest:
         raise RunFolderError(
             f"--out '{dest}' is not empty and is not a medistill run folder (no "
-            "manifest.json); refusing to write over it.",
+            "manifest.json); refusing to overwrite it.",
             hint="Choose another --out folder, or empty this one yourself.")
     raise RunFolderError(
         f"--out '{dest}' is a medistill run folder that was changed after its run "
