@@ -332,14 +332,20 @@ def _transfer_ledger(public_ledger: PrivacyLedger | None) -> dict | None:
 
 def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict,
                     mia_scores: pd.DataFrame | None = None) -> None:
-    """report.json/.html/.md, ledger.json, mia_scores.parquet and the resolved pipeline.yaml."""
-    if mia_scores is not None:
-        mia_scores.to_parquet(folder / "mia_scores.parquet", index=False)
+    """report.json/.html/.md (internal), the model card (releasable), ledger.json and the
+    resolved pipeline.yaml. ``mia_scores`` is accepted and never written: per-patient audit
+    scores give membership away to anyone holding the model (#15.1); report.json keeps the
+    aggregates (ROC points, AUC, TPR at low FPR)."""
+    from medistill.audit.model_card import write_model_card
+
+    del mia_scores
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
     (folder / "ledger.json").write_text(ledger.to_json())
     (folder / "pipeline.yaml").write_text(config.to_yaml())
+    if (folder / "student.onnx").is_file():
+        write_model_card(folder, report, config)
     mapping = _fhir_mapping_file(config)
     if mapping is not None:  # predict on FHIR input maps the export the same way
         (folder / "mapping.yaml").write_text(mapping.read_text(encoding="utf-8"), encoding="utf-8")
