@@ -23,6 +23,17 @@ def _fail(error: MedistillError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+UNVERIFIED_HELP = ("Use a model whose sha256 does not verify against the manifest beside it "
+                   "(or that has none). Never for clinical use; logged as a warning.")
+
+
+def _warn_unverified(allowed: bool, model: Path) -> None:
+    if allowed:
+        err.print(f"warning: --allow-unverified-model: '{model}' is used WITHOUT checking its "
+                  "sha256 against a manifest; a tampered model would not be detected.",
+                  highlight=False, soft_wrap=True, markup=False)
+
+
 def predict(
     input_path: Annotated[Path, typer.Argument(
         metavar="INPUT", help="CSV, Parquet, or a FHIR export (Bulk Data folder, .ndjson, "
@@ -42,13 +53,17 @@ def predict(
         envvar="MEDISTILL_SALT", show_default=False)] = None,
     summary_json: Annotated[Path | None, typer.Option(
         help="Also write the summary (counts, bad rows by line; no values) as JSON.")] = None,
+    allow_unverified_model: Annotated[bool, typer.Option(
+        "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
 ) -> None:
     """Score a table or FHIR export with the student (onnxruntime only, never torch)."""
     from medistill.deploy.predict import predict_file
 
+    _warn_unverified(allow_unverified_model, model)
     try:
         summary = predict_file(model, input_path, out, on_error=on_error,  # type: ignore[arg-type]
-                               chunk_rows=chunk_rows, output_format=output_format, salt=salt)
+                               chunk_rows=chunk_rows, output_format=output_format, salt=salt,
+                               verify=not allow_unverified_model)
     except MedistillError as error:
         _fail(error)
     for line in summary.lines():
@@ -77,14 +92,18 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per request.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allow_unverified_model: Annotated[bool, typer.Option(
+        "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
 ) -> None:
     """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
+    _warn_unverified(allow_unverified_model, model)
     try:
         import uvicorn
 
         from medistill.deploy.service import create_app
 
-        app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads)
+        app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads,
+                         verify=not allow_unverified_model)
     except ImportError:
         _fail(MedistillError("`medistill serve` needs the 'serve' extra: "
                              "pip install 'medistill[serve]' (FastAPI and uvicorn)."))

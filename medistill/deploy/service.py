@@ -210,7 +210,8 @@ def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, sa
 
 
 def create_app(model_path: str | Path, *, token: str | None = None,
-               max_body_bytes: int = 1_000_000, threads: int | None = None) -> FastAPI:
+               max_body_bytes: int = 1_000_000, threads: int | None = None,
+               verify: bool = True) -> FastAPI:
     """A FastAPI app serving the student at ``model_path``.
 
     ``token``: if set, ``/predict`` and ``/model`` need ``Authorization: Bearer <token>``.
@@ -218,7 +219,7 @@ def create_app(model_path: str | Path, *, token: str | None = None,
     """
     if max_body_bytes < 1:
         raise DataError(f"max_body_bytes must be positive. Got {max_body_bytes}.")
-    model = load_model(model_path, threads=threads)
+    model = load_model(model_path, threads=threads, verify=verify)
     # Warm up (first-call imports and allocations), so the first request is not slow.
     score(model, prepare(rows_chunk([{}], model.schema.feature_names), model.schema,
                          key_column=None, source="warm-up", unit="rows[]"))

@@ -61,8 +61,8 @@ def test_model_card(client) -> None:
     card = client.get("/model", headers=AUTH).json()
     assert card["privacy"]["unit"] == "patient"
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
-    assert card["privacy"]["source"] == "report.json"
-    assert card["report"]["verdict"] == "release"
+    assert card["privacy"]["source"] == "model_card.json"
+    assert "report" not in card and card["card"]["card_version"] == "1"
     assert card["model"]["label"] == "cv_event_1y"
     assert [f["name"] for f in card["model"]["features"]][:3] == ["sex", "age", "smoking"]
 
@@ -192,3 +192,23 @@ def test_fhir_bundle_in_riskassessments_out(tmp_path, run_dir, reference) -> Non
         patient = entry["resource"]["subject"]["reference"].removeprefix("Patient/")
         got = entry["resource"]["prediction"][0]["probabilityDecimal"]
         assert abs(got - expected[patient]) <= 1e-6
+
+
+def test_16_3_serve_refuses_tampered_model(tmp_path, run_dir) -> None:
+    from medistill.errors import ModelIntegrityError
+
+    other = tmp_path / "tampered"
+    shutil.copytree(run_dir, other)
+    import onnx
+
+    proto = onnx.load(str(other / "student.onnx"))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray((other / "student.onnx").read_bytes())
+    start = bytes(data).index(weights.raw_data)
+    for i in range(64):  # 64 sign bits flipped: a different model, same metadata
+        data[start + 4 * i + 3] ^= 0x80
+    (other / "student.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="does not match"):
+        create_app(other)
+    app = create_app(other, verify=False)  # the explicit opt-out
+    assert app.state.model.integrity.startswith("NOT VERIFIED")
