@@ -94,6 +94,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     allow_unverified_model: Annotated[bool, typer.Option(
         "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
+    access_log: Annotated[bool, typer.Option(
+        help="Log one line per request: method, path and status (never query strings or "
+             "bodies).")] = True,
 ) -> None:
     """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
     _warn_unverified(allow_unverified_model, model)
@@ -103,7 +106,7 @@ def serve(
         from medistill.deploy.service import create_app
 
         app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads,
-                         verify=not allow_unverified_model)
+                         verify=not allow_unverified_model, access_log=access_log)
     except ImportError:
         _fail(MedistillError("`medistill serve` needs the 'serve' extra: "
                              "pip install 'medistill[serve]' (FastAPI and uvicorn)."))
@@ -116,16 +119,19 @@ def serve(
     err.print(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, "
               "GET /model, GET /openapi.json)", highlight=False, soft_wrap=True, markup=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                access_log=True, log_config=_log_config(log_level))
+                access_log=False, log_config=_log_config(log_level))
 
 
 def _log_config(level: str) -> dict:
-    """uvicorn's logging set-up, plus medistill's one line per request (no bodies)."""
+    """uvicorn's logging set-up (its own access log off: it records query strings), plus
+    medistill's loggers: one line per request with method, path and status, no bodies."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["medistill"] = {"handlers": ["default"], "level": level.upper(),
                                       "propagate": False}
+    config["loggers"]["uvicorn.access"] = {"handlers": [], "level": "CRITICAL",
+                                           "propagate": False}
     return config
 
 
