@@ -138,12 +138,20 @@ _register_deploy_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGINT and SIGTERM clean up alike (#16.10)."""
+    from medistill.housekeeping import (
+        Interrupted, clear_stale_temp_dirs, install_signal_handlers, stop_workers)
+
+    install_signal_handlers()
+    clear_stale_temp_dirs()
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted; no run folder was written.")
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stop_workers()
+        name = str(stop) if isinstance(stop, Interrupted) else "SIGINT"
+        err.print(f"interrupted ({name}); no run folder was written and temporary files "
+                  "were removed.", highlight=False, markup=False)
+        sys.exit(stop.exit_code if isinstance(stop, Interrupted) else 130)
 
 
 if __name__ == "__main__":

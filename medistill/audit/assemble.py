@@ -29,6 +29,7 @@ from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
+from medistill.housekeeping import temp_prefix
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.student.export import onnx_feeds
 from medistill.teachers.models import make_teacher
@@ -145,7 +146,7 @@ def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test
                                            batch_size=config.audit.throughput_batch)
     if config.audit.memory and transfer_rows is not None:
         # Synthetic transfer rows, never sensitive ones, are written for the child process.
-        with tempfile.TemporaryDirectory(prefix="medistill-mem-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=temp_prefix("mem")) as tmp:
             rows = Path(tmp) / "rows.parquet"
             feeds = onnx_feeds(transfer_rows, schema)
             pd.DataFrame({k: v[:, 0] for k, v in feeds.items()}).to_parquet(rows, index=False)

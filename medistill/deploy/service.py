@@ -31,6 +31,7 @@ from medistill.deploy.inputs import (
 from medistill.deploy.model import DeployedModel, load_model
 from medistill.deploy.predict import predict_fhir_resources, score
 from medistill.errors import DataError, MedistillError
+from medistill.housekeeping import temp_prefix
 
 try:
     from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
@@ -257,7 +258,7 @@ def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, sa
                   ) -> JSONResponse:
     from medistill.deploy.fhir_output import bundle as make_bundle
 
-    with tempfile.TemporaryDirectory(prefix="medistill-serve-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("serve")) as folder:
         path = Path(folder) / "bundle.json"
         path.write_text(json.dumps(bundle.model_dump(mode="json", exclude_none=True)),
                         encoding="utf-8")
