@@ -25,6 +25,7 @@ from medistill.errors import ConfigError, PrivacyBudgetError
 from medistill.audit.utility import utility_metrics
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
+from medistill.registry import record_run
 from medistill.runfolder import AtomicRunFolder, check_destination
 from medistill.student.export import export_student
 from medistill.student.preprocess import as_model_input, make_preprocessor
@@ -103,6 +104,7 @@ class Pipeline:
     def run(self, out_dir: Path) -> RunOutcome:
         cfg = self.config
         check_destination(out_dir)  # before any work (#16.1)
+        self.out_dir = Path(out_dir)  # the run registry lives beside it (#15.8)
         if cfg.labels.aggregator == "plurality" and not cfg.privacy.allow_nonprivate:
             raise ConfigError("labels.aggregator 'plurality' has no formal privacy guarantee "
                               "(ε = ∞); it is allowed only with privacy.allow_nonprivate: true.")
@@ -268,6 +270,7 @@ class Pipeline:
                 student_path=folder / "student.onnx", ledger=ledger, plan=plan,
                 network=network, record=record, rng=rngs["audit"], baselines=baselines,
                 audit_context=context)
+        report["privacy"]["runs_on_same_data"] = record_run(self.out_dir, cfg, report)  # #15.8
         write_run_files(folder, cfg, ledger, report, mia_scores)
         return report
 
