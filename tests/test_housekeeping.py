@@ -60,3 +60,18 @@ def test_16_10_signal_cleans_up_and_says_so(tmp_path, signum) -> None:
     assert "Traceback" not in stderr
     assert list(out.parent.iterdir()) == [] and not out.exists()
     assert [p.name for p in temp.iterdir() if p.name.startswith("medistill")] == []
+
+
+def test_16_10_stop_workers_ends_joblib_pool() -> None:
+    from joblib.externals.loky import get_reusable_executor
+
+    from medistill.housekeeping import stop_workers
+
+    executor = get_reusable_executor(max_workers=1, timeout=300)
+    assert executor.submit(os.getpid).result() != os.getpid()
+    workers = list(executor._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    stop_workers()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert not any(w.is_alive() for w in workers)
