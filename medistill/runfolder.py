@@ -177,9 +177,13 @@ def check_destination(path: str | Path) -> None:
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise RunFolderError(f"--out '{dest}': cannot create it inside '{ancestor}' (not a "
                              "writable folder).")
-    if not dest.exists() or not any(dest.iterdir()):
-        return
-    check = verify_manifest(dest)
+    try:
+        if not dest.exists() or not any(dest.iterdir()):
+            return
+        check = verify_manifest(dest)
+    except OSError as error:
+        raise RunFolderError(f"--out '{dest}' cannot be read ({error.strerror or error}); "
+                             "refusing to write over it.") from None
     if check.ok:
         return
     if not check.has_manifest:

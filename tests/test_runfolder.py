@@ -156,3 +156,16 @@ def test_16_10_run_folder_follows_umask(tmp_path) -> None:
     assert oct(out.stat().st_mode & 0o777) == oct(0o700)
     assert oct((out / "a.txt").stat().st_mode & 0o777) == oct(0o600)
     assert oct((out / "manifest.json").stat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_16_1_unreadable_destination_is_refused_cleanly(tmp_path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "x").write_text("x")
+    locked.chmod(0o000)
+    try:
+        with pytest.raises(RunFolderError, match="cannot be read"):
+            check_destination(locked)
+    finally:
+        locked.chmod(0o700)
