@@ -73,7 +73,6 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
     """Run the whole pipeline described by PIPELINE."""
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
-
     from medistill.runfolder import check_destination
 
     try:
@@ -89,7 +88,8 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
 @app.command()
 def audit(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
           policy: Annotated[Path | None, typer.Option(help="Audit policy YAML.")] = None) -> None:
-    """Re-judge a finished run against a policy; rewrites its report files atomically."""
+    """Re-judge a finished run against a policy, after verifying its manifest (a mismatch is
+    exit 2); the report files are replaced atomically and each re-judgement is kept."""
     from medistill.audit.rejudge import rejudge_run
 
     try:
