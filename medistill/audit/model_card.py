@@ -26,7 +26,9 @@ LEDGER_KEYS = ("stage", "mechanism", "noise_multiplier", "sample_rate", "count",
 RELEASABLE = ("This model card holds only facts covered by the privacy guarantee or public by "
               "declaration, and audit figures coarsened to two decimals. It may travel with "
               "student.onnx; the internal audit report may not.")
-NOT_INCLUDED = ("the exact number of patients and the outcome's prevalence",
+NOT_INCLUDED = ("the outcome's prevalence",
+                "the exact number of patients (an order of magnitude only; note that δ and the "
+                "DP-SGD sample rate of the ledger are derived from the training-set size)",
                 "fairness slices (groups can be small enough to identify patients)",
                 "cut points and other statistics of the test set",
                 "per-patient audit scores (never written anywhere)",
@@ -134,11 +136,12 @@ def build_model_card(report: dict, config: Any, model_path: Path) -> dict[str, A
                       "teachers and transfer data as in the privacy ledger",
             "teachers": (run.get("ensemble") or {}).get("kind"),
             "aggregator": (run.get("ensemble") or {}).get("aggregator"),
-            "transfer_source": (run.get("transfer") or {}).get("source"),
+            "transfer_source": ((run.get("transfer") or {}).get("resolved")
+                                or (run.get("transfer") or {}).get("source")),
             "student_hidden_layers": student.get("hidden_layers"),
             "student_parameters": student.get("n_parameters")},
         "evaluation": {
-            "method": "Patients were split by patient (keyed hash) into train, test and holdout; "
+            "method": "Patients were split by patient into train, test and holdout; "
                       "test patients were never trained or tuned on. Utility on test patients: "
                       "AUROC, Brier score. Membership inference (loss threshold, RMIA, LiRA) "
                       "with train patients as members and holdout patients as non-members, "
@@ -182,11 +185,19 @@ def _markdown_escape(value: Any) -> str:
     return text
 
 
+def _sig(value: Any, digits: int = 4) -> str:
+    """A float with ``digits`` significant digits (integers and text unchanged)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{digits}g}"
+    return "—" if value is None else str(value)
+
+
 def render_model_card(card: dict[str, Any]) -> str:
     """The card as Markdown."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False,
                              finalize=_markdown_escape, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters["sig"] = _sig
     return env.get_template("model_card.md.j2").render(c=card)
 
 
