@@ -11,6 +11,7 @@ Imports onnxruntime, numpy and PyYAML only: never torch, scikit-learn or pandas.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -158,10 +159,9 @@ def _check_io(session: Any, schema: ModelSchema, source: str) -> None:
         raise DataError(f"{source}: the graph has no '{OUTPUT_NAME}' output.")
 
 
-def verify_model(path: Path) -> tuple[str, str]:
-    """``(sha256, how it was verified)`` if ``path`` matches the hash recorded beside it;
-    else :class:`ModelIntegrityError`."""
-    digest = file_sha256(path)
+def _manifest_check(path: Path, digest: str) -> str | None:
+    """"ok: matches NAME" if a manifest beside ``path`` records ``digest`` for it; None if
+    there is no manifest; :class:`ModelIntegrityError` if one differs or does not list it."""
     for name in MANIFESTS:
         manifest_path = path.parent / name
         if not manifest_path.exists():
@@ -179,10 +179,29 @@ def verify_model(path: Path) -> tuple[str, str]:
                 f"model file '{path}' does not match the sha256 recorded in {name}: it was "
                 "modified or corrupted after the run; refusing to score with it.",
                 hint="Restore the model from its run folder or package.")
-        return digest, f"ok: matches {name}"
+        return f"ok: matches {name}"
+    return None
+
+
+def verify_model(path: Path, data: bytes, embedded: str | None) -> str:
+    """How the model bytes ``data`` (read from ``path``) were verified: against the manifest
+    beside it and/or the content hash ``embedded`` in its own metadata. Raises
+    :class:`ModelIntegrityError` if either differs, or if there is neither."""
+    from medistill.integrity import matches_embedded
+
+    by_manifest = _manifest_check(path, hashlib.sha256(data).hexdigest())
+    if embedded is not None and not matches_embedded(data, embedded):
+        raise ModelIntegrityError(
+            f"model file '{path}' does not match the content hash in its own metadata: it "
+            "was modified or corrupted after export; refusing to score with it.",
+            hint="Restore the model from its run folder or package.")
+    if by_manifest:
+        return by_manifest + (" and its embedded content hash" if embedded else "")
+    if embedded:
+        return "ok: matches its embedded content hash"
     raise ModelIntegrityError(
-        f"model file '{path}' has no manifest.json or bundle_manifest.json beside it, so its "
-        "integrity cannot be checked; refusing to use it.",
+        f"model file '{path}' has no manifest.json or bundle_manifest.json beside it and no "
+        "embedded content hash, so its integrity cannot be checked; refusing to use it.",
         hint="Point --model at a run folder or an unpacked `medistill package` bundle, or "
              "pass --allow-unverified-model to use it anyway (logged).")
 
@@ -198,12 +217,14 @@ def load_model(path: str | Path, *, threads: int | None = None,
     """
     import onnxruntime as ort
 
+    from medistill.integrity import CONTENT_KEY
+
     path = _resolve(path)
+    data = path.read_bytes()  # verified and loaded from the same bytes
+    digest = hashlib.sha256(data).hexdigest()
     if verify:
-        digest, integrity = verify_model(path)
+        _manifest_check(path, digest)  # a known-bad model is refused before it is parsed
     else:
-        digest = file_sha256(path)
-        integrity = "NOT VERIFIED: loaded with the integrity check switched off"
         log.warning("model %s (sha256 %s) loaded WITHOUT integrity verification "
                     "(--allow-unverified-model)", path, digest)
     options = ort.SessionOptions()
@@ -212,7 +233,7 @@ def load_model(path: str | Path, *, threads: int | None = None,
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), sess_options=options,
+        session = ort.InferenceSession(data, sess_options=options,
                                        providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
@@ -227,6 +248,8 @@ def load_model(path: str | Path, *, threads: int | None = None,
     if "schema" not in metadata:
         raise DataError(f"model file '{path}' has no medistill 'schema' metadata; it was not "
                         "exported by medistill.", hint=f"Use the {MODEL_FILE} of a run folder.")
+    integrity = (verify_model(path, data, metadata.get(CONTENT_KEY)) if verify else
+                 "NOT VERIFIED: loaded with the integrity check switched off")
     schema = ModelSchema.from_metadata(metadata["schema"], source=str(path))
     _check_io(session, schema, str(path))
     return DeployedModel(path, session, schema, metadata, sha256=digest, integrity=integrity)

@@ -129,9 +129,17 @@ def test_16_3_predict_refuses_unverified_model_unless_opted_out(tmp_path, app, r
                                                                 records_csv) -> None:
     import shutil
 
+    import onnx
+
+    from medistill.integrity import CONTENT_KEY
+
     bare = tmp_path / "bare"
     bare.mkdir()
-    shutil.copy(run_dir / "student.onnx", bare / "student.onnx")
+    model = onnx.load(str(run_dir / "student.onnx"))  # a model with no hash of its own
+    kept = [p for p in model.metadata_props if p.key != CONTENT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(bare / "student.onnx"))
     args = ["predict", "--model", str(bare / "student.onnx"), str(records_csv)]
     refused = _run(app, [*args, "--out", str(tmp_path / "a.csv")])
     assert refused.exit_code == 2 and "no manifest.json" in refused.stderr

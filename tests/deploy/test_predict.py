@@ -304,7 +304,7 @@ def test_15_7_model_card_is_the_releasable_card_never_the_report(tmp_path, run_d
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
     assert card["card"]["releasable"].startswith("This model card holds only")
     assert "report" not in card and '"verdict":' not in json.dumps(card)
-    assert card["model"]["integrity"] == "ok: matches manifest.json"
+    assert card["model"]["integrity"].startswith("ok: matches manifest.json")
     other = tmp_path / "copy"
     shutil.copytree(run_dir, other)
     released = json.loads((other / "model_card.json").read_text())
@@ -316,18 +316,10 @@ def test_15_7_model_card_is_the_releasable_card_never_the_report(tmp_path, run_d
     assert "another model" in card["card_note"]
 
 
-def _flip_bits(path: Path, n: int = 64) -> None:
-    """Flip the sign bit of ``n`` float32 weights near the end of the file."""
-    data = bytearray(path.read_bytes())
-    for i in range(n):
-        data[-200 - 4 * i] ^= 0x80
-    path.write_bytes(bytes(data))
-
-
 def test_16_3_predict_refuses_tampered_model(tmp_path, run_dir, records_csv) -> None:
     other = tmp_path / "tampered"
     shutil.copytree(run_dir, other)
-    _flip_bits(other / "student.onnx")
+    _flip_weights(other / "student.onnx")
     with pytest.raises(ModelIntegrityError, match="does not match the sha256"):
         predict_file(other, records_csv, tmp_path / "o.csv")
     assert not (tmp_path / "o.csv").exists()
@@ -338,11 +330,49 @@ def test_16_3_predict_refuses_tampered_model(tmp_path, run_dir, records_csv) -> 
         predict_file(other, records_csv, tmp_path / "o.csv")
 
 
-def test_16_3_model_without_manifest_needs_explicit_opt_out(tmp_path, run_dir, records_csv,
-                                                            caplog) -> None:
+def _strip_content_hash(path: Path) -> None:
+    import onnx
+
+    from medistill.integrity import CONTENT_KEY
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != CONTENT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(path))
+
+
+def _flip_weights(path: Path, n: int = 64) -> None:
+    """Flip the sign bits of ``n`` float32 weights of the largest initializer."""
+    import onnx
+
+    weights = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray(path.read_bytes())
+    start = bytes(data).index(weights.raw_data)
+    for i in range(n):
+        data[start + 4 * i + 3] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+def test_16_3_bare_model_verifies_by_its_embedded_hash(tmp_path, run_dir, records_csv) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(run_dir / "student.onnx", bare / "student.onnx")
+    assert load_model(bare).integrity == "ok: matches its embedded content hash"
+    assert load_model(run_dir).integrity == ("ok: matches manifest.json and its embedded "
+                                             "content hash")
+    _flip_weights(bare / "student.onnx")
+    with pytest.raises(ModelIntegrityError, match="content hash in its own metadata"):
+        predict_file(bare, records_csv, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_16_3_model_without_any_hash_needs_explicit_opt_out(tmp_path, run_dir, records_csv,
+                                                           caplog) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "student.onnx", bare / "student.onnx")
+    _strip_content_hash(bare / "student.onnx")
     with pytest.raises(ModelIntegrityError, match="no manifest.json"):
         load_model(bare)
     with caplog.at_level("WARNING", logger="medistill.deploy"):
