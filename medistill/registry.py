@@ -145,5 +145,18 @@ def record_run(out_dir: str | Path, config: Any, report: dict) -> dict[str, Any]
     return _summary(path, same, bad)
 
 
+def register_into(folder: str | Path, out_dir: str | Path, config: Any, report: dict) -> dict:
+    """Register the run about to appear at ``out_dir`` and restate the report files already
+    written in its temporary ``folder`` with ``privacy.runs_on_same_data``."""
+    from medistill.audit.report import render_html, render_markdown
+
+    folder = Path(folder)
+    report.setdefault("privacy", {})["runs_on_same_data"] = record_run(out_dir, config, report)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    (folder / "report.html").write_text(render_html(report), encoding="utf-8")
+    (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    return report
+
+
 __all__ = ["COMPOSITION", "KEY_NAME", "REGISTRY_NAME", "data_fingerprint", "record_run",
-           "registry_path"]
+           "register_into", "registry_path"]

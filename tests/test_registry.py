@@ -69,3 +69,19 @@ def test_15_8_unreadable_registry_lines_are_kept_and_noted(tmp_path) -> None:
     summary = record_run(runs / "a", _config(data), _report(1.0))
     assert summary["n_runs"] == 1 and "1 line(s)" in summary["note"]
     assert (runs / REGISTRY_NAME).read_text().startswith("not json\n{")
+
+
+def test_15_8_register_into_restates_the_report_files(tmp_path) -> None:
+    from medistill.registry import register_into
+
+    data = tmp_path / "records.csv"
+    data.write_text("y\n0\n")
+    folder = tmp_path / "runs" / ".a.tmp-1-x"
+    folder.mkdir(parents=True)
+    report = register_into(folder, tmp_path / "runs" / "a", _config(data), _report(2.0))
+    written = json.loads((folder / "report.json").read_text())
+    assert written["privacy"]["runs_on_same_data"]["n_runs"] == 1 == report["privacy"]["runs_on_same_data"]["n_runs"]
+    assert "Runs on the same data" in (folder / "report.md").read_text()
+    assert "runs-on-same-data" in (folder / "report.html").read_text()
+    line = json.loads((tmp_path / "runs" / REGISTRY_NAME).read_text())
+    assert line["run_folder"] == str(tmp_path / "runs" / "a")
