@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# CPU torch first, from the local wheel cache, so no CUDA build is pulled in.
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -e ".[test,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[test,serve,omop]"
 	touch $(STAMP)
 
 demo: install
@@ -24,11 +24,11 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench-quick: install
-	$(BIN)/python -m pip install --quiet -e ".[test,serve,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,serve,omop,bench]"
 	$(BIN)/python -m benchmarks --quick
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[test,serve,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,serve,omop,bench]"
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -124,8 +124,8 @@ def ingest_fhir(source: Annotated[Path, typer.Argument(help="FHIR Bulk export fo
                                     n_jobs=jobs, validate=validate)
     except MedistillError as error:
         _fail(error)
-    out_console = Console()
-    out_console.print(json.dumps(summary, indent=2, default=str))
+    # Plain stdout: rich would wrap long strings and break the JSON.
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def _register_deploy_commands() -> None:

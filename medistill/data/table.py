@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ class SensitiveData:
     schema: TableSchema
     name: str
     caveats: tuple[str, ...] = ()
+    # (stage, dp-accounting event, description) of charged data-derived choices (e.g. OMOP
+    # concept selection): the pipeline records them in the run's ledger before planning.
+    privacy_events: tuple[tuple[str, Any, str], ...] = ()
 
     def rows(self, index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         """Features, labels and patient ids of the given rows."""
@@ -77,7 +81,16 @@ def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None,
 
 def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     """Read the sensitive records named in ``config`` and check them."""
-    frame, label, id_column, identifiers, source = _read(config, seed)
+    events: tuple[tuple[str, Any, str], ...] = ()
+    source_caveats: tuple[str, ...] = ()
+    if config.source == "omop":
+        from medistill.data.omop import read_omop
+
+        omop = read_omop(config.omop, label=config.label)
+        frame, label, id_column, source = omop.table, omop.label, omop.id_column, omop.source
+        identifiers, events, source_caveats = config.identifiers, omop.privacy_events, omop.caveats
+    else:
+        frame, label, id_column, identifiers, source = _read(config, seed)
     _require_column(frame, label, "label", source)
     if id_column is not None:
         _require_column(frame, id_column, "patient id", source)
@@ -113,14 +126,17 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
         row = int(frame[id_column].isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: the patient id column '{id_column}' is empty in row {row + 2}.")
 
-    specs, columns, caveats = [], {}, []
+    specs, columns, caveats = [], {}, list(source_caveats)
     inferred_categories = []
     for column in candidates:
         kind = config.feature_types.get(column) or infer_kind(frame[column])
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
             values = values.map(lambda v: None if v is None else str(v).strip())
-            cats = public_categories(values, config.min_category_count)
+            # Every category is a candidate here; which reach any model is decided later by
+            # a declared list or a charged DP threshold on patient counts
+            # (medistill.data.categories, in the pipeline's prepare step).
+            cats = public_categories(values, 1)
             inferred_categories.append(column)
             specs.append(FeatureSpec(column, CATEGORICAL, cats))
             columns[column] = values.where(values.isin(cats), None)
@@ -130,15 +146,16 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     if inferred_categories:
         caveats.append(
             "Category lists of " + ", ".join(inferred_categories) + " were read from the "
-            f"sensitive table (categories seen in fewer than {config.min_category_count} rows "
-            "were dropped) and are treated as public schema metadata.")
+            "sensitive table; the pipeline keeps only categories declared in "
+            "transfer.categories or chosen by a charged DP threshold on patient counts.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,
                          id_column=id_column, dropped_identifiers=tuple(identifiers))
     features = pd.DataFrame(columns)
     return SensitiveData(features=features, labels=labels, patient_ids=patient_ids,
-                         schema=schema, name=source, caveats=tuple(caveats))
+                         schema=schema, name=source, caveats=tuple(caveats),
+                         privacy_events=events)
 
 
 __all__ = ["SensitiveData", "load_sensitive"]

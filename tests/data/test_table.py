@@ -63,13 +63,15 @@ def test_non_numeric_junk_names_column_and_line(tmp_path, cohort_table) -> None:
         load_sensitive(_config(tmp_path / "junk.csv", min_category_count=1), seed=0)
 
 
-def test_rare_categories_are_not_published(tmp_path) -> None:
+def test_loaded_categories_are_only_candidates(tmp_path) -> None:
+    """The loader keeps every category as a candidate; which reach a model is decided by a
+    declared list or the charged DP threshold (tests/data/test_categories.py)."""
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"ward": ["A"] * 60 + ["B"] * 39 + ["RARE"], "y": rng.integers(0, 2, 100)})
     frame.to_csv(tmp_path / "w.csv", index=False)
     data = load_sensitive(DataConfig(source="csv", path=tmp_path / "w.csv", label="y"), seed=0)
-    assert data.schema.feature("ward").categories == ("A", "B")
-    assert any("treated as public schema metadata" in c for c in data.caveats)
+    assert data.schema.feature("ward").categories == ("A", "B", "RARE")
+    assert any("charged DP threshold" in c for c in data.caveats)
 
 
 def test_builtin_breast_cancer() -> None:
