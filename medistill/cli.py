@@ -46,8 +46,10 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to writ
     """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
+        check_destination(out_dir)
         config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
         outcome = run_pipeline(config, out_dir, console=err)
     except MedistillError as error:
@@ -72,10 +74,12 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
     """Run the whole pipeline described by PIPELINE."""
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
-        config = load_config(pipeline, seed=seed)
         target = out_dir or Path("runs") / pipeline.stem
+        check_destination(target)
+        config = load_config(pipeline, seed=seed)
         outcome = run_pipeline(config, target, console=err)
     except MedistillError as error:
         _fail(error)
@@ -85,7 +89,8 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
 @app.command()
 def audit(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
           policy: Annotated[Path | None, typer.Option(help="Audit policy YAML.")] = None) -> None:
-    """Re-judge a finished run against a policy; rewrites its report files atomically."""
+    """Re-judge a finished run against a policy, after verifying its manifest (a mismatch is
+    exit 2); the report files are replaced atomically and each re-judgement is kept."""
     from medistill.audit.rejudge import rejudge_run
 
     try:
@@ -134,12 +139,20 @@ _register_deploy_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGINT and SIGTERM clean up alike (#16.10)."""
+    from medistill.housekeeping import (
+        Interrupted, clear_stale_temp_dirs, install_signal_handlers, stop_workers)
+
+    install_signal_handlers()
+    clear_stale_temp_dirs()
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted; no run folder was written.")
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stop_workers()
+        name = str(stop) if isinstance(stop, Interrupted) else "SIGINT"
+        err.print(f"interrupted ({name}); no run folder was written and temporary files "
+                  "were removed.", highlight=False, markup=False)
+        sys.exit(stop.exit_code if isinstance(stop, Interrupted) else 130)
 
 
 if __name__ == "__main__":

@@ -535,6 +535,7 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
         raise ConfigError(" ".join(problems[:3]) + (f" (and {len(problems) - 3} more problems)"
                                                     if len(problems) > 3 else "")) from None
     if base_dir is not None:
+        base_dir = Path(base_dir).absolute()  # pipeline.yaml in a run folder reproduces it
         data = config.data
         updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
                    if v is not None and not Path(v).is_absolute()}

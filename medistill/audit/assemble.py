@@ -30,6 +30,7 @@ from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
+from medistill.housekeeping import temp_prefix
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.student.export import onnx_feeds
 from medistill.plan import RunPlan
@@ -147,7 +148,7 @@ def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test
                                            batch_size=config.audit.throughput_batch)
     if config.audit.memory and transfer_rows is not None:
         # Synthetic transfer rows, never sensitive ones, are written for the child process.
-        with tempfile.TemporaryDirectory(prefix="medistill-mem-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=temp_prefix("mem")) as tmp:
             rows = Path(tmp) / "rows.parquet"
             feeds = onnx_feeds(transfer_rows, schema)
             pd.DataFrame({k: v[:, 0] for k, v in feeds.items()}).to_parquet(rows, index=False)
@@ -370,14 +371,20 @@ def _transfer_ledger(public_ledger: PrivacyLedger | None) -> dict | None:
 
 def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict,
                     mia_scores: pd.DataFrame | None = None) -> None:
-    """report.json/.html/.md, ledger.json, mia_scores.parquet and the resolved pipeline.yaml."""
-    if mia_scores is not None:
-        mia_scores.to_parquet(folder / "mia_scores.parquet", index=False)
+    """report.json/.html/.md (internal), the model card (releasable), ledger.json and the
+    resolved pipeline.yaml. ``mia_scores`` is accepted and never written: per-patient audit
+    scores give membership away to anyone holding the model (#15.1); report.json keeps the
+    aggregates (ROC points, AUC, TPR at low FPR)."""
+    from medistill.audit.model_card import write_model_card
+
+    del mia_scores
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
     (folder / "ledger.json").write_text(ledger.to_json())
     (folder / "pipeline.yaml").write_text(config.to_yaml())
+    if (folder / "student.onnx").is_file():
+        write_model_card(folder, report, config)
     mapping = _fhir_mapping_file(config)
     if mapping is not None:  # predict on FHIR input maps the export the same way
         (folder / "mapping.yaml").write_text(mapping.read_text(encoding="utf-8"), encoding="utf-8")
