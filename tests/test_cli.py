@@ -118,6 +118,7 @@ def finished_run(tmp_path_factory, cohort_csv, write_pipeline):
     return result, out
 
 
+@pytest.mark.slow
 def test_end_to_end_exit_code_and_summary(finished_run) -> None:
     result, out = finished_run
     assert result.exit_code in (0, 3), result.output
@@ -126,6 +127,7 @@ def test_end_to_end_exit_code_and_summary(finished_run) -> None:
     assert "report.html" in result.output and "ε =" in result.output
 
 
+@pytest.mark.slow
 def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
     _, out = finished_run
     report = json.loads((out / "report.json").read_text())
@@ -166,6 +168,7 @@ def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
     assert 1e-5 <= privacy["delta"] <= 1.0101e-5 and privacy["delta_accountant"] == 1e-5
 
 
+@pytest.mark.slow
 def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     _, out = finished_run
     ledger = json.loads((out / "ledger.json").read_text())
@@ -177,6 +180,7 @@ def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     assert len(report["privacy"]["ledger"]) == len(ledger["entries"])
 
 
+@pytest.mark.slow
 def test_run_folder_files_and_manifest(finished_run) -> None:
     _, out = finished_run
     names = {p.name for p in out.iterdir()}
@@ -187,6 +191,7 @@ def test_run_folder_files_and_manifest(finished_run) -> None:
     assert all(sha256_of(out / name) == digest for name, digest in manifest.items())
 
 
+@pytest.mark.slow
 def test_no_identifier_or_raw_row_in_any_artifact(finished_run, cohort_table: pd.DataFrame) -> None:
     _, out = finished_run
     blob = b"".join(p.read_bytes() for p in out.iterdir())
@@ -200,6 +205,7 @@ def test_no_identifier_or_raw_row_in_any_artifact(finished_run, cohort_table: pd
         assert needle not in blob
 
 
+@pytest.mark.slow
 def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
     _, out = finished_run
     lenient = tmp_path / "lenient.yaml"
@@ -211,6 +217,7 @@ def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
     assert speed_gate["threshold"] == 0.5
 
 
+@pytest.mark.slow
 def test_canary_audit_is_reported(finished_run) -> None:
     _, out = finished_run
     report = json.loads((out / "report.json").read_text())
@@ -224,6 +231,7 @@ def test_canary_audit_is_reported(finished_run) -> None:
     assert report["mia"]["student"]["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
 
 
+@pytest.mark.slow
 def test_15_1_no_per_row_audit_file_in_run_folder_or_package(finished_run, tmp_path) -> None:
     import tarfile
 
@@ -244,6 +252,7 @@ def test_15_1_no_per_row_audit_file_in_run_folder_or_package(finished_run, tmp_p
     assert not [n for n in members if n.startswith("report")]
 
 
+@pytest.mark.slow
 def test_15_7_model_card_in_run_folder(finished_run) -> None:
     _, out = finished_run
     card = json.loads((out / "model_card.json").read_text())
@@ -258,6 +267,7 @@ def test_15_7_model_card_in_run_folder(finished_run) -> None:
     assert (out / "report.md").read_text().startswith("*INTERNAL AUDIT REPORT")
 
 
+@pytest.mark.slow
 def test_15_8_run_registry_beside_the_run_folder(finished_run) -> None:
     _, out = finished_run
     runs = json.loads((out / "report.json").read_text())["privacy"]["runs_on_same_data"]
@@ -266,6 +276,7 @@ def test_15_8_run_registry_beside_the_run_folder(finished_run) -> None:
     assert json.loads(lines[0])["run_folder"] == str(out.absolute())
 
 
+@pytest.mark.slow
 def test_16_1_changed_run_folder_is_refused_before_any_work(finished_run, tmp_path,
                                                            write_pipeline, cohort_csv) -> None:
     import shutil
@@ -290,6 +301,7 @@ def test_16_1_bare_manifest_does_not_license_deletion(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
 
 
+@pytest.mark.slow
 def test_16_2_audit_refuses_an_edited_report(finished_run, tmp_path) -> None:
     import shutil
 
@@ -307,6 +319,7 @@ def test_16_2_audit_refuses_an_edited_report(finished_run, tmp_path) -> None:
     assert packaged.exit_code == 0  # the report is not packaged; the card still verifies
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(finished_run, tmp_path) -> None:
     from medistill.audit.screenshot import chromium_path, screenshot_html
 
@@ -317,6 +330,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path) -> None:
     assert (tmp_path / "first_screen.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_15_2_rerunning_its_pipeline_yaml_gives_a_different_student(finished_run, tmp_path) -> None:
     """Issue #15 item 2: the seed does not fix the DP noise. Re-running the resolved
     pipeline.yaml (same seed) trains a different student while both claim a guarantee;

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the whole pipeline
 from rich.console import Console
 
 from medistill.config import parse_config
