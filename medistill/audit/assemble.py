@@ -25,7 +25,7 @@ from medistill.audit.mia import log_likelihood
 from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
-from medistill.audit.utility import retention, utility_metrics
+from medistill.audit.utility import reliability_bins, retention, utility_metrics
 from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
@@ -205,6 +205,9 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
     if ensemble is not None:
         models["ensemble"] = ensemble.predict_proba(X_test)
     utility = {who: utility_metrics(y_test, proba) for who, proba in models.items()}
+    if schema.n_classes == 2:   # aggregates of the test patients: internal report only
+        utility["reliability"] = {who: reliability_bins(y_test, proba[:, 1])
+                                  for who, proba in models.items()}
     utility["baselines"] = dict(baselines)
     utility["retention"] = retention(utility["student"], utility["teacher"])
     if inputs.distillation:
