@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medistill.errors import MedistillError
 
@@ -25,16 +26,16 @@ out = Console()
 
 
 def _fail(error: MedistillError) -> None:
-    err.print(f"[bold red]error:[/] {error.render()}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(error.render())}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 
 def _finish(report: dict, run_dir: Path) -> None:
     from medistill.audit.report import headline
 
-    out.print(f"Report: {run_dir / 'report.html'}  (also report.md, report.json)")
+    out.print(f"Report: {run_dir / 'report.html'}  (also report.md, report.json)", markup=False)
     for line in headline(report):
-        out.print(f"  {line}", highlight=False)
+        out.print(f"  {line}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK if report.get("passed") else EXIT_GATE_FAILED)
 
 
@@ -45,8 +46,10 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to writ
     """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
+        check_destination(out_dir)
         config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
         outcome = run_pipeline(config, out_dir, console=err)
     except MedistillError as error:
@@ -71,10 +74,12 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
     """Run the whole pipeline described by PIPELINE."""
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
-        config = load_config(pipeline, seed=seed)
         target = out_dir or Path("runs") / pipeline.stem
+        check_destination(target)
+        config = load_config(pipeline, seed=seed)
         outcome = run_pipeline(config, target, console=err)
     except MedistillError as error:
         _fail(error)
@@ -84,7 +89,8 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
 @app.command()
 def audit(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
           policy: Annotated[Path | None, typer.Option(help="Audit policy YAML.")] = None) -> None:
-    """Re-judge a finished run against a policy; rewrites its report files atomically."""
+    """Re-judge a finished run against a policy, after verifying its manifest (a mismatch is
+    exit 2); the report files are replaced atomically and each re-judgement is kept."""
     from medistill.audit.rejudge import rejudge_run
 
     try:
@@ -119,8 +125,8 @@ def ingest_fhir(source: Annotated[Path, typer.Argument(help="FHIR Bulk export fo
                                     n_jobs=jobs, validate=validate)
     except MedistillError as error:
         _fail(error)
-    out_console = Console()
-    out_console.print(json.dumps(summary, indent=2, default=str))
+    # Plain stdout: rich would wrap long strings and break the JSON.
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def _register_deploy_commands() -> None:
@@ -133,12 +139,20 @@ _register_deploy_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGINT and SIGTERM clean up alike (#16.10)."""
+    from medistill.housekeeping import (
+        Interrupted, clear_stale_temp_dirs, install_signal_handlers, stop_workers)
+
+    install_signal_handlers()
+    clear_stale_temp_dirs()
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted; no run folder was written.")
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stop_workers()
+        name = str(stop) if isinstance(stop, Interrupted) else "SIGINT"
+        err.print(f"interrupted ({name}); no run folder was written and temporary files "
+                  "were removed.", highlight=False, markup=False)
+        sys.exit(stop.exit_code if isinstance(stop, Interrupted) else 130)
 
 
 if __name__ == "__main__":

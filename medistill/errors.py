@@ -56,11 +56,16 @@ class RunFolderError(MedistillError):
     """A run folder is missing, incomplete, or would overwrite something."""
 
 
+class ModelIntegrityError(RunFolderError):
+    """A model (or a run folder's file) does not match the hash recorded for it."""
+
+
 __all__ = [
     "ConfigError",
     "DataError",
     "IdentifierColumnError",
     "MedistillError",
+    "ModelIntegrityError",
     "NotFittedError",
     "PrivacyBudgetError",
     "RunFolderError",

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the whole pipeline
 from rich.console import Console
 
 from medistill.config import parse_config
@@ -124,7 +126,7 @@ def test_munge_needs_allow_nonprivate_and_then_says_so_first(tmp_path: Path) -> 
     # No MUNGE row (a perturbed sensitive row) is written to the run folder.
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
         ["report.json", "report.html", "report.md", "student.onnx", "ledger.json",
-         "pipeline.yaml", "manifest.json", "mia_scores.parquet"])
+         "pipeline.yaml", "manifest.json", "model_card.json", "model_card.md"])
     assert np.isfinite(report["utility"]["student"]["auroc"])
 
 

@@ -334,6 +334,12 @@ def _ledger_rows(entries: Any) -> list[dict[str, Any]]:
     return rows
 
 
+INTERNAL_NOTICE = (
+    "INTERNAL AUDIT REPORT: keep it inside the hospital. Its figures come from sensitive test "
+    "and holdout patients and are not covered by the privacy guarantee; release "
+    "model_card.md with the model, never this report.")
+
+
 def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
     privacy, mia = _section(report, "privacy"), _section(report, "mia")
     mia_rows, mia_has_power = _mia_rows(mia)
@@ -341,6 +347,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
     transfer = privacy.get("transfer_ledger")
     return {
         "r": report,
+        "internal_notice": INTERNAL_NOTICE,
         "verdict": effective_verdict(report) or "unjudged",
         "verdict_line": verdict_line(report),
         "no_guarantee": no_guarantee_line(report),
@@ -353,6 +360,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "transfer": transfer if isinstance(transfer, Mapping) else None,
         "transfer_ledger": _ledger_rows(transfer.get("ledger")) if isinstance(transfer, Mapping) else [],
         "caveats": [str(c) for c in caveats] if isinstance(caveats, list) else [],
+        "input_checks": [n for n in report.get("input_checks") or () if isinstance(n, Mapping)],
         "utility_rows": _utility_rows(_section(report, "utility")),
         "retention": _section(_section(report, "utility"), "retention"),
         "distillation_rows": _distillation_rows(_section(report, "utility"),
@@ -415,6 +423,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "INTERNAL_NOTICE",
     "effective_verdict",
     "headline",
     "no_guarantee_line",

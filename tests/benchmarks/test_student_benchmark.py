@@ -43,6 +43,7 @@ def test_every_mode_gives_the_exact_per_sample_gradients(tiny_data: bench.Studen
         assert c["clipped_sum_max_abs_diff"] < 1e-5, mode
 
 
+@pytest.mark.slow
 def test_throughput_reports_every_mode_and_ratio(tiny_data: bench.StudentData) -> None:
     out = bench.measure_throughput(tiny_data, hidden_layers=HIDDEN, batch_size=64, rounds=1)
     assert set(out) == set(bench.ALL_MODES)
