@@ -13,7 +13,7 @@ from medistill.plan import RunPlan
 from medistill.privacy.ledger import epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
 from medistill.steps.prepare import Prepared
-from medistill.steps.student import Student, student_test_metrics
+from medistill.steps.student import Student, student_test_metrics, transfer_bounds
 from medistill.student.preprocess import as_model_input
 from medistill.student.train import DpSgdSchedule, train_student
 
@@ -92,7 +92,8 @@ def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                                      config=config.student, is_transfer=train.is_transfer,
                                      noise_multiplier=student.record.noise_multiplier,
                                      seed=replicate_seed(config.seed, 2, i),
-                                     schedule=plan.schedule, alpha=plan.alpha)
+                                     schedule=plan.schedule, alpha=plan.alpha,
+                                     input_bounds=transfer_bounds(train))
         auroc.append(student_test_metrics(replicate, student.preprocessor, prepared)["auroc"])
     return seed_comparison(auroc, direct["auroc_per_seed"])
 
@@ -105,6 +106,7 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
     train = student.training
     transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
     preprocessor = student.preprocessor
+    bounds = transfer_bounds(train)
 
     def factory(features: pd.DataFrame, labels: np.ndarray):
         population = preprocessor.transform(as_model_input(features, schema))
@@ -118,7 +120,8 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
             net, _ = train_student(x, y, n_classes=n_classes, config=config.student,
                                    is_transfer=flags,
                                    noise_multiplier=student.record.noise_multiplier,
-                                   seed=seed, batch_size=plan.schedule.batch_size, alpha=plan.alpha)
+                                   seed=seed, batch_size=plan.schedule.batch_size, alpha=plan.alpha,
+                                   input_bounds=bounds)
 
             def predict(rows: pd.DataFrame) -> np.ndarray:
                 z = preprocessor.transform(as_model_input(rows, schema))
