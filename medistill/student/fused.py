@@ -29,7 +29,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from medistill.student.model import INPUT_CLIP, StudentMLP
+from medistill.student.model import StudentMLP
 
 ROWWISE = (nn.Linear, nn.ReLU)
 
