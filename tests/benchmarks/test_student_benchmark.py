@@ -59,6 +59,7 @@ def test_poisson_batches_cover_about_one_epoch(tiny_data: bench.StudentData) -> 
     assert 250 < seen < 550
 
 
+@pytest.mark.slow
 def test_latency_pair_is_measured_side_by_side(tmp_path) -> None:
     from medistill.audit.speed import measure_speed
 
