@@ -56,7 +56,12 @@ class RunFolderError(MedistillError):
     """A run folder is missing, incomplete, or would overwrite something."""
 
 
+class ComputeError(MedistillError):
+    """The compute cluster cannot be reached, lost its workers, or a task on it failed."""
+
+
 __all__ = [
+    "ComputeError",
     "ConfigError",
     "DataError",
     "IdentifierColumnError",

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from medistill import __version__
 from medistill.audit.assemble import TRANSFER_STAGES, build_report, write_run_files
+from medistill.compute import compute_backend
 from medistill.config import PipelineConfig
 from medistill.data.table import SensitiveData, load_sensitive
 from medistill.data.splits import split_patients
@@ -115,7 +116,8 @@ class Pipeline:
             self.console.print("[yellow]![/] student.secure_mode is off: DP-SGD noise comes "
                                "from a seeded pseudo-random generator (fine for trials; set "
                                "it on for production releases, needs torchcsprng).")
-        with AtomicRunFolder(out_dir) as tmp, warnings.catch_warnings():
+        with AtomicRunFolder(out_dir) as tmp, warnings.catch_warnings(), \
+                compute_backend(cfg.compute, tmp, console=self.console):
             # Said once above and in the report, not once per training run.
             warnings.filterwarnings("ignore", message="student.secure_mode is off")
             report = self._run_into(tmp)
@@ -329,11 +331,11 @@ class Pipeline:
                                    plan: dict):
         """Re-runs the student's own training (same transfer rows, noise and batch size)
         on a subset of an attack population: the reference models of LiRA and RMIA."""
-        cfg, n_classes = self.config, data.schema.n_classes
+        cfg, n_classes, schema = self.config, data.schema.n_classes, data.schema
         transfer_x, transfer_y = inputs[is_transfer], targets[is_transfer]
 
         def factory(features: pd.DataFrame, labels: np.ndarray):
-            population = preprocessor.transform(as_model_input(features, data.schema))
+            population = preprocessor.transform(as_model_input(features, schema))
 
             def train(indices: np.ndarray, seed: int):
                 import torch
@@ -346,7 +348,7 @@ class Pipeline:
                                        seed=seed, batch_size=plan["schedule"].batch_size)
 
                 def predict(rows: pd.DataFrame) -> np.ndarray:
-                    z = preprocessor.transform(as_model_input(rows, data.schema))
+                    z = preprocessor.transform(as_model_input(rows, schema))
                     with torch.no_grad():
                         return torch.softmax(net(torch.as_tensor(z, dtype=torch.float32)), 1).numpy()
                 return predict

@@ -25,6 +25,7 @@ from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
 from medistill.audit.utility import retention, utility_metrics
+from medistill.compute import current_backend
 from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
@@ -275,7 +276,9 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                              "n_labelled": plan["n_queries"],
                              "dp_marginal_columns": list(plan["marginal_columns"]),
                              "epsilon_cost": _transfer_epsilon(ledger),
-                             "sources": transfer.get("sources", [])}},
+                             "sources": transfer.get("sources", [])},
+                # where teachers, reference models and FHIR chunks ran (medistill.compute)
+                "compute": current_backend().summary()},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "fairness": _fairness(config, data, split, student_test, population, student_raw,
                               max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
