@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -108,11 +109,18 @@ def _dask_backend(config: ComputeConfig, work_dir: Path, console: Console | None
 
 
 def _local_cluster(n_workers: int, area: Path) -> Any:
+    """Loopback only, no dashboard and no HTTP routes (Dask still opens an empty HTTP
+    server, on 127.0.0.1); worker folders and spill files in ``area``."""
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None, local_directory=str(area),
-                        silence_logs=logging.WARNING)
+    no_routes = {"distributed.scheduler.http.routes": [],
+                 "distributed.worker.http.routes": []}
+    with dask.config.set(no_routes), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address=None,
+                            local_directory=str(area), silence_logs=logging.WARNING)
 
 
 def _connect(address: str, config: ComputeConfig) -> Any:

@@ -5,7 +5,7 @@ Privacy on a shared cluster:
 - the client is created for the configured address only (``set_as_default=False``): no
   other library call can pick it up, and no address comes from Dask's own configuration;
 - task keys are ``medistill-<label>-<i>-<random run tag>`` (no hash of the data, no value);
-  each map's function is scattered once under ``medistill-<label>-fn-<tag>``;
+  each map's function goes to the cluster once, as task ``medistill-<label>-fn-<tag>``;
 - units never raise on a worker (:mod:`medistill.compute.tasks`), so no worker log quotes
   an exception message;
 - every result is released as soon as it has been read, and every remaining task is
@@ -27,6 +27,10 @@ from medistill.compute.tasks import check_label, run_unit, unwrap
 from medistill.errors import ComputeError
 
 _STOP_HINT = "Check the cluster (its workers' logs and memory), or run without --scheduler."
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class DaskBackend:
@@ -67,7 +71,9 @@ class DaskBackend:
         keys = [f"medistill-{label}-{i}-{tag}" for i in range(len(items))]
         futures: list[Any] = []
         try:
-            shared = client.scatter({fn_key: fn}, hash=False)[fn_key]
+            # A task, not scattered data: the scheduler keeps its spec, so the function is
+            # recomputed instead of lost when the worker holding it dies.
+            shared = client.submit(_same, fn, key=fn_key, pure=False)
             futures = [client.submit(run_unit, shared, item, key=key, pure=False)
                        for item, key in zip(items, keys, strict=True)]
             shared.release()  # the tasks hold it now
@@ -97,9 +103,9 @@ class DaskBackend:
 
     def _result(self, future: Any) -> Any:
         """The future's value; a :class:`ComputeError` when the cluster loses every worker
-        for ``worker_timeout`` seconds, a worker keeps dying on the task, or the
-        scheduler goes away."""
-        from distributed import KilledWorker
+        for ``worker_timeout`` seconds, a worker keeps dying on the task, the task is
+        cancelled, or the scheduler goes away."""
+        from distributed import CancelledError, KilledWorker
         from distributed import TimeoutError as DaskTimeout
 
         lost_since: float | None = None
@@ -113,19 +119,27 @@ class DaskBackend:
                     f"Dask workers of {self.scheduler} died while running task {future.key} "
                     "(the scheduler gave up after several workers died on it; a worker "
                     "probably ran out of memory).", hint=_STOP_HINT) from None
-            except Exception as exc:  # CancelledError, CommClosedError, OSError
+            except CancelledError:
+                if not self._count_workers():
+                    raise self._lost_workers(future.key) from None
+                raise ComputeError(
+                    f"Task {future.key} was cancelled on the Dask cluster {self.scheduler} "
+                    "(its input was lost with a worker, or someone cancelled it).",
+                    hint=_STOP_HINT) from None
+            except Exception as exc:  # CommClosedError, OSError
                 raise self._lost_scheduler(exc) from None
-            n = self._count_workers()
-            if n:
+            if self._count_workers():
                 lost_since = None
                 continue
             lost_since = lost_since if lost_since is not None else time.monotonic()
             if time.monotonic() - lost_since > self.worker_timeout:
-                raise ComputeError(
-                    f"The Dask scheduler {self.scheduler} has had no workers for "
-                    f"{self.worker_timeout:g} s (compute.worker_timeout) while task "
-                    f"{future.key} was waiting: the cluster lost its workers.",
-                    hint=_STOP_HINT)
+                raise self._lost_workers(future.key)
+
+    def _lost_workers(self, key: str) -> ComputeError:
+        return ComputeError(
+            f"The Dask scheduler {self.scheduler} has had no workers for "
+            f"{self.worker_timeout:g} s (compute.worker_timeout) while task {key} was "
+            "waiting: the cluster lost its workers.", hint=_STOP_HINT)
 
     def _count_workers(self) -> int:
         if getattr(self.client, "status", "running") != "running":
