@@ -120,7 +120,7 @@ def _local_cluster(n_workers: int, area: Path) -> Any:
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address=None,
-                            local_directory=str(area), silence_logs=logging.WARNING)
+                            local_directory=str(area), silence_logs=logging.ERROR)
 
 
 def _connect(address: str, config: ComputeConfig) -> Any:
