@@ -59,13 +59,13 @@ def population(n_patients: int, seed: int = 0):
     return data.schema, X.reset_index(drop=True), np.asarray(y), np.arange(2 * n) < n
 
 
-def teacher_trainer(schema, X, y, seed: int):
+def teacher_trainer(schema, X, y, seed: int, kind: str = "hist_gradient_boosting"):
     """The audit's teacher reference model: the reference teacher refitted on a half."""
     from sklearn.base import clone
 
     from medistill.teachers.models import make_teacher
 
-    template = make_teacher("hist_gradient_boosting", schema, random_state=seed)
+    template = make_teacher(kind, schema, random_state=seed)
 
     def train(indices: np.ndarray, model_seed: int):
         model = clone(template)
@@ -126,7 +126,7 @@ def _warm(_: int) -> bool:
 
 
 def run(n_patients: int, models: list[int], workers: int, kinds: list[str],
-        log=print) -> dict:
+        log=print, teacher_kind: str = "hist_gradient_boosting") -> dict:
     from medistill.compute import compute_backend
     from medistill.config import ComputeConfig
 
@@ -137,7 +137,8 @@ def run(n_patients: int, models: list[int], workers: int, kinds: list[str],
     out: dict = {"n_patients": n_patients, "population": int(len(y)), "workers": workers,
                  "cores": os.cpu_count(), "models": models, "kinds": {}, "note": SECOND_NOTE,
                  "load_start": _load()}
-    trainers = {"teacher": lambda: teacher_trainer(schema, X, y, 0),
+    out["teacher_kind"] = teacher_kind
+    trainers = {"teacher": lambda: teacher_trainer(schema, X, y, 0, teacher_kind),
                 "student": lambda: student_trainer(schema, X, y)}
     local_s: dict[str, dict[int, tuple[float, float]]] = {}
     for kind in kinds:  # local first, as the audit runs today (audit.n_jobs threads)
@@ -194,6 +195,12 @@ def wall_model(base: float, rows: list[dict], workers: int, task_s: float,
                                   for w in counts}}
 
 
+def _kind_label(res: dict, kind: str) -> str:
+    if kind == "teacher":
+        return f"teacher ({res.get('teacher_kind', 'hist_gradient_boosting')})"
+    return "student (DP-SGD)"
+
+
 def markdown(res: dict) -> str:
     lines = [f"Demo cohort of {res['n_patients']} patients, attack population "
              f"{res['population']}; {res['workers']} workers on {res['cores']} cores. "
@@ -205,7 +212,7 @@ def markdown(res: dict) -> str:
              "| ratio | load (local / Dask) |", "|---:|---|---:|---:|---:|---:|---:|---|"]
     for kind, block in res["kinds"].items():
         for row in block["rows"]:
-            lines.append(f"| {row['models']} | {kind} | {row['local_s']} | {row['dask_s']} | "
+            lines.append(f"| {row['models']} | {_kind_label(res, kind)} | {row['local_s']} | {row['dask_s']} | "
                          f"{row['local_per_model_s']} | {row['dask_per_model_s']} | "
                          f"{row['ratio']} | {row['load_local']} / {row['load_dask']} |")
     lines += ["", "Model of the audit's wall time for 64 reference models against workers:",
@@ -216,7 +223,7 @@ def markdown(res: dict) -> str:
                                          ["seconds_64_models"])]
     for kind, block in res["kinds"].items():
         m = block["model"]
-        lines.append(f"| {kind} | {m['t_model_s']} | " + " | ".join(
+        lines.append(f"| {_kind_label(res, kind)} | {m['t_model_s']} | " + " | ".join(
             str(v) for v in m["seconds_64_models"].values()) + " |")
     return "\n".join(lines)
 
@@ -229,9 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kinds", nargs="+", choices=("teacher", "student"),
                         default=["teacher"])
+    parser.add_argument("--teacher-kind", default="hist_gradient_boosting",
+                        help="teacher kind of the teacher reference models")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    res = run(args.patients, args.models, args.workers, args.kinds)
+    res = run(args.patients, args.models, args.workers, args.kinds,
+              teacher_kind=args.teacher_kind)
     print(markdown(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
