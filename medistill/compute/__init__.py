@@ -85,12 +85,18 @@ def compute_backend(config: ComputeConfig | None, work_dir: Path, *,
 def _dask_backend(config: ComputeConfig, work_dir: Path, console: Console | None
                   ) -> Iterator[ComputeBackend]:
     import dask
+    import distributed  # noqa: F401 - sets up Dask's loggers before they are quietened
 
     from medistill.compute.cluster import DaskBackend
 
     work_dir.mkdir(parents=True, exist_ok=True)
     area = Path(tempfile.mkdtemp(prefix=".medistill-dask-", dir=work_dir))
     cluster = client = None
+    # Dask's INFO lines (connections, workers) would reach a root handler that another
+    # library configured; warnings and errors still show.
+    dask_logger = logging.getLogger("distributed")
+    level = dask_logger.level
+    dask_logger.setLevel(max(level, logging.WARNING))
     try:
         with dask.config.set({"temporary-directory": str(area)}):
             address = config.scheduler
@@ -106,6 +112,7 @@ def _dask_backend(config: ComputeConfig, work_dir: Path, console: Console | None
         if cluster is not None:
             cluster.close(timeout=config.connect_timeout)
         shutil.rmtree(area, ignore_errors=True)
+        dask_logger.setLevel(level)
 
 
 def _local_cluster(n_workers: int, area: Path) -> Any:
