@@ -26,12 +26,16 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# As in benchmarks/__main__.py: OpenMP's spin-waiting stalls runs on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 SECOND_NOTE = ("wall seconds; the machine is shared, so the load average (1 min) is shown "
                "beside each figure")
@@ -100,15 +104,28 @@ def student_trainer(schema, X, y):
     return train
 
 
-def attack_seconds(train_fn, X, y, is_member, n_models: int, n_jobs: int) -> float:
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu(client) -> float:
+    """CPU seconds of this process, plus of the cluster's workers when ``client``."""
+    own = _cpu_self()
+    return own + (sum(client.run(_cpu_self).values()) if client is not None else 0.0)
+
+
+def attack_seconds(train_fn, X, y, is_member, n_models: int, n_jobs: int,
+                   client=None) -> tuple[float, float]:
+    """Wall and CPU seconds (this process and the workers) of the attacks."""
     from medistill.audit.mia_suite import run_attacks
 
     target = train_fn(np.flatnonzero(is_member), 0)
-    started = time.perf_counter()
+    cpu, started = _cpu(client), time.perf_counter()
     run_attacks(target, X, y, np.arange(len(y)), is_member, train_fn=train_fn,
                 n_reference=n_models, delta=1e-5, rng=np.random.default_rng(1), seed=0,
                 n_jobs=n_jobs)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu(client) - cpu
 
 
 def _noop(x: int) -> int:
@@ -140,14 +157,14 @@ def run(n_patients: int, models: list[int], workers: int, kinds: list[str],
     out["teacher_kind"] = teacher_kind
     trainers = {"teacher": lambda: teacher_trainer(schema, X, y, 0, teacher_kind),
                 "student": lambda: student_trainer(schema, X, y)}
-    local_s: dict[str, dict[int, tuple[float, float]]] = {}
+    local: dict[str, dict[int, tuple]] = {}
     for kind in kinds:  # local first, as the audit runs today (audit.n_jobs threads)
         train_fn = trainers[kind]()
-        local_s[kind] = {0: (attack_seconds(train_fn, X, y, is_member, 0, workers), _load())}
+        local[kind] = {0: (*attack_seconds(train_fn, X, y, is_member, 0, workers), _load())}
         for r in models:
-            local_s[kind][r] = (attack_seconds(train_fn, X, y, is_member, r, workers), _load())
-            log(f"{kind}: {r} reference models, local threads: {local_s[kind][r][0]:.1f} s "
-                f"(load {local_s[kind][r][1]})")
+            local[kind][r] = (*attack_seconds(train_fn, X, y, is_member, r, workers), _load())
+            log(f"{kind}: {r} reference models, local threads: {local[kind][r][0]:.1f} s, "
+                f"CPU {local[kind][r][1]:.1f} s (load {local[kind][r][2]})")
     config = ComputeConfig(backend="dask", scheduler="local", n_workers=workers)
     with tempfile.TemporaryDirectory(prefix="medistill-bench-") as tmp:
         t = time.perf_counter()
@@ -161,23 +178,28 @@ def run(n_patients: int, models: list[int], workers: int, kinds: list[str],
             out["task_overhead_ms"] = round((time.perf_counter() - t) / 256 * 1000, 2)
             for kind in kinds:
                 train_fn = trainers[kind]()
-                base = local_s[kind][0][0]
+                base_wall, base_cpu = local[kind][0][:2]
                 rows = []
                 for r in models:
-                    dask_s = attack_seconds(train_fn, X, y, is_member, r, workers)
+                    dask_s, dask_cpu = attack_seconds(train_fn, X, y, is_member, r, workers,
+                                                      client=backend.client)
                     load_dask = _load()
-                    local, load_local = local_s[kind][r]
-                    log(f"{kind}: {r} reference models, Dask {workers} workers: {dask_s:.1f} s "
-                        f"(load {load_dask})")
-                    rows.append({"models": r, "local_s": round(local, 2),
-                                 "dask_s": round(dask_s, 2),
-                                 "local_per_model_s": round((local - base) / r, 3),
-                                 "dask_per_model_s": round((dask_s - base) / r, 3),
-                                 "ratio": round((dask_s - base) / max(local - base, 1e-9), 3),
-                                 "load_local": load_local, "load_dask": load_dask})
-                out["kinds"][kind] = {"attacks_without_models_s": round(base, 2),
+                    local_s, local_cpu, load_local = local[kind][r]
+                    log(f"{kind}: {r} reference models, Dask {workers} workers: {dask_s:.1f} s, "
+                        f"CPU {dask_cpu:.1f} s (load {load_dask})")
+                    rows.append({
+                        "models": r, "local_s": round(local_s, 2), "dask_s": round(dask_s, 2),
+                        "local_per_model_s": round((local_s - base_wall) / r, 3),
+                        "dask_per_model_s": round((dask_s - base_wall) / r, 3),
+                        "ratio": round((dask_s - base_wall) / max(local_s - base_wall, 1e-9), 3),
+                        "local_cpu_per_model_s": round((local_cpu - base_cpu) / r, 3),
+                        "dask_cpu_per_model_s": round((dask_cpu - base_cpu) / r, 3),
+                        "cpu_ratio": round((dask_cpu - base_cpu) / max(local_cpu - base_cpu,
+                                                                       1e-9), 3),
+                        "load_local": load_local, "load_dask": load_dask})
+                out["kinds"][kind] = {"attacks_without_models_s": round(base_wall, 2),
                                       "rows": rows,
-                                      "model": wall_model(base, rows, workers,
+                                      "model": wall_model(base_wall, rows, workers,
                                                           out["task_overhead_ms"] / 1000)}
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["load_end"] = _load()
@@ -209,12 +231,15 @@ def markdown(res: dict) -> str:
              f"map). Load average {res['load_start']} at the start, {res['load_end']} at "
              f"the end; {res['seconds']} s in all.", "",
              "| reference models | kind | local s | Dask s | local s/model | Dask s/model "
-             "| ratio | load (local / Dask) |", "|---:|---|---:|---:|---:|---:|---:|---|"]
+             "| ratio | CPU s/model local / Dask | CPU ratio | load (local / Dask) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for kind, block in res["kinds"].items():
         for row in block["rows"]:
             lines.append(f"| {row['models']} | {_kind_label(res, kind)} | {row['local_s']} | {row['dask_s']} | "
                          f"{row['local_per_model_s']} | {row['dask_per_model_s']} | "
-                         f"{row['ratio']} | {row['load_local']} / {row['load_dask']} |")
+                         f"{row['ratio']} | {row.get('local_cpu_per_model_s', '–')} / "
+                         f"{row.get('dask_cpu_per_model_s', '–')} | {row.get('cpu_ratio', '–')} | "
+                         f"{row['load_local']} / {row['load_dask']} |")
     lines += ["", "Model of the audit's wall time for 64 reference models against workers:",
               "", "| kind | t_model s | " + " | ".join(
                   f"{w} w" for w in next(iter(res["kinds"].values()))["model"]
