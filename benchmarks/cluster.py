@@ -15,7 +15,7 @@ of the audit's wall time against the number of workers:
 
     T(w) = T_attacks + ceil(R / w) * t_model + R * t_task
 
-where ``t_model`` is one reference model on one core, ``T_attacks`` the attacks without
+where ``t_model`` is one reference model on one worker (measured on the cluster), ``T_attacks`` the attacks without
 reference models, and ``t_task`` the engine's cost per task (a no-op map). The machine is
 shared: wall times move with its load, which is printed beside them.
 """
@@ -208,9 +208,10 @@ def run(n_patients: int, models: list[int], workers: int, kinds: list[str],
 
 def wall_model(base: float, rows: list[dict], workers: int, task_s: float,
                counts: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> dict:
-    """T(w) for 64 reference models, from the largest measured run's per-model time."""
+    """T(w) for 64 reference models, from the largest measured run's per-model time on the
+    cluster (times its workers: one model on one worker, each worker on its own core)."""
     last = rows[-1]
-    t_model = last["local_per_model_s"] * min(workers, os.cpu_count() or 1)
+    t_model = last["dask_per_model_s"] * min(workers, os.cpu_count() or 1)
     r = 64
     return {"t_model_s": round(t_model, 3), "t_task_s": task_s,
             "seconds_64_models": {w: round(base + math.ceil(r / w) * t_model + r * task_s, 1)
