@@ -468,6 +468,6 @@ def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
 
 __all__ = [
     "AuditConfig", "BuiltinConfig", "ComputeConfig", "DataConfig", "LabelsConfig", "MungeConfig",
-    "NumericPrior", "PipelineConfig", "PrivacyConfig", "PublicTableConfig", "SplitConfig", "StudentConfig",
-    "TeachersConfig", "TransferConfig", "load_config", "parse_config",
+    "NumericPrior", "PipelineConfig", "PrivacyConfig", "PublicTableConfig", "SplitConfig",
+    "StudentConfig", "TeachersConfig", "TransferConfig", "load_config", "parse_config",
 ]
