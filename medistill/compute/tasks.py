@@ -1,7 +1,8 @@
 """What runs on a cluster worker: one unit of work, its failure turned into a safe value.
 
 A worker logs the message and arguments of a task that raises; an exception raised deep in
-pandas or scikit-learn may quote a sensitive cell. So a unit never raises on the worker: a
+pandas or scikit-learn may quote a sensitive cell. So a unit prints no warning on the worker
+and never raises there: a
 :class:`MedistillError` (whose messages never quote values) comes back as it is, any other
 exception as its type and the code location where it happened, without its message.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +33,10 @@ class TaskFailure:
 
 
 def run_unit(fn: Callable[[Any], Any], item: Any) -> Any:
-    """``fn(item)`` with one BLAS/OpenMP thread (as local workers have); never raises."""
+    """``fn(item)`` with one BLAS/OpenMP thread (as local workers have); never raises and
+    prints no warning (a worker's stderr is a log the run does not control)."""
     try:
-        with threadpool_limits(limits=1):
+        with threadpool_limits(limits=1), warnings.catch_warnings(record=True):
             return fn(item)
     except MedistillError as exc:
         return TaskFailure(type(exc), exc.render())

@@ -116,6 +116,18 @@ def test_a_medistill_error_on_a_worker_comes_back_as_itself(dask_config, tmp_pat
             list(backend.map(_data_error, range(2), label="fhir-chunk"))
 
 
+def _warns(_: int) -> int:
+    import warnings
+
+    warnings.warn(f"odd value {SECRET}", UserWarning, stacklevel=1)
+    return 1
+
+
+def test_run_unit_prints_no_warning(recwarn) -> None:
+    assert run_unit(_warns, 0) == 1
+    assert not [w for w in recwarn if SECRET in str(w.message)]
+
+
 def test_run_unit_turns_failures_into_values() -> None:
     failure = run_unit(_leaky, 0)
     assert SECRET not in repr(failure) and SECRET not in describe_failure(ValueError(SECRET))
