@@ -18,6 +18,8 @@ from rich.markup import escape
 from medistill.errors import MedistillError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 2, 3
+_SCHEDULER_HELP = ("Run teachers, reference models and FHIR chunks on this Dask scheduler "
+                   "(tcp://HOST:PORT, or 'local' for a cluster on this machine).")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Privacy-preserving knowledge distillation for healthcare data.")
@@ -42,8 +44,10 @@ def _finish(report: dict, run_dir: Path) -> None:
 @app.command()
 def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
          patients: Annotated[int, typer.Option(help="Patients in the built-in cohort.")] = 20000,
-         seed: Annotated[int, typer.Option(help="Seed of the whole run.")] = 0) -> None:
+         seed: Annotated[int, typer.Option(help="Seed of the whole run.")] = 0,
+         scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None) -> None:
     """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
+    from medistill.compute import with_scheduler
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
     from medistill.runfolder import check_destination
@@ -51,6 +55,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to writ
     try:
         check_destination(out_dir)
         config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
+        config = with_scheduler(config, scheduler)
         outcome = run_pipeline(config, out_dir, console=err)
     except MedistillError as error:
         _fail(error)
@@ -70,8 +75,10 @@ def _demo_pipeline(patients: int, seed: int) -> dict:
 @app.command()
 def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
         out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to write.")] = None,
-        seed: Annotated[int | None, typer.Option(help="Override the pipeline's seed.")] = None) -> None:
+        seed: Annotated[int | None, typer.Option(help="Override the pipeline's seed.")] = None,
+        scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None) -> None:
     """Run the whole pipeline described by PIPELINE."""
+    from medistill.compute import with_scheduler
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
     from medistill.runfolder import check_destination
@@ -79,7 +86,7 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
     try:
         target = out_dir or Path("runs") / pipeline.stem
         check_destination(target)
-        config = load_config(pipeline, seed=seed)
+        config = with_scheduler(load_config(pipeline, seed=seed), scheduler)
         outcome = run_pipeline(config, target, console=err)
     except MedistillError as error:
         _fail(error)

@@ -60,7 +60,12 @@ class ModelIntegrityError(RunFolderError):
     """A model (or a run folder's file) does not match the hash recorded for it."""
 
 
+class ComputeError(MedistillError):
+    """The compute cluster cannot be reached, lost its workers, or a task on it failed."""
+
+
 __all__ = [
+    "ComputeError",
     "ConfigError",
     "DataError",
     "IdentifierColumnError",

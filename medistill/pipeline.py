@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from medistill.audit.assemble import AuditInputs, build_report, write_run_files
+from medistill.compute import compute_backend
 from medistill.config import PipelineConfig
 from medistill.errors import PrivacyBudgetError
 from medistill.plan import RunPlan, check_allowed, plan_run
@@ -181,7 +182,8 @@ def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | No
     console = console or Console(stderr=True)
     check_destination(out_dir)  # before any work (#16.1)
     check_allowed(config)
-    with AtomicRunFolder(Path(out_dir)) as tmp:
+    with AtomicRunFolder(Path(out_dir)) as tmp, compute_backend(config.compute, tmp,
+                                                                 console=console):
         report = run_into(config, tmp, console, observer)
         report = register_into(tmp, out_dir, config, report)  # run registry (#15.8)
     return RunOutcome(run_dir=Path(out_dir), report=report)

@@ -26,6 +26,7 @@ from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
 from medistill.audit.utility import reliability_bins, retention, utility_metrics
+from medistill.compute import current_backend
 from medistill.config import PipelineConfig
 from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
@@ -315,7 +316,9 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                              "n_labelled": plan.n_queries or plan.n_teacher_rows,
                              "dp_marginal_columns": list(plan.marginal_columns),
                              "epsilon_cost": _transfer_epsilon(ledger),
-                             "sources": transfer.get("sources", [])}},
+                             "sources": transfer.get("sources", [])},
+                # where teachers, reference models and FHIR chunks ran (medistill.compute)
+                "compute": current_backend().summary()},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "input_checks": [note.to_dict() for note in getattr(data, "notes", ())],  # #16.4
         "fairness": _fairness(config, data, split, student_test, population, student_raw,

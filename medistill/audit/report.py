@@ -272,12 +272,25 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Report created", fallback(run.get("created_at"))),
         ("Pipeline file SHA-256", fallback(run.get("pipeline_sha256"))),
         ("Seed", fallback(run.get("seed"))),
+        *_compute_facts(_section(run, "compute")),
     ]
     known = {"dataset", "teacher", "ensemble", "student", "transfer", "medistill_version",
-             "created_at", "pipeline_sha256", "seed"}
+             "created_at", "pipeline_sha256", "seed", "compute"}
     facts += [(str(k), fallback(v)) for k, v in run.items()
               if k not in known and (v is None or isinstance(v, str | int | float | bool))]
     return facts
+
+
+def _compute_facts(compute: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where teachers, reference models and FHIR chunks ran (``run.compute``)."""
+    if not compute:
+        return []
+    if compute.get("backend") == "dask":
+        where = (f"Dask cluster {compute.get('scheduler')}, {fmt_int(compute.get('n_workers'))} "
+                 f"workers, {fmt_int(compute.get('tasks'))} tasks")
+    else:
+        where = f"local processes ({fmt_int(compute.get('tasks'))} units of work)"
+    return [("Compute", where)]
 
 
 def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -102,11 +102,15 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
                               student: Student):
     """Re-runs the student's own training (same transfer rows, noise and schedule) on a
     subset of an attack population: the reference models of LiRA and RMIA."""
+    # The closures capture only what a reference model needs (they may be shipped to a
+    # cluster's workers): never the sensitive data or the released student's training set.
     schema, n_classes = prepared.data.schema, prepared.data.schema.n_classes
     train = student.training
     transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
     preprocessor = student.preprocessor
     bounds = transfer_bounds(train)
+    student_config, noise = config.student, student.record.noise_multiplier
+    batch, alpha = plan.schedule.batch_size, plan.alpha
 
     def factory(features: pd.DataFrame, labels: np.ndarray):
         population = preprocessor.transform(as_model_input(features, schema))
@@ -117,11 +121,9 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
             x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
             y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
             flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
-            net, _ = train_student(x, y, n_classes=n_classes, config=config.student,
-                                   is_transfer=flags,
-                                   noise_multiplier=student.record.noise_multiplier,
-                                   seed=seed, batch_size=plan.schedule.batch_size, alpha=plan.alpha,
-                                   input_bounds=bounds)
+            net, _ = train_student(x, y, n_classes=n_classes, config=student_config,
+                                   is_transfer=flags, noise_multiplier=noise, seed=seed,
+                                   batch_size=batch, alpha=alpha, input_bounds=bounds)
 
             def predict(rows: pd.DataFrame) -> np.ndarray:
                 z = preprocessor.transform(as_model_input(rows, schema))
