@@ -15,7 +15,8 @@ from medistill.config import parse_config
 from medistill.pipeline import run_pipeline
 
 FAST = {"data": {"source": "builtin", "builtin": {"name": "cohort", "n_patients": 1500}},
-        "privacy": {"target_epsilon": 4.0},
+        # The reproducible test mode: privacy draws follow the seed, so everything compares.
+        "privacy": {"target_epsilon": 4.0, "reproducible_noise": True},
         "teachers": {"reference": "logistic_regression"},
         "labels": {"n_queries": 20}, "transfer": {"source": "dp_synthesizer", "n_rows": 800},
         "student": {"epochs": 3},
@@ -64,8 +65,10 @@ def test_pipeline_on_dask_matches_the_local_run(dask_cluster, tmp_path: Path) ->
                        "n_workers": 2, "tasks": tasks}
     assert local["run"]["compute"] == {"backend": "local", "scheduler": None,
                                        "n_workers": None, "tasks": tasks}
-    # the same ledger, teachers and teacher audit (seeded); the student's DP noise may differ
+    # the same ledger, teachers, student and teacher audit (reproducible noise)
     assert report["privacy"]["ledger"] == local["privacy"]["ledger"]
+    assert report["utility"]["student"] == local["utility"]["student"]
+    assert not report["privacy"]["formal_guarantee"]
     assert report["privacy"]["epsilon"] == pytest.approx(local["privacy"]["epsilon"], abs=1e-12)
     for who in ("teacher", "ensemble"):
         assert report["utility"][who] == local["utility"][who]
