@@ -302,7 +302,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                 "student": {"hidden_layers": [m.out_features for m in network.modules()
                                               if hasattr(m, "out_features")][:-1],
                             "n_parameters": int(sum(p.numel() for p in network.parameters())),
-                            "alpha": plan.alpha, "epochs": config.student.epochs,
+                            "alpha": plan.alpha, "epochs": (plan.student or config.student).epochs,
                             "noise_multiplier": record.noise_multiplier,
                             "sample_rate": record.sample_rate, "steps": record.steps,
                             "max_grad_norm": config.student.max_grad_norm,

@@ -89,7 +89,8 @@ def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
     for i in range(1, config.audit.baseline_seeds):
         replicate, _ = train_student(train.inputs, train.targets,
                                      n_classes=prepared.data.schema.n_classes,
-                                     config=config.student, is_transfer=train.is_transfer,
+                                     config=plan.student or config.student,
+                                     is_transfer=train.is_transfer,
                                      noise_multiplier=student.record.noise_multiplier,
                                      seed=replicate_seed(config.seed, 2, i),
                                      schedule=plan.schedule, alpha=plan.alpha,
@@ -109,7 +110,7 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
     transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
     preprocessor = student.preprocessor
     bounds = transfer_bounds(train)
-    student_config, noise = config.student, student.record.noise_multiplier
+    student_config, noise = plan.student or config.student, student.record.noise_multiplier
     batch, alpha = plan.schedule.batch_size, plan.alpha
 
     def factory(features: pd.DataFrame, labels: np.ndarray):

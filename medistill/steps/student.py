@@ -104,7 +104,7 @@ def train_released_student(config: PipelineConfig, prepared: Prepared, plan: Run
     training = student_data(prepared, plan, labelled, preprocessor, randomness.seeded("mix"))
     network, record = train_student(
         training.inputs, training.targets, n_classes=prepared.data.schema.n_classes,
-        config=config.student, is_transfer=training.is_transfer,
+        config=plan.student or config.student, is_transfer=training.is_transfer,
         noise_multiplier=plan.student_noise, seed=config.seed, schedule=plan.schedule,
         alpha=plan.alpha, privacy_rng=randomness.privacy("student_dp_sgd"), on_epoch=on_epoch,
         input_bounds=transfer_bounds(training))
