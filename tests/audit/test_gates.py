@@ -31,7 +31,7 @@ def good_report() -> dict[str, Any]:
     """A run that passes the default policy."""
     return {
         "schema_version": "1",
-        "utility": {"teacher": {"auroc": 0.85}, "student": {"auroc": 0.82},
+        "utility": {"teacher": {"auroc": 0.85}, "student": {"auroc": 0.82, "ece": 0.03},
                     "retention": {"auroc": 0.96, "accuracy": 0.98, "auroc_skill": 0.92}},
         "speed": {"speedup": {"latency": 40.0, "throughput": 12.0}},
         "privacy": {"unit": "patient", "formal_guarantee": True, "epsilon": 2.98, "delta": 5e-6,
@@ -68,8 +68,10 @@ def test_default_policy_is_the_audits_policy_file() -> None:
 
 def test_default_policy_gates(policy: AuditPolicy) -> None:
     gates = {g.name: g for g in policy.gates}
-    assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target", "mia_auc",
-                           "mia_power", "empirical_epsilon", "formal_guarantee"]
+    assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target",
+                           "student_calibration", "mia_auc", "mia_power", "empirical_epsilon",
+                           "formal_guarantee"]
+    assert (gates["student_calibration"].op, gates["student_calibration"].threshold) == ("<=", 0.05)
     assert gates["mia_auc"].metric == "mia.student.auc_ci.1"  # the interval's upper end
     assert (gates["auroc_retention"].op, gates["auroc_retention"].threshold) == (">=", 0.90)
     assert (gates["latency_speedup"].threshold, gates["latency_speedup"].severity) == (26.0, "review")
@@ -192,7 +194,7 @@ def test_get_path_handles_dotted_keys_and_indices() -> None:
 def test_good_run_is_released(policy: AuditPolicy) -> None:
     rows, verdict = evaluate_gates(good_report(), policy)
     assert verdict == "release"
-    assert all(r["passed"] for r in rows) and len(rows) == 7
+    assert all(r["passed"] for r in rows) and len(rows) == 8
     row = by_name(rows)["epsilon_within_target"]
     assert (row["value"], row["threshold"], row["op"], row["severity"]) == (2.98, 3.0, "<=", "reject")
     assert set(row) >= {"name", "value", "threshold", "op", "passed", "severity", "metric", "note"}
@@ -335,7 +337,7 @@ def test_rejudge_replaces_verdict_without_mutating(policy: AuditPolicy) -> None:
     judged = rejudge(report, policy)
     assert report == original
     assert judged["verdict"] == "review" and judged["passed"] is False
-    assert len(judged["gates"]) == 7 and judged["policy"] == {"name": "default"}
+    assert len(judged["gates"]) == 8 and judged["policy"] == {"name": "default"}
     assert judged["utility"] == original["utility"]
 
 
@@ -359,3 +361,10 @@ gates:
     assert verdict == "reject"
     assert by_name(rows)["mia_auc_upper_ci"]["value"] == 0.53
     assert by_name(rows)["tpr_at_1pct"]["passed"] is True
+
+
+def test_14_6_a_miscalibrated_student_goes_to_review(policy: AuditPolicy) -> None:
+    report = good_report()
+    report["utility"]["student"]["ece"] = 0.09
+    rows, verdict = evaluate_gates(report, policy)
+    assert verdict == "review" and not by_name(rows)["student_calibration"]["passed"]
