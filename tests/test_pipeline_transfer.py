@@ -43,7 +43,7 @@ def test_dp_synthesizer_transfer_is_charged_and_reported(tmp_path: Path) -> None
     assert transfer["epsilon_cost"] > 0
     (part,) = transfer["sources"]
     assert part["kind"] == "dp_synthesizer" and part["ledger_stage"] == "transfer_synthesizer"
-    assert 0 < part["fidelity"]["mean_ks"] < 0.5
+    assert 0 < part["fidelity"]["mean_ks"] < 0.6   # fresh noise; the budget also pays counts and categories
     assert 0.98 * 4.0 <= report["privacy"]["epsilon"] <= 4.0
     assert 0.6 <= report["utility"]["student"]["auroc"] <= 0.92
 
