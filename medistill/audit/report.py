@@ -41,7 +41,7 @@ from medistill.audit.report_format import (
     fmt_value,
     number,
 )
-from medistill.audit.report_plots import roc_plot, utility_plot
+from medistill.audit.report_plots import reliability_plot, roc_plot, utility_plot
 
 TEMPLATES = Path(__file__).with_name("templates")
 NO_POWER_AUC = 0.55  # an attack below this AUC on the non-private teacher has no power
@@ -296,6 +296,7 @@ def _compute_facts(compute: Mapping[str, Any]) -> list[tuple[str, str]]:
 def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     rows = [(label, utility[key]) for key, label in (
         ("teacher", "Teacher (non-private reference)"),
+        ("dp_teacher", "DP teacher (the student learned from it)"),
         ("ensemble", "Teacher ensemble (noisy votes)"),
         ("student", "Student (the model to release)"),
     ) if isinstance(utility.get(key), Mapping)]
@@ -389,6 +390,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "sensitive_note": SENSITIVE_NOTE,
         "roc_plot": roc_plot(mia) if plots else None,
         "utility_plot": utility_plot(_section(report, "utility")) if plots else None,
+        "reliability_plot": reliability_plot(_section(report, "utility")) if plots else None,
     }
 
 

@@ -107,7 +107,8 @@ def utility_plot(utility: Any) -> str | None:
         return None
     models: list[tuple[str, Mapping[str, Any]]] = [
         (label, utility[key])
-        for key, label in (("teacher", "teacher"), ("ensemble", "ensemble"), ("student", "student"))
+        for key, label in (("teacher", "teacher"), ("dp_teacher", "DP teacher"),
+                           ("ensemble", "ensemble"), ("student", "student"))
         if isinstance(utility.get(key), Mapping)
     ]
     baselines = utility.get("baselines")
@@ -140,4 +141,33 @@ def utility_plot(utility: Any) -> str | None:
     ax.set_title("Teacher vs student (higher is better)")
     ax.legend(fontsize=8, frameon=False, loc="upper center", ncols=min(len(models), 4),
               bbox_to_anchor=(0.5, -0.12))
+    return _svg_data_uri(fig)
+
+
+def reliability_plot(utility: Any) -> str | None:
+    """Observed event rate against mean predicted risk per risk bin (test patients), one line
+    per model, with the diagonal of perfect calibration."""
+    bins = utility.get("reliability") if isinstance(utility, Mapping) else None
+    if not isinstance(bins, Mapping) or not any(bins.values()):
+        return None
+    fig = _new_figure(4.6, 4.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    labels = {"teacher": "teacher", "dp_teacher": "DP teacher", "ensemble": "ensemble",
+              "student": "student"}
+    for i, (who, rows) in enumerate(bins.items()):
+        if not rows:
+            continue
+        xs = [r["predicted"] for r in rows]
+        ys = [r["observed"] for r in rows]
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, color=f"C{i % 10}",
+                label=labels.get(who, who))
+    top = max(max(r["predicted"], r["observed"]) for rows in bins.values() for r in rows)
+    limit = min(1.0, max(0.1, top * 1.1))
+    ax.set_xlim(0, limit)
+    ax.set_ylim(0, limit)
+    ax.set_xlabel("mean predicted risk (bin)")
+    ax.set_ylabel("observed event rate")
+    ax.set_title("Reliability on the test patients")
+    ax.legend(fontsize=8, frameon=False)
     return _svg_data_uri(fig)
