@@ -103,13 +103,17 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
     noises: dict[str, float] = {}
     for stage in stages:
         eps_share = remaining * stage.share / total_share
+        # Searched up to 4× the useful maximum: enough to say how much noise a stage would
+        # need, without asking a mechanism about absurd noise levels.
         noise = calibrate_noise(stage.event_for, eps_share, delta, accountant,
-                                low=stage.min_noise)
+                                low=stage.min_noise, high=min(1e5, 4 * stage.max_noise))
         if noise > stage.max_noise:
+            needed = (f"{noise:.4g}" if math.isfinite(noise)
+                      else f"more than {min(1e5, 4 * stage.max_noise):.4g}")
             raise PrivacyBudgetError(
                 f"The privacy plan cannot meet ε = {target_epsilon:g} at δ = {delta:.2g}: stage "
                 f"'{stage.name}' ({stage.what}) gets ε = {eps_share:.3g} of it and would need a "
-                f"noise multiplier of {noise:.4g}, above the {stage.max_noise:.4g} at which its "
+                f"noise multiplier of {needed}, above the {stage.max_noise:.4g} at which its "
                 "output is still useful.",
                 hint="Raise privacy.target_epsilon, give this stage a larger share "
                      "(privacy.shares), or ask it to do less (fewer label queries, fewer "

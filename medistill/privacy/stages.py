@@ -153,7 +153,7 @@ def _dp_ebm_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
 
 register_stage(StageSpec(
     name="dp_teacher", default_share=0.90, event=_dp_ebm_event,
-    max_noise=lambda _: 100.0, min_noise=0.01,
+    max_noise=lambda _: 250.0, min_noise=0.01,
     what=lambda ctx: f"DP-EBM teacher on {ctx.n_features} features (interpret)"))
 
 
