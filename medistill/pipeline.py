@@ -18,6 +18,7 @@ from rich.console import Console
 
 from medistill import __version__
 from medistill.audit.assemble import TRANSFER_STAGES, build_report, write_run_files
+from medistill.audit.fairness import sensitive_columns
 from medistill.config import PipelineConfig
 from medistill.data.table import SensitiveData, load_sensitive
 from medistill.data.splits import split_patients
@@ -125,6 +126,8 @@ class Pipeline:
         cfg, rngs = self.config, self.rngs
         with self.console.status("Reading the sensitive records…"):
             data = load_sensitive(cfg.data, seed=cfg.seed)
+        sensitive_columns([f.name for f in data.schema.features],  # fail before any training
+                          declared=cfg.data.sensitive_attributes, extra=cfg.audit.groups)
         n_patients = data.n_patients
         delta = cfg.privacy.delta or 1.0 / (10 * n_patients)
         ledger = PrivacyLedger(delta=delta, accountant=cfg.privacy.accountant)

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.metrics import roc_auc_score
 
 from medistill import __version__
 from medistill.audit.gates import evaluate_gates, load_policy
 from medistill.audit.bootstrap import bootstrap_metrics
 from medistill.audit.canary import canary_audit
+from medistill.audit.fairness import (AttackScores, JudgingRules, fairness_report, group_labels,
+                                      sensitive_columns)
 from medistill.audit.memory import peak_scoring_memory, peak_teacher_memory
 from medistill.audit.mia import log_likelihood
 from medistill.audit.mia_suite import run_attacks
@@ -26,7 +27,6 @@ from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
 from medistill.audit.utility import retention, utility_metrics
 from medistill.config import PipelineConfig
-from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
@@ -88,48 +88,28 @@ def _mia(config: PipelineConfig, data: SensitiveData, population: np.ndarray, n_
     return block, raw
 
 
-def _groups(values: pd.Series, kind: str) -> pd.Series:
-    if kind == CATEGORICAL:
-        return values.astype(object).where(values.notna(), "missing").astype(str)
-    if values.name and "age" in str(values.name).lower():
-        bands = pd.cut(values, [-np.inf, 40, 65, np.inf], right=False,
-                       labels=["<40", "40-64", "65+"])
-        return bands.astype(object).where(bands.notna(), "missing").astype(str)
-    cuts = np.unique(np.nanpercentile(values, [33.3, 66.7]))
-    return pd.cut(values, [-np.inf, *cuts, np.inf]).astype(str)
-
-
 def _fairness(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
-              student_proba: np.ndarray, population: np.ndarray, mia_raw: pd.DataFrame,
-              strongest: str) -> dict:
-    """Utility (test split) and attack success (attack population) per group of each
-    sensitive attribute, with counts; small groups are flagged, not hidden."""
-    attributes = list(config.data.sensitive_attributes)
-    if not attributes:
-        attributes = [f.name for f in data.schema.features if f.name.lower() in ("sex", "gender", "age")]
-    X_test, y_test, _ = data.rows(split.test)
+              probabilities: dict[str, np.ndarray | None], population: np.ndarray,
+              mia_raw: pd.DataFrame, strongest: str, rng: np.random.Generator) -> dict:
+    """Who pays for privacy: per group of each sensitive attribute, the teacher's, the DP
+    teacher's and the student's AUROC, retention, calibration and the strongest attack's
+    AUC (medistill.audit.fairness); small groups are flagged, not gated."""
+    names = [f.name for f in data.schema.features]
+    attributes = sensitive_columns(names, declared=tuple(config.data.sensitive_attributes),
+                                   extra=tuple(config.audit.groups))
+    X_test, y_test, test_ids = data.rows(split.test)
     X_pop = data.rows(population)[0]
-    scores = mia_raw[strongest].to_numpy()
-    members = mia_raw["is_member"].to_numpy(dtype=bool)
-    out: dict = {}
-    for attribute in attributes:
-        if attribute not in X_test.columns:
-            continue
-        kind = data.schema.feature(attribute).kind
-        groups, pop_groups = _groups(X_test[attribute], kind), _groups(X_pop[attribute], kind)
-        out[attribute] = {}
-        for group in sorted(set(groups.unique()) | set(pop_groups.unique())):
-            mask = (groups == group).to_numpy()
-            n = int(mask.sum())
-            entry = {"n": n, "auroc": None, "mia_auc": None, "small_group": n < 100}
-            if n >= 10 and len(np.unique(y_test[mask])) == data.schema.n_classes:
-                entry["auroc"] = utility_metrics(y_test[mask], student_proba[mask])["auroc"]
-            pmask = (pop_groups == group).to_numpy()
-            if members[pmask].any() and (~members[pmask]).any():
-                entry["mia_auc"] = float(roc_auc_score(members[pmask], scores[pmask]))
-                entry["mia_n"] = int(pmask.sum())
-            out[attribute][group] = entry
-    return out
+    kinds = {a: data.schema.feature(a).kind for a in attributes}
+    attack = AttackScores(
+        groups={a: group_labels(X_pop[a], kinds[a]) for a in attributes},
+        is_member=mia_raw["is_member"].to_numpy(dtype=bool),
+        scores=mia_raw[strongest].to_numpy(dtype=float))
+    return fairness_report(
+        y_test, {a: group_labels(X_test[a], kinds[a]) for a in attributes}, probabilities,
+        patient_ids=test_ids, attack=attack,
+        rules=JudgingRules(min_patients=config.audit.fairness_min_patients,
+                           min_events=config.audit.fairness_min_events),
+        n_boot=config.audit.bootstrap, rng=rng)
 
 
 def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test: pd.DataFrame,
@@ -172,9 +152,18 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
     X_train, y_train, _ = data.rows(split.train)
     session = onnx_session(student_path, config.audit.threads)
     student_test = _student_proba(session, X_test, schema)
-    utility = {"teacher": utility_metrics(y_test, reference.predict_proba(X_test)),
-               "ensemble": utility_metrics(y_test, ensemble.predict_proba(X_test)),
+    teacher_test, ensemble_test = reference.predict_proba(X_test), ensemble.predict_proba(X_test)
+    # The DP teacher the student learned from: a DP teacher model when the pipeline has one
+    # (audit_context["dp_teacher"]), else the PATE ensemble's mean vote for now.
+    dp_teacher = audit_context.get("dp_teacher")
+    dp_teacher_test = (dp_teacher.predict_proba(X_test) if dp_teacher is not None
+                       else ensemble_test)
+    utility = {"teacher": utility_metrics(y_test, teacher_test),
+               "ensemble": utility_metrics(y_test, ensemble_test),
                "student": utility_metrics(y_test, student_test)}
+    utility["dp_teacher"] = {**utility_metrics(y_test, dp_teacher_test),
+                             "source": "dp_teacher" if dp_teacher is not None
+                             else "pate_ensemble_mean"}
     baseline = make_teacher("logistic_regression", schema, random_state=config.seed)
     baseline.fit(X_train, y_train)
     utility["baselines"] = {**(baselines or {}), "logistic_regression_nonprivate":
@@ -188,8 +177,7 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
         utility["confidence_intervals"] = {
             who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
                                    groups=test_ids)
-            for who, proba in (("teacher", reference.predict_proba(X_test)),
-                               ("ensemble", ensemble.predict_proba(X_test)),
+            for who, proba in (("teacher", teacher_test), ("ensemble", ensemble_test),
                                ("student", student_test))}
 
     speed = _speed(config, reference, student_path, schema, X_test,
@@ -277,8 +265,11 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                              "epsilon_cost": _transfer_epsilon(ledger),
                              "sources": transfer.get("sources", [])}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
-        "fairness": _fairness(config, data, split, student_test, population, student_raw,
-                              max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
+        "fairness": _fairness(config, data, split, {"teacher": teacher_test,
+                                                    "dp_teacher": dp_teacher_test,
+                                                    "student": student_test},
+                              population, student_raw,
+                              max(student_block["attacks"], key=lambda a: a["auc"])["name"], rng),
     }
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)

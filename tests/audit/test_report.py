@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from medistill.audit.fairness import worst_group
 from medistill.audit.gates import load_policy, rejudge
 from medistill.audit.report import headline, render_html, render_markdown
 from medistill.audit.report_format import (
@@ -46,6 +47,26 @@ def _mia_side(auc: float, lower_bound: float, strength: float, rng: np.random.Ge
             {"name": "rmia", "auc": auc + 0.01, "tpr_at_fpr": {"0.01": 0.02, "0.001": 0.001}, "roc": _roc(rng, 2 * strength)},
         ],
     }
+
+
+def _group(n: int, teacher: float, student: float, mia: float, ci: list[float], *,
+           judged: bool = True) -> dict[str, Any]:
+    return {"n": n, "n_patients": n, "teacher_auroc": teacher, "dp_teacher_auroc": teacher - 0.01,
+            "student_auroc": student, "auroc": student, "retention": student / teacher,
+            "retention_ci": ci, "teacher_auroc_ci": [teacher - 0.02, teacher + 0.02],
+            "student_auroc_ci": [student - 0.03, student + 0.03],
+            "dp_teacher_auroc_ci": [teacher - 0.03, teacher + 0.01],
+            "calibration_in_the_large": -0.01, "ece": 0.02, "mia_auc": mia, "mia_n": n,
+            "judged": judged, "small_group": not judged,
+            "reason": None if judged else "60 test patients, fewer than the 100 needed to judge"}
+
+
+def _fairness() -> dict[str, Any]:
+    groups = {"sex": {"female": _group(2000, 0.86, 0.85, 0.51, [0.95, 1.02]),
+                      "male": _group(1900, 0.85, 0.82, 0.52, [0.92, 1.0])},
+              "age": {"<40": _group(60, 0.80, 0.62, 0.55, [0.6, 0.9], judged=False),
+                      "65+": _group(1500, 0.84, 0.80, 0.50, [0.9, 1.0])}}
+    return {**groups, "worst_group": worst_group(groups)}
 
 
 def example_report() -> dict[str, Any]:
@@ -92,8 +113,7 @@ def example_report() -> dict[str, Any]:
             "transfer_ledger": None,
         },
         "mia": {"student": _mia_side(0.51, 0.0, 0.02, rng), "teacher": _mia_side(0.71, 1.8, 1.0, rng)},
-        "fairness": {"sex": {"female": {"n": 2000, "auroc": 0.85, "mia_auc": 0.51},
-                             "male": {"n": 60, "auroc": 0.82, "mia_auc": 0.52}}},
+        "fairness": _fairness(),
     }
 
 
