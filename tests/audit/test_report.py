@@ -211,7 +211,7 @@ def test_html_is_self_contained_and_well_formed(released_html: str) -> None:
 
 def test_html_embeds_both_plots_as_inline_svg(released_html: str) -> None:
     images = [v for t, n, v in parse(released_html).refs if t == "img"]
-    assert len(images) == 2
+    assert len(images) == 3  # ROC, utility bars, retention per group
     for uri in images:
         assert uri.startswith("data:image/svg+xml;base64,")
         svg = base64.b64decode(uri.split(",", 1)[1]).decode()
@@ -323,7 +323,7 @@ def test_no_roc_plot_without_roc_data(report: dict[str, Any]) -> None:
         for attack in side["attacks"]:
             del attack["roc"]
     images = [v for t, n, v in parse(render_html(report)).refs if t == "img"]
-    assert len(images) == 1  # the utility bar chart only
+    assert len(images) == 2  # the utility bar chart and the retention per group only
 
 
 def test_attack_without_power_on_the_teacher_is_flagged(report: dict[str, Any]) -> None:
@@ -443,3 +443,33 @@ def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[s
             "caveats), so the student is itself a direct DP-SGD student |") in markdown
     assert "Teacher labels in the student's training" in " ".join(parse(render_html(report)).body_text)
     assert "compared over seeds" not in markdown
+
+
+def _fairness_section(markdown: str) -> list[str]:
+    section = markdown.split("## Fairness slices: who pays for privacy?", 1)[1]
+    return [line for line in section.splitlines() if line.strip()]
+
+
+def test_fairness_section_answers_who_pays_first(report: dict[str, Any]) -> None:
+    lines = _fairness_section(render_markdown(report))
+    assert lines[0] == (
+        "Who pays for privacy? Most: age = 65+, where the student keeps 95.2 % of the "
+        "non-private teacher's AUROC (0.800 vs 0.840; 95 % interval 90.0 %–100.0 %). The "
+        "largest gap between groups is 0.024 in sex (male against female). 1 group too small "
+        "to judge is flagged below, not gated.")
+    table = "\n".join(lines)
+    assert "| age | &lt;40 | 60 | 0.800 | 0.790 | 0.620 | 77.5 % (0.600–0.900) |" in table
+    assert "small group: not judged (60 test patients, fewer than the 100 needed to judge)" in table
+    text = " ".join(parse(render_html(report)).body_text)
+    assert "Who pays for privacy? Most: age = 65+" in text
+
+
+def test_fairness_first_line_when_nothing_is_judged(report: dict[str, Any]) -> None:
+    report["fairness"] = {"sex": {"f": {"n": 20, "auroc": 0.7, "judged": False,
+                                        "reason": "20 test patients"}}}
+    report["fairness"]["worst_group"] = worst_group(report["fairness"])
+    assert _fairness_section(render_markdown(report))[0] == (
+        "Who pays for privacy? Not measured: no group was large enough to judge. 1 group too "
+        "small to judge is flagged below, not gated.")
+    del report["fairness"]["worst_group"]  # a report from before issue 20
+    assert "predates them" in _fairness_section(render_markdown(report))[0]
