@@ -158,7 +158,7 @@ def retention_plot(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
     points = [(r, v) for r, v in points if v is not None]
     if not points:
         return None
-    fig = _new_figure(6.4, 1.2 + 0.32 * len(points))
+    fig = _new_figure(6.4, 1.6 + 0.32 * len(points))
     ax = fig.add_subplot()
     ys = np.arange(len(points))[::-1]
     for y, (row, value) in zip(ys, points, strict=True):
@@ -182,5 +182,6 @@ def retention_plot(rows: Sequence[Mapping[str, Any]], threshold: float | None = 
     ax.set_xlabel("AUROC retention, student ÷ non-private teacher (95 % interval)")
     ax.set_title("Who pays for privacy? Retention per group")
     ax.grid(True, axis="x", color="0.92")
-    ax.legend(fontsize=7, frameon=False, loc="lower left")
+    ax.set_ylim(-0.6, len(points) - 0.4)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", ncols=2, bbox_to_anchor=(0.5, -0.22))
     return _svg_data_uri(fig)

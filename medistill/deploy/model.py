@@ -194,6 +194,20 @@ def _integrity(model: DeployedModel) -> str:
     return "no manifest beside the model"
 
 
+def releasable_gates(gates: Any) -> list[dict[str, Any]] | None:
+    """The report's gate rows as the model card may carry them: a gate on per-group test
+    metrics (``fairness.…``) keeps its name, result and rule, not its measured value or
+    note (they name a group and its test metrics, which stay in the internal report)."""
+    if not isinstance(gates, list):
+        return None
+    out = []
+    for gate in gates:
+        if isinstance(gate, dict) and str(gate.get("metric", "")).startswith("fairness."):
+            gate = {**gate, "value": None, "note": "per-group figure: see the internal report"}
+        out.append(gate)
+    return out
+
+
 def model_card(model: DeployedModel) -> dict[str, Any]:
     """Identity, inputs and privacy claim of a model, plus its audit summary from
     ``report.json`` when that report belongs to this model (same pipeline hash)."""
@@ -228,7 +242,7 @@ def model_card(model: DeployedModel) -> dict[str, Any]:
             "created_at": run.get("created_at"), "dataset": run.get("dataset"),
             "utility": {k: utility.get(k) for k in ("student", "teacher", "retention")},
             "speed": {k: (report.get("speed") or {}).get(k) for k in ("threads", "student")},
-            "gates": report.get("gates")}
+            "gates": releasable_gates(report.get("gates"))}
     elif report:
         card["report_note"] = ("report.json beside the model belongs to another run "
                                "(pipeline hash differs); it was not used.")
@@ -236,4 +250,5 @@ def model_card(model: DeployedModel) -> dict[str, Any]:
 
 
 __all__ = ["BINARY", "CATEGORICAL", "MODEL_FILE", "NUMERIC", "OUTPUT_NAME", "PATIENT_KEY",
-           "DeployedModel", "Feature", "ModelSchema", "file_sha256", "load_model", "model_card"]
+           "DeployedModel", "Feature", "ModelSchema", "file_sha256", "load_model", "model_card",
+           "releasable_gates"]

@@ -337,3 +337,23 @@ def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
     bom = tmp_path / "bom.csv"
     cohort.head(5).to_csv(bom, index=False, encoding="utf-8-sig")
     assert predict_file(run_dir, bom, tmp_path / "o.csv").n_scored == 5
+
+
+def test_model_card_carries_no_per_group_figure(tmp_path, run_dir) -> None:
+    other = tmp_path / "copy"
+    shutil.copytree(run_dir, other)
+    report = json.loads((other / "report.json").read_text())
+    report["gates"] = [
+        {"name": "worst_group_retention", "metric": "fairness.worst_group.auroc_retention",
+         "op": ">=", "threshold": 0.85, "value": 0.61, "passed": False, "severity": "review",
+         "note": None},
+        {"name": "auroc_retention", "metric": "utility.retention.auroc", "op": ">=",
+         "threshold": 0.9, "value": 0.95, "passed": True, "severity": "review", "note": None}]
+    report["fairness"] = {"sex": {"female": {"n": 10, "auroc": 0.6}}}
+    (other / "report.json").write_text(json.dumps(report))
+    card = load_model(other).card
+    gates = {g["name"]: g for g in card["report"]["gates"]}
+    assert gates["worst_group_retention"]["value"] is None
+    assert gates["worst_group_retention"]["passed"] is False  # the result travels, not the figure
+    assert gates["auroc_retention"]["value"] == 0.95
+    assert "fairness" not in card["report"] and "0.61" not in json.dumps(card)
