@@ -10,7 +10,9 @@ Parts (default: all, in this order: privacy_utility, speed, scale):
   student, diffprivlib's DP logistic regression, PATE with hard GNMax labels, a non-private
   student and the teacher, at several ε and seeds, on five datasets; plot of AUROC vs ε;
 - ``scale``: the whole pipeline on the simulated cohort at 10k, 100k and 1M patients, time
-  and peak memory per stage.
+  and peak memory per stage;
+- ``fairness`` (only when named): worst-group AUROC retention of the student and of the
+  direct DP-SGD student against ε (benchmarks/fairness.py).
 
 Every part writes ``DIR/<part>.json`` (raw figures) and ``DIR/<part>.md`` (tables naming the
 command and the package versions) as soon as it has them; ``DIR/results.md`` collects all.
@@ -36,6 +38,7 @@ from benchmarks import common, datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("privacy_utility", "speed", "scale")  # run in this order
+OPT_IN = ("fairness",)  # run only when named: worst-group retention against ε (issue 20)
 
 FULL = {
     "datasets": ["breast_cancer", "pima", "pbc", "flchain", "cohort"],
@@ -89,9 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-diffprivlib", action="store_true",
                         help="do not create or use the diffprivlib environment")
     args = parser.parse_args(argv)
-    unknown = [p for p in args.parts if p not in PARTS]
+    unknown = [p for p in args.parts if p not in PARTS + OPT_IN]
     if unknown:
-        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(PARTS + OPT_IN)}")
     args.parts = list(args.parts) or list(PARTS)
     return args
 
@@ -178,6 +182,21 @@ def main(argv: list[str] | None = None) -> int:
                         timeout=args.scale_timeout or preset["scale_timeout"], log=out.log)
         out.save("scale", res, scale.markdown(res, out.command, out.versions_line))
         out.log(f"scale done in {time.perf_counter() - t:.0f} s")
+
+    if "fairness" in args.parts:
+        import tempfile
+
+        from benchmarks import fairness
+
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="medistill-fairness-") as tmp:
+            fairness.run(args.datasets or ["cohort", "flchain", "pbc"],
+                         args.epsilons or [1.0, 3.0, 8.0], args.seeds or [0, 1],
+                         folder=Path(tmp), cohort_patients=3000, log=out.log,
+                         on_dataset=lambda res: out.save(
+                             "fairness", res,
+                             fairness.markdown(res, out.command, out.versions_line)))
+        out.log(f"fairness done in {time.perf_counter() - t:.0f} s")
 
     out.log(f"all done in {time.perf_counter() - started:.0f} s; tables in {out_dir / 'results.md'}")
     return 0

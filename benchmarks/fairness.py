@@ -1,0 +1,171 @@
+"""Who pays for privacy, against ε (issue 20): the worst group's AUROC retention of the
+medistill student and of the direct DP-SGD student, on the benchmark tables and the cohort.
+
+``python -m benchmarks fairness --datasets cohort flchain pbc --epsilons 1 3 8 --seeds 0 1``
+
+Per dataset, ε and seed, one ``run_pipeline`` run (light audit, one DP-SGD seed per arm)
+whose ``report.json`` gives the student's per-group figures (``fairness``); the direct
+DP-SGD baseline the same run trains (same ε, same architecture, no teacher) is captured and
+scored on the same test rows and groups, against the same per-group teacher AUROC, with the
+same judging rules (medistill.audit.fairness). ``labels.min_queries`` is lowered (default
+20) so that the student does distil: with the pipeline's default (500) the small tables buy
+no labels at ε ≤ 3 and the student *is* a direct DP-SGD student (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import datasets
+from benchmarks.common import LIGHT_AUDIT, fmt, merge, run_config, table
+from benchmarks.privacy_utility import _torch_proba, capture_direct_baseline
+
+MIN_QUERIES = 20
+OVERRIDES = {"teachers": {"reference": "hist_gradient_boosting", "n_jobs": 1},
+             "audit": {**LIGHT_AUDIT, "n_jobs": 1, "baseline_seeds": 1}}
+
+
+def direct_fairness(box: dict, fairness: dict) -> dict | None:
+    """The direct DP-SGD student's per-group retention (against the report's per-group
+    teacher AUROC, judged as the report judged each group) and its worst-group figures."""
+    if not box:
+        return None
+    from medistill.audit.fairness import attributes_of, auroc, group_labels, worst_group
+    from medistill.student.preprocess import as_model_input
+
+    data, split, pre = box["data"], box["split"], box["preprocessor"]
+    X_test, y_test, _ = data.rows(split.test)
+    proba = _torch_proba(box["network"], pre.transform(as_model_input(X_test, data.schema)))
+    out: dict = {}
+    for attribute, groups in attributes_of(fairness).items():
+        labels = group_labels(X_test[attribute], data.schema.feature(attribute).kind)
+        out[attribute] = {}
+        for group, entry in groups.items():
+            mask = labels == group
+            score = auroc(y_test[mask], proba[mask]) if mask.any() else None
+            teacher = entry.get("teacher_auroc")
+            out[attribute][group] = {
+                "judged": entry.get("judged"), "reason": entry.get("reason"),
+                "student_auroc": score, "teacher_auroc": teacher,
+                "retention": (score / teacher if score is not None and teacher else None)}
+    return worst_group(out)
+
+
+def _dp_teacher_worst(fairness: dict) -> float | None:
+    """The lowest DP-teacher (PATE ensemble) ÷ teacher AUROC over the judged groups."""
+    from medistill.audit.fairness import attributes_of
+
+    values = [e["dp_teacher_auroc"] / e["teacher_auroc"]
+              for groups in attributes_of(fairness).values() for e in groups.values()
+              if e.get("judged") and e.get("dp_teacher_auroc") and e.get("teacher_auroc")]
+    return min(values) if values else None
+
+
+def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
+         min_queries: int = MIN_QUERIES) -> dict:
+    """One pipeline run at ``epsilon`` and ``seed``: worst-group figures of both students."""
+    raw = merge({"data": section, "privacy": {"target_epsilon": epsilon},
+                 "labels": {"min_queries": min_queries}, "seed": seed}, OVERRIDES)
+    try:
+        with capture_direct_baseline() as box:
+            outcome, seconds = run_config(raw, folder / f"run-{epsilon}-{seed}")
+    except Exception as exc:  # noqa: BLE001 - the table says which run failed and why
+        return {"epsilon": epsilon, "seed": seed, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    report = outcome.report
+    shutil.rmtree(outcome.run_dir, ignore_errors=True)
+    fairness = report["fairness"]
+    worst = fairness["worst_group"]
+    direct = direct_fairness(box, fairness)
+    return {
+        "epsilon": epsilon, "seed": seed, "seconds": seconds,
+        "n_queries": report["run"]["ensemble"]["n_queries"],
+        "alpha": report["run"]["student"]["alpha"],
+        "teacher": report["utility"]["teacher"]["auroc"],
+        "student": report["utility"]["student"]["auroc"],
+        "direct": (report["utility"]["baselines"].get("dp_sgd_direct") or {}).get("auroc"),
+        "judged_groups": worst["judged_groups"], "unjudged": len(worst["unjudged"]),
+        "student_worst": worst["auroc_retention"],
+        "student_worst_group": (f"{worst['attribute']}={worst['group']}"
+                                if worst["attribute"] else None),
+        "student_gap": worst["retention_gap"],
+        "direct_worst": direct["auroc_retention"] if direct else None,
+        "direct_worst_group": (f"{direct['attribute']}={direct['group']}"
+                               if direct and direct["attribute"] else None),
+        "direct_gap": direct["retention_gap"] if direct else None,
+        "dp_teacher_worst": _dp_teacher_worst(fairness),
+        "groups": {a: {g: {k: e.get(k) for k in ("n_patients", "judged", "retention",
+                                                  "teacher_auroc", "student_auroc")}
+                       for g, e in gs.items()}
+                   for a, gs in fairness.items() if a != "worst_group"},
+    }
+
+
+def run(names: list[str], epsilons: list[float], seeds: list[int], *, folder: Path,
+        cohort_patients: int = 3000, min_queries: int = MIN_QUERIES, log=print,
+        on_dataset=None) -> dict:
+    """Every cell; ``on_dataset(results)`` after each dataset (partial results are kept)."""
+    results: dict = {"min_queries": min_queries, "cohort_patients": cohort_patients,
+                     "datasets": {}}
+    for name in names:
+        section = datasets.data_section(name, folder, n_patients=cohort_patients)
+        rows = results["datasets"].setdefault(name, [])
+        for epsilon in epsilons:
+            for seed in seeds:
+                rows.append(cell(section, epsilon, seed, folder, min_queries=min_queries))
+                r = rows[-1]
+                log(f"fairness {name} ε={epsilon:g} seed={seed}: " + (
+                    r["error"] if "error" in r else
+                    f"worst retention student {fmt(r['student_worst'])} "
+                    f"({r['student_worst_group']}), direct {fmt(r['direct_worst'])} "
+                    f"({r['direct_worst_group']}); {r['judged_groups']} judged, "
+                    f"{r['unjudged']} not; {r['n_queries']} labels; {r['seconds']:.0f} s"))
+        if on_dataset is not None:
+            on_dataset(results)
+    return results
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _per_seed(values: list) -> str:
+    return ", ".join(fmt(v) for v in values)
+
+
+def markdown(results: dict, command: str, versions_line: str) -> str:
+    """One table: per dataset and ε, worst-group retention and largest gap, both students."""
+    rows = []
+    for name, cells in results["datasets"].items():
+        for epsilon in dict.fromkeys(c["epsilon"] for c in cells):
+            ok = [c for c in cells if c["epsilon"] == epsilon and "error" not in c]
+            failed = [c for c in cells if c["epsilon"] == epsilon and "error" in c]
+            if not ok:
+                rows.append([name, f"{epsilon:g}", "run failed: " + failed[0]["error"][:80]]
+                            + [None] * 10)
+                continue
+            rows.append([
+                name, f"{epsilon:g}", len(ok),
+                "–".join(str(v) for v in sorted({c["n_queries"] for c in ok})),
+                f"{_mean([c['judged_groups'] for c in ok]):.0f} / "
+                f"{_mean([c['unjudged'] for c in ok]):.0f}",
+                fmt(_mean([c["student"] for c in ok])), fmt(_mean([c["direct"] for c in ok])),
+                _per_seed([c["student_worst"] for c in ok]),
+                _per_seed([c["direct_worst"] for c in ok]),
+                _per_seed([c["student_gap"] for c in ok]),
+                _per_seed([c["direct_gap"] for c in ok]),
+                ", ".join(sorted({c["student_worst_group"] or "–" for c in ok})),
+                fmt(_mean([c["dp_teacher_worst"] for c in ok]))])
+    header = ["table", "ε", "seeds", "labels bought", "groups judged / not",
+              "student AUROC", "direct AUROC", "worst-group retention: student (per seed)",
+              "direct DP-SGD (per seed)", "largest gap: student", "direct DP-SGD",
+              "student's worst group", "PATE ensemble worst retention"]
+    return (f"Command: `{command}` (labels.min_queries = {results['min_queries']}, cohort of "
+            f"{results['cohort_patients']} patients). Versions: {versions_line}.\n\n"
+            + table(header, rows))
+
+
+__all__ = ["cell", "direct_fairness", "markdown", "run"]
