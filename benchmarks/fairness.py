@@ -7,9 +7,10 @@ Per dataset, ε and seed, one ``run_pipeline`` run (light audit, one DP-SGD seed
 whose ``report.json`` gives the student's per-group figures (``fairness``); the direct
 DP-SGD baseline the same run trains (same ε, same architecture, no teacher) is captured and
 scored on the same test rows and groups, against the same per-group teacher AUROC, with the
-same judging rules (medistill.audit.fairness). ``labels.min_queries`` is lowered (default
-20) so that the student does distil: with the pipeline's default (500) the small tables buy
-no labels at ε ≤ 3 and the student *is* a direct DP-SGD student (docs/benchmarks.md).
+same judging rules (medistill.audit.fairness). ``labels.n_queries`` is fixed (default 200;
+the planner calibrates the GNMax noise to the label share of ε) so that the student does
+distil at every ε: with automatic queries the small tables buy fewer than
+``labels.min_queries`` labels at ε ≤ 3, and the student then *is* a direct DP-SGD student.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from benchmarks import datasets
 from benchmarks.common import LIGHT_AUDIT, fmt, merge, run_config, table
 from benchmarks.privacy_utility import _torch_proba, capture_direct_baseline
 
-MIN_QUERIES = 20
+N_QUERIES = 200
 OVERRIDES = {"teachers": {"reference": "hist_gradient_boosting", "n_jobs": 1},
              "audit": {**LIGHT_AUDIT, "n_jobs": 1, "baseline_seeds": 1}}
 
@@ -65,10 +66,10 @@ def _dp_teacher_worst(fairness: dict) -> float | None:
 
 
 def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
-         min_queries: int = MIN_QUERIES) -> dict:
+         n_queries: int = N_QUERIES) -> dict:
     """One pipeline run at ``epsilon`` and ``seed``: worst-group figures of both students."""
     raw = merge({"data": section, "privacy": {"target_epsilon": epsilon},
-                 "labels": {"min_queries": min_queries}, "seed": seed}, OVERRIDES)
+                 "labels": {"n_queries": n_queries}, "seed": seed}, OVERRIDES)
     try:
         with capture_direct_baseline() as box:
             outcome, seconds = run_config(raw, folder / f"run-{epsilon}-{seed}")
@@ -104,17 +105,17 @@ def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
 
 
 def run(names: list[str], epsilons: list[float], seeds: list[int], *, folder: Path,
-        cohort_patients: int = 3000, min_queries: int = MIN_QUERIES, log=print,
+        cohort_patients: int = 3000, n_queries: int = N_QUERIES, log=print,
         on_dataset=None) -> dict:
     """Every cell; ``on_dataset(results)`` after each dataset (partial results are kept)."""
-    results: dict = {"min_queries": min_queries, "cohort_patients": cohort_patients,
+    results: dict = {"n_queries": n_queries, "cohort_patients": cohort_patients,
                      "datasets": {}}
     for name in names:
         section = datasets.data_section(name, folder, n_patients=cohort_patients)
         rows = results["datasets"].setdefault(name, [])
         for epsilon in epsilons:
             for seed in seeds:
-                rows.append(cell(section, epsilon, seed, folder, min_queries=min_queries))
+                rows.append(cell(section, epsilon, seed, folder, n_queries=n_queries))
                 r = rows[-1]
                 log(f"fairness {name} ε={epsilon:g} seed={seed}: " + (
                     r["error"] if "error" in r else
@@ -163,7 +164,7 @@ def markdown(results: dict, command: str, versions_line: str) -> str:
               "student AUROC", "direct AUROC", "worst-group retention: student (per seed)",
               "direct DP-SGD (per seed)", "largest gap: student", "direct DP-SGD",
               "student's worst group", "PATE ensemble worst retention"]
-    return (f"Command: `{command}` (labels.min_queries = {results['min_queries']}, cohort of "
+    return (f"Command: `{command}` (labels.n_queries = {results['n_queries']}, cohort of "
             f"{results['cohort_patients']} patients). Versions: {versions_line}.\n\n"
             + table(header, rows))
 
