@@ -203,3 +203,19 @@ def test_bad_inputs_are_refused() -> None:
                         rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="3 group labels for 50 rows"):
         fairness_report(y, {"g": groups[:3]}, probas, rng=np.random.default_rng(0))
+
+
+def test_three_classes() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 900)
+    logits = np.eye(3)[y] * 1.5 + rng.normal(0, 1, (900, 3))
+    good = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    flat = np.full((900, 3), 1 / 3) + rng.normal(0, 0.01, (900, 3)).clip(-0.3, 0.3)
+    flat /= flat.sum(axis=1, keepdims=True)
+    groups = np.array(["a", "b"] * 450, dtype=object)
+    out = fairness_report(y, {"g": groups}, {"teacher": good, "student": flat}, n_boot=10,
+                          rng=rng)
+    entry = out["g"]["a"]
+    assert entry["judged"] and 0.75 <= entry["teacher_auroc"] <= 0.95
+    assert 0.4 <= entry["student_auroc"] <= 0.6 and entry["retention"] < 0.8
+    assert abs(entry["calibration_in_the_large"]) < 0.1
