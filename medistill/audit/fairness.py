@@ -155,12 +155,12 @@ def _judge(n_patients: int, class_counts: np.ndarray, teacher_auroc: float | Non
            student_auroc: float | None, rules: JudgingRules) -> str | None:
     """Why a group cannot be judged, or ``None`` if it can."""
     if n_patients < rules.min_patients:
-        return (f"{n_patients} test patients, fewer than the {rules.min_patients} needed to "
-                "judge (audit.fairness_min_patients)")
+        return (f"{n_patients} test patients, fewer than audit.fairness_min_patients = "
+                f"{rules.min_patients}")
     rarest = int(class_counts.min())
     if rarest < rules.min_events:
-        return (f"{rarest} test rows in the rarest outcome class, fewer than the "
-                f"{rules.min_events} needed to judge (audit.fairness_min_events)")
+        return (f"{rarest} test rows in the rarest outcome class, fewer than "
+                f"audit.fairness_min_events = {rules.min_events}")
     if teacher_auroc is None or student_auroc is None:
         return "the teacher's or the student's AUROC is undefined in this group"
     return None

@@ -184,6 +184,12 @@ def _interval(value: Any) -> list[float] | None:
     return list(value) if ok else None
 
 
+def _pct_interval(value: Any) -> str:
+    """``(84.2–103.4 %)`` for a ratio's interval, or empty."""
+    ci = _interval(value)
+    return f"({fmt_pct(ci[0]).removesuffix(' %')}–{fmt_pct(ci[1])})" if ci else ""
+
+
 def _fairness_rows(fairness: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per group of each attribute; reports made before the per-group teacher
     metrics existed give the student's AUROC only."""
@@ -204,6 +210,7 @@ def _fairness_rows(fairness: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "auroc": stats.get("student_auroc", stats.get("auroc")),
                 "retention": stats.get("retention"),
                 "retention_ci": _interval(stats.get("retention_ci")),
+                "retention_ci_text": _pct_interval(stats.get("retention_ci")),
                 "student_auroc_ci": _interval(stats.get("student_auroc_ci")),
                 "calibration_in_the_large": stats.get("calibration_in_the_large"),
                 "ece": stats.get("ece"), "mia_auc": stats.get("mia_auc"),

@@ -145,7 +145,7 @@ def test_small_group_is_flagged_not_gated() -> None:
                           rng=np.random.default_rng(0))
     tiny = out["site"]["tiny"]
     assert tiny["judged"] is False and tiny["small_group"] is True
-    assert "40 test patients, fewer than the 100" in tiny["reason"]
+    assert tiny["reason"] == "40 test patients, fewer than audit.fairness_min_patients = 100"
     assert tiny["student_auroc"] is not None and tiny["retention"] < 0.7  # shown, not hidden
     worst = out["worst_group"]
     assert worst["group"] != "tiny" and worst["judged_groups"] == 2
@@ -166,7 +166,8 @@ def test_rare_outcome_is_not_judged() -> None:
     p = _proba(rng.random(len(y)))
     out = fairness_report(y, {"sex": np.array(["f"] * len(y), dtype=object)},
                           {"teacher": p, "student": p}, n_boot=0, rng=rng)
-    assert "5 test rows in the rarest outcome class" in out["sex"]["f"]["reason"]
+    assert out["sex"]["f"]["reason"] == ("5 test rows in the rarest outcome class, fewer than "
+                                         "audit.fairness_min_events = 10")
     assert out["sex"]["f"]["dp_teacher_auroc"] is None  # no DP teacher given
     assert out["worst_group"]["auroc_retention"] is None
     assert out["worst_group"]["reason"] == "no group was large enough to judge"

@@ -58,7 +58,7 @@ def _group(n: int, teacher: float, student: float, mia: float, ci: list[float], 
             "dp_teacher_auroc_ci": [teacher - 0.03, teacher + 0.01],
             "calibration_in_the_large": -0.01, "ece": 0.02, "mia_auc": mia, "mia_n": n,
             "judged": judged, "small_group": not judged,
-            "reason": None if judged else "60 test patients, fewer than the 100 needed to judge"}
+            "reason": None if judged else "60 test patients, fewer than audit.fairness_min_patients = 100"}
 
 
 def _fairness() -> dict[str, Any]:
@@ -458,8 +458,8 @@ def test_fairness_section_answers_who_pays_first(report: dict[str, Any]) -> None
         "largest gap between groups is 0.024 in sex (male against female). 1 group too small "
         "to judge is flagged below, not gated.")
     table = "\n".join(lines)
-    assert "| age | &lt;40 | 60 | 0.800 | 0.790 | 0.620 | 77.5 % (0.600–0.900) |" in table
-    assert "small group: not judged (60 test patients, fewer than the 100 needed to judge)" in table
+    assert "| age | &lt;40 | 60 | 0.800 | 0.790 | 0.620 | 77.5 % (60.0–90.0 %) |" in table
+    assert "small group: not judged: 60 test patients, fewer than audit.fairness_min_patients = 100 |" in table
     text = " ".join(parse(render_html(report)).body_text)
     assert "Who pays for privacy? Most: age = 65+" in text
 
