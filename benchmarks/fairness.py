@@ -143,6 +143,12 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _span(values: list[int]) -> str:
+    """``4`` or ``4–5``: the range of a count over seeds."""
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def _per_seed(values: list) -> str:
     return ", ".join(fmt(v) for v in values)
 
@@ -161,8 +167,8 @@ def markdown(results: dict, command: str, versions_line: str) -> str:
             rows.append([
                 name, f"{epsilon:g}", len(ok),
                 "–".join(str(v) for v in sorted({c["n_queries"] for c in ok})),
-                f"{_mean([c['judged_groups'] for c in ok]):.0f} / "
-                f"{_mean([c['unjudged'] for c in ok]):.0f}",
+                f"{_span([c['judged_groups'] for c in ok])} / "
+                f"{_span([c['unjudged'] for c in ok])}",
                 fmt(_mean([c["student"] for c in ok])), fmt(_mean([c["direct"] for c in ok])),
                 _per_seed([c["student_worst"] for c in ok]),
                 _per_seed([c["direct_worst"] for c in ok]),
@@ -173,7 +179,7 @@ def markdown(results: dict, command: str, versions_line: str) -> str:
     header = ["table", "ε", "seeds", "labels bought", "groups judged / not",
               "student AUROC", "direct AUROC", "worst-group retention: student (per seed)",
               "direct DP-SGD (per seed)", "largest gap: student", "direct DP-SGD",
-              "student's worst group", "PATE ensemble worst retention"]
+              "student's worst group", "PATE ensemble mean vote (noiseless): worst retention"]
     return (f"Command: `{command}` (labels.n_queries = {results['n_queries']}, cohort of "
             f"{results['cohort_patients']} patients). Versions: {versions_line}.\n\n"
             + table(header, rows))
