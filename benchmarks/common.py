@@ -68,23 +68,118 @@ def merge(raw: dict, overrides: dict | None) -> dict:
     return out
 
 
-def run_config(raw: dict, out_dir: Path, *, all_cores_speed: bool = False):
+# Observers of every ``run_config`` run inside ``with observing(...)`` (benchmarks/stages.py).
+_OBSERVERS: list = []
+
+
+@contextlib.contextmanager
+def observing(observer):
+    """Hand ``observer`` the steps of every :func:`run_config` run inside the block."""
+    _OBSERVERS.append(observer)
+    try:
+        yield observer
+    finally:
+        _OBSERVERS.remove(observer)
+
+
+class Observers:
+    """Fans a pipeline's step events out to several observers, in order. An observer may
+    define ``aborted()``: called when the run raised before its last step finished."""
+
+    def __init__(self, *observers) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def started(self, step: str) -> None:
+        for o in self.observers:
+            o.started(step)
+
+    def finished(self, step: str, artifact: object) -> None:
+        for o in self.observers:
+            o.finished(step, artifact)
+
+    def aborted(self) -> None:
+        for o in self.observers:
+            if hasattr(o, "aborted"):
+                o.aborted()
+
+
+class Artifacts:
+    """A step observer that keeps the artifacts of the steps named in ``keep`` (by step name;
+    the latest wins), for benchmarks that measure what the run built."""
+
+    def __init__(self, *keep: str) -> None:
+        self.keep = set(keep)
+        self.artifacts: dict[str, object] = {}
+
+    def started(self, step: str) -> None:
+        pass
+
+    def finished(self, step: str, artifact: object) -> None:
+        if step in self.keep:
+            self.artifacts[step] = artifact
+
+    def get(self, step: str, default=None):
+        return self.artifacts.get(step, default)
+
+
+def plan_of(artifacts: Artifacts):
+    """The ``RunPlan`` of the ``plan`` step (its artifact is ``(plan, public_table)``)."""
+    plan = artifacts.get("plan")
+    return plan[0] if isinstance(plan, tuple) else plan
+
+
+def prepared_of(artifacts: Artifacts):
+    """The run's ``Prepared`` after the canary draw when the run reports it (step
+    ``canaries``), else as the ``prepare`` step left it."""
+    return artifacts.get("canaries") or artifacts.get("prepare")
+
+
+class _AuditCores:
+    """Shows the audit step only ``threads`` cores (``os.cpu_count``), so it skips its
+    all-cores speed pass; the steps before it see every core."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._patch = None
+
+    def started(self, step: str) -> None:
+        if step == "audit" and self._patch is None:
+            self._patch = mock.patch("medistill.audit.assemble.os.cpu_count",
+                                     return_value=self.threads)
+            self._patch.start()
+
+    def finished(self, step: str, artifact: object) -> None:
+        if step == "audit":
+            self.aborted()
+
+    def aborted(self) -> None:
+        if self._patch is not None:
+            self._patch.stop()
+            self._patch = None
+
+
+def run_config(raw: dict, out_dir: Path, *, all_cores_speed: bool = False, observer=None):
     """``run_pipeline`` on a raw pipeline document, quietly; returns (outcome, seconds).
 
-    Unless ``all_cores_speed``, the audit's second speed pass on all cores is skipped (as
-    benchmarks/student_dp_sgd.py does): the speed part measures it once, on its own."""
+    ``observer`` (and every observer registered by :func:`observing`) is told each step's
+    start and handed its artifact. Unless ``all_cores_speed``, the audit's second speed
+    pass on all cores is skipped (as benchmarks/student_dp_sgd.py does): the speed part
+    measures it once, on its own."""
     from rich.console import Console
 
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
 
     config = parse_config(raw, source="benchmark")
+    watch = Observers(observer, *_OBSERVERS,
+                      None if all_cores_speed else _AuditCores(config.audit.threads))
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if not all_cores_speed:
-            stack.enter_context(mock.patch("medistill.audit.assemble.os.cpu_count",
-                                           return_value=config.audit.threads))
-        outcome = run_pipeline(config, out_dir, console=Console(file=io.StringIO()))
+    try:
+        outcome = run_pipeline(config, out_dir, console=Console(file=io.StringIO()),
+                               observer=watch)
+    except BaseException:
+        watch.aborted()
+        raise
     return outcome, time.perf_counter() - started
 
 

@@ -7,7 +7,8 @@ Per dataset, ε and seed, one ``run_pipeline`` run (light audit, one DP-SGD seed
 whose ``report.json`` gives the student's per-group figures (``fairness``); the direct
 DP-SGD baseline the same run trains (same ε, same architecture, no teacher) is captured and
 scored on the same test rows and groups, against the same per-group teacher AUROC, with the
-same judging rules (medistill.audit.fairness). ``labels.n_queries`` is fixed (default 200;
+same judging rules (medistill.audit.fairness); the baseline's network is read from the
+run's step artifacts (``benchmarks.common.Artifacts``). ``labels.n_queries`` is fixed (default 200;
 the planner calibrates the GNMax noise to the label share of ε) so that the student does
 distil at every ε: with automatic queries the small tables buy fewer than
 ``labels.min_queries`` labels at ε ≤ 3, and the student then *is* a direct DP-SGD student.
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import datasets
-from benchmarks.common import LIGHT_AUDIT, fmt, merge, run_config, table
-from benchmarks.privacy_utility import _torch_proba, capture_direct_baseline
+from benchmarks.common import LIGHT_AUDIT, Artifacts, fmt, merge, run_config, table
+from benchmarks.privacy_utility import DIRECT_STEPS, _torch_proba, direct_baseline_box
 from medistill.errors import PrivacyBudgetError
 
 N_QUERIES = 200
@@ -76,8 +77,11 @@ def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
         raw = merge({"data": section, "privacy": {"target_epsilon": epsilon},
                      "labels": {"n_queries": queries}, "seed": seed}, OVERRIDES)
         try:
-            with capture_direct_baseline() as box:
-                outcome, seconds = run_config(raw, folder / f"run-{epsilon}-{seed}")
+            artifacts = Artifacts(*DIRECT_STEPS)
+            outcome, seconds = run_config(raw, folder / f"run-{epsilon}-{seed}",
+                                          observer=artifacts)
+            box = direct_baseline_box(artifacts)
+            del artifacts
             break
         except PrivacyBudgetError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]

@@ -26,18 +26,16 @@ non-private student, diffprivlib) is measured with the loss-threshold attack of
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
 from benchmarks import datasets
-from benchmarks.common import LIGHT_AUDIT, fmt, mean_spread, ms, run_config, table
+from benchmarks.common import (LIGHT_AUDIT, Artifacts, fmt, mean_spread, ms, prepared_of,
+                               run_config, table)
 from benchmarks.diffprivlib_env import dp_logistic_regression, ensure_env
 from medistill.errors import PrivacyBudgetError
 
@@ -45,38 +43,22 @@ MAX_PER_SIDE = 5000
 PATE_FALLBACK_QUERIES = 100
 
 
-@contextmanager
-def capture_direct_baseline():
-    """Keep the direct DP-SGD baseline's network, preprocessor and member rows, so that the
-    benchmark can attack it (the report gives only its utility)."""
-    import medistill.pipeline as pipeline_mod
+DIRECT_STEPS = ("prepare", "canaries", "student", "baselines")
 
-    box: dict = {}
-    original = pipeline_mod.Pipeline._direct_baseline
-    signature = inspect.signature(original)
 
-    def wrapper(self, *args, **kwargs):
-        nets = []
-        real_train = pipeline_mod.train_student
-
-        def spy(*a, **k):
-            net, rec = real_train(*a, **k)
-            nets.append(net)
-            return net, rec
-
-        with mock.patch.object(pipeline_mod, "train_student", spy):
-            result = original(self, *args, **kwargs)
-        try:
-            bound = signature.bind(self, *args, **kwargs).arguments
-            box.update(network=nets[-1], preprocessor=bound["preprocessor"], data=bound["data"],
-                       split=bound["split"], members=bound["split"].train[bound["plan"]["dp_rows"]],
-                       delta=bound["delta"])
-        except (KeyError, TypeError, IndexError):
-            box.clear()
-        return result
-
-    with mock.patch.object(pipeline_mod.Pipeline, "_direct_baseline", wrapper):
-        yield box
+def direct_baseline_box(artifacts: Artifacts) -> dict:
+    """What attacking the direct DP-SGD baseline needs, from a run's step artifacts: its
+    first seed's network (``baselines``), the student's preprocessor, which it shares
+    (``student``), and the data, split, member rows and δ (``prepare``, or ``canaries``
+    when the run reports the canary draw: canary patients left out of DP-SGD are then not
+    counted as members). Empty when the run trained no direct baseline."""
+    direct = (artifacts.get("baselines") or {}).get("direct")
+    prepared, student = prepared_of(artifacts), artifacts.get("student")
+    if direct is None or not direct.networks or prepared is None or student is None:
+        return {}
+    return {"network": direct.networks[0], "preprocessor": student.preprocessor,
+            "data": prepared.data, "split": prepared.split,
+            "members": prepared.split.train[prepared.dp_rows], "delta": prepared.ledger.delta}
 
 
 def _nonmembers(data, split) -> np.ndarray:
@@ -195,8 +177,11 @@ def pipeline_cell(section: dict, epsilon: float, seed: int, folder: Path,
     base = merge(base, overrides)
     out: dict = {}
     try:
-        with capture_direct_baseline() as box:
-            outcome, seconds = run_config(base, folder / f"main-{epsilon}-{seed}")
+        artifacts = Artifacts(*DIRECT_STEPS)
+        outcome, seconds = run_config(base, folder / f"main-{epsilon}-{seed}",
+                                      observer=artifacts)
+        box = direct_baseline_box(artifacts)
+        del artifacts
     except Exception as exc:  # noqa: BLE001 - the table says which run failed and why
         return {"main": {"error": f"{type(exc).__name__}: {exc}"[:300]},
                 "pate": {"error": "not run"}}
@@ -209,7 +194,7 @@ def pipeline_cell(section: dict, epsilon: float, seed: int, folder: Path,
         "teacher_kind": rep["run"]["teacher"]["kind"],
         "n_queries": rep["run"]["ensemble"]["n_queries"], "alpha": rep["run"]["student"]["alpha"],
         "student": util["student"]["auroc"], "teacher": util["teacher"]["auroc"],
-        "ensemble": util["ensemble"]["auroc"],
+        "ensemble": util.get("ensemble", {}).get("auroc"),   # None: the plan bought no labels
         "lr_nonprivate": util["baselines"]["logistic_regression_nonprivate"]["auroc"],
         "direct": direct["auroc"] if direct else None,
         "direct_epsilon": direct.get("epsilon") if direct else None,
@@ -314,8 +299,9 @@ def summary(entry: dict) -> dict:
     dpl_np = [s["outside"]["diffprivlib"]["runs"].get(None, {}).get("auroc") for s in seeds]
     mains = [(s, c["main"]) for s in seeds for c in s["cells"].values() if "error" not in c["main"]]
     teacher = [m["teacher"] for _, m in mains]
-    best = [max(m["teacher"], m["ensemble"], m["lr_nonprivate"],
-                s["outside"]["nonprivate_student"]["auroc"]) for s, m in mains]
+    best = [max(v for v in (m["teacher"], m["ensemble"], m["lr_nonprivate"],
+                            s["outside"]["nonprivate_student"]["auroc"]) if v is not None)
+            for s, m in mains]
     out["nonprivate"] = {"student_np": mean_spread(np_student), "teacher": mean_spread(teacher),
                          "best": mean_spread(best), "lr": mean_spread(dpl_np),
                          "teacher_kinds": sorted({m["teacher_kind"] for _, m in mains})}

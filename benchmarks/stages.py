@@ -1,45 +1,45 @@
-"""Per-stage wall time and peak memory of one ``run_pipeline`` run, measured from outside.
+"""Per-stage wall time and peak memory of ``run_pipeline`` runs, from the pipeline's own
+step observer (``run_pipeline(..., observer=...)``; nothing is patched).
 
-The pipeline does not report its stage timings, so :func:`instrument` wraps the functions
-that ``medistill.pipeline`` and ``medistill.audit.assemble`` call for each stage (by
-patching their module attributes for the duration of the run). Time is *exclusive*: a
-stage nested in another (the audit's speed pass inside the audit) is not counted twice. A
-sampling thread reads the process's resident memory every 50 ms and keeps the peak per
-stage. Anything the patch cannot find (the library changes) is simply not split out:
-its time lands in the enclosing stage, or in "other".
+A :class:`StageTimer` turns the observer's ``started(step)`` / ``finished(step, artifact)``
+calls into stages of a :class:`StageClock`. Time is *exclusive*: a stage nested in another is
+not counted twice, and time between steps (the canary draw, the budget check, progress
+messages) lands in "other". The audit step runs the audit-only baselines first and says so
+with ``finished("baselines", ...)``; the timer splits the audit there. Finer splits inside a
+step (reference teacher vs. ensemble, speed vs. membership inference) would need patching
+the library, so they are not made. A sampling thread reads the process's resident memory
+every 50 ms and keeps the peak per stage.
+
+``with instrument() as clock:`` times every ``benchmarks.common.run_config`` run inside it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-# (module, attribute, stage); attribute "Class.method" patches a method.
-TARGETS = (
-    ("medistill.pipeline", "load_sensitive", "read data"),
-    ("medistill.pipeline", "split_patients", "read data"),
-    ("medistill.pipeline", "select_reference_teacher", "reference teacher (CV selection + fit)"),
-    ("medistill.pipeline", "make_teacher", "reference teacher (CV selection + fit)"),  # + its fit
-    ("medistill.pipeline", "PartitionedEnsemble.fit", "teacher ensemble"),
-    ("medistill.pipeline", "Pipeline._plan", "budget plan"),
-    ("medistill.pipeline", "release_marginals", "transfer data"),
-    ("medistill.pipeline", "SchemaPriorSampler.sample", "transfer data"),
-    ("medistill.pipeline", "Pipeline._synthesize", "transfer data"),
-    ("medistill.pipeline", "PartitionedEnsemble.vote_histogram", "noisy labels"),
-    ("medistill.pipeline", "PartitionedEnsemble.teacher_probabilities", "noisy labels"),
-    ("medistill.pipeline", "make_preprocessor", "student (preprocess + DP-SGD)"),
-    ("medistill.pipeline", "train_student", "student (preprocess + DP-SGD)"),
-    ("medistill.pipeline", "Pipeline._student_data", "student (preprocess + DP-SGD)"),
-    ("medistill.pipeline", "export_student", "ONNX export"),
-    ("medistill.pipeline", "Pipeline._direct_baseline", "direct DP-SGD baseline"),
-    ("medistill.pipeline", "build_report", "audit: utility, fairness, gates"),
-    ("medistill.audit.assemble", "bootstrap_metrics", "audit: bootstrap"),
-    ("medistill.audit.assemble", "_speed", "audit: speed"),
-    ("medistill.audit.assemble", "_mia", "audit: membership inference"),
-    ("medistill.audit.assemble", "canary_audit", "audit: membership inference"),
-    ("medistill.pipeline", "write_run_files", "write run folder"),
-)
+from benchmarks.common import observing
+
+# The pipeline's steps (``medistill.pipeline.run_into``) and the stage each is reported as.
+STEP_STAGES = {
+    "prepare": "read data (load, split, noisy counts)",
+    "plan": "budget plan",
+    "canaries": "other",
+    "teachers": "teachers (reference + ensemble)",
+    "transfer": "transfer data",
+    "labels": "noisy labels",
+    "student": "student (preprocess + DP-SGD)",
+    "export": "ONNX export",
+    "baselines": "audit-only baselines (direct DP-SGD, replicates, LR)",
+    "audit": "audit: utility, speed, MIA, fairness, report files",
+}
+
+
+def stage_of(step: str) -> str:
+    """The stage a step is reported as (an unknown step under its own name)."""
+    return STEP_STAGES.get(step, step)
 
 
 def _rss() -> int:
@@ -56,7 +56,7 @@ def _rss() -> int:
 
 class StageClock:
     """Exclusive time and peak RSS per stage; thread-safe enough for the pipeline (its
-    stages run in the main thread; worker threads inside a stage count toward it)."""
+    steps run in the main thread; worker threads inside a step count toward it)."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.stack: list[str] = ["other"]
@@ -96,7 +96,8 @@ class StageClock:
         with self._lock:
             self._note_rss()
             self._charge()
-            self.stack.pop()
+            if len(self.stack) > 1:
+                self.stack.pop()
 
     def start(self) -> None:
         self._last = time.perf_counter()
@@ -115,62 +116,70 @@ class StageClock:
                 for stage in self.seconds}
 
 
-def _wrap(func, stage: str, clock: StageClock):
-    def wrapper(*args, **kwargs):
-        if not stage.startswith("audit") and any(s.startswith("audit") for s in clock.stack):
-            return func(*args, **kwargs)  # e.g. the ensemble's predictions inside the audit
-        clock.enter(stage)
-        try:
-            return func(*args, **kwargs)
-        finally:
-            clock.leave()
-    wrapper.__wrapped__ = func
-    return wrapper
+class StageTimer:
+    """A pipeline step observer that drives a :class:`StageClock`.
 
+    Today the audit step begins with the audit-only baselines and reports
+    ``finished("baselines", ...)`` without a ``started("baselines")``: the audit's time up
+    to then is the baselines', the rest the audit's. Should the baselines become a step of
+    their own (``started("baselines")``), they are timed like any other step.
+    """
 
-def _wrap_factory(func, stage: str, clock: StageClock):
-    """``make_teacher`` returns an unfitted model that the pipeline fits at once: time that
-    first ``fit`` too (the instance attribute is removed after it, so pickling still works)."""
-    def wrapper(*args, **kwargs):
-        model = func(*args, **kwargs)
-        original_fit = model.fit
+    def __init__(self, clock: StageClock) -> None:
+        self.clock = clock
+        self._open: list[str] = []          # steps started and not yet finished
+        self._baselines_step = False        # this run has a "baselines" step of its own
+        self._provisional = False           # the audit's start is being timed as baselines
 
-        def fit(*a, **k):
-            model.__dict__.pop("fit", None)
-            clock.enter(stage)
-            try:
-                return original_fit(*a, **k)
-            finally:
-                clock.leave()
-        try:
-            model.fit = fit
-        except AttributeError:
-            pass
-        return model
-    return wrapper
+    def started(self, step: str) -> None:
+        if step == "prepare":               # a new run
+            self.aborted()
+        if step == "baselines":
+            self._baselines_step = True
+            if self._provisional:           # the audit's start was the audit's after all
+                self._provisional = False
+                self.clock.leave()
+                self.clock.enter(stage_of("audit"))
+        self._open.append(step)
+        if step == "audit" and not self._baselines_step:
+            self._provisional = True
+            self.clock.enter(stage_of("baselines"))
+            return
+        self.clock.enter(stage_of(step))
+
+    def finished(self, step: str, artifact: object) -> None:
+        if step == "baselines" and self._provisional:
+            self._provisional = False
+            self.clock.leave()
+            self.clock.enter(stage_of("audit"))
+            return
+        if step not in self._open:
+            return
+        # Close this step, and any step an exception left open inside it.
+        while self._open:
+            self.clock.leave()
+            if self._open.pop() == step:
+                break
+        if step == "audit":
+            self._provisional = False
+
+    def aborted(self) -> None:
+        """The run raised: close the steps it left open."""
+        while self._open:
+            self._open.pop()
+            self.clock.leave()
+        self._baselines_step = self._provisional = False
 
 
 @contextmanager
-def instrument(targets=TARGETS):
-    """Patch the stage functions; yields the running :class:`StageClock`."""
-    import importlib
-    from unittest import mock
+def instrument() -> Iterator[StageClock]:
+    """Time every :func:`benchmarks.common.run_config` run inside; yields the clock."""
+    import medistill.pipeline  # noqa: F401 - imported before the clock starts, not in "other"
 
     clock = StageClock()
-    with ExitStack() as stack:
-        for module_name, attribute, stage in targets:
-            module = importlib.import_module(module_name)
-            owner, name = module, attribute
-            if "." in attribute:
-                cls_name, name = attribute.split(".", 1)
-                owner = getattr(module, cls_name, None)
-            original = getattr(owner, name, None) if owner is not None else None
-            if original is None:
-                continue
-            wrap = _wrap_factory if attribute == "make_teacher" else _wrap
-            stack.enter_context(mock.patch.object(owner, name, wrap(original, stage, clock)))
-        clock.start()
-        try:
+    clock.start()
+    try:
+        with observing(StageTimer(clock)):
             yield clock
-        finally:
-            clock.stop()
+    finally:
+        clock.stop()

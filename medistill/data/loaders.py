@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from medistill.data.checks import check_headers
 from medistill.errors import DataError
 
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -30,6 +32,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError(f"'{path}' is not UTF-8 text (byte {exc.start}): save it as UTF-8 "
                         "CSV, or convert it to Parquet.") from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header line as written: pandas renames a repeated ``age`` to ``age.1``."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -63,9 +71,8 @@ def load_table(path: Path | str, fmt: str | None = None) -> pd.DataFrame:
         raise DataError(f"'{path}': unknown table format '{fmt}'; expected csv or parquet.")
     if frame.empty:
         raise DataError(f"'{path}' has a header but no rows: expected at least one record.")
-    duplicated = frame.columns[frame.columns.duplicated()].tolist()
-    if duplicated:
-        raise DataError(f"'{path}': column names must be unique; repeated: {duplicated}.")
+    check_headers(_csv_header(path) if fmt in ("csv", "txt") else list(frame.columns),
+                  source=f"'{path}'")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 

@@ -72,11 +72,11 @@ def coerce_numeric(frame: pd.DataFrame, column: str, *, source: str) -> pd.Serie
         return series.astype(float)
     bad = _first_non_numeric(series)
     if bad is not None:
-        row, value = bad
-        shown = value if len(value) <= 24 else value[:21] + "..."
+        row, _ = bad
         raise DataError(
             f"{source}: column '{column}' is numeric but row {row + 2} (line {row + 2} of a "
-            f"CSV with a header) holds '{shown}', which is not a number.",
+            "CSV with a header) holds text that is not a number (the value is not shown: it "
+            "may identify a patient).",
             hint="Fix or blank the cell (blank cells are treated as missing), or declare the "
                  f"column as categorical: data.feature_types.{column}: categorical.")
     return pd.to_numeric(series.astype(str).str.strip().replace("", np.nan), errors="coerce")

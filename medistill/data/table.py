@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medistill.config import DataConfig
 from medistill.data.builtin import builtin_table
+from medistill.data.checks import (
+    InputNote,
+    check_class_sizes,
+    check_finite,
+    check_free_text,
+    check_label_type,
+    check_size,
+    drop_note,
+    leakage_notes,
+    normalise_label_spellings,
+    uninformative,
+)
 from medistill.data.identifiers import detect_identifiers
 from medistill.data.loaders import load_table
 from medistill.data.schema import (
@@ -34,6 +47,10 @@ class SensitiveData:
     schema: TableSchema
     name: str
     caveats: tuple[str, ...] = ()
+    # (stage, dp-accounting event, description) of charged data-derived choices (e.g. OMOP
+    # concept selection): the pipeline records them in the run's ledger before planning.
+    privacy_events: tuple[tuple[str, Any, str], ...] = ()
+    notes: tuple[InputNote, ...] = ()  # input checks: dropped columns, label leakage, ...
 
     def rows(self, index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         """Features, labels and patient ids of the given rows."""
@@ -77,12 +94,22 @@ def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None,
 
 def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     """Read the sensitive records named in ``config`` and check them."""
-    frame, label, id_column, identifiers, source = _read(config, seed)
+    events: tuple[tuple[str, Any, str], ...] = ()
+    source_caveats: tuple[str, ...] = ()
+    if config.source == "omop":
+        from medistill.data.omop import read_omop
+
+        omop = read_omop(config.omop, label=config.label)
+        frame, label, id_column, source = omop.table, omop.label, omop.id_column, omop.source
+        identifiers, events, source_caveats = config.identifiers, omop.privacy_events, omop.caveats
+    else:
+        frame, label, id_column, identifiers, source = _read(config, seed)
     _require_column(frame, label, "label", source)
     if id_column is not None:
         _require_column(frame, id_column, "patient id", source)
     for column in identifiers:
         _require_column(frame, column, "identifier", source)
+    check_size(frame[id_column].nunique() if id_column else len(frame), source=source)
     declared = set(identifiers) | {label} | set(config.feature_types)
     if id_column:
         declared.add(id_column)
@@ -106,39 +133,61 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     if not candidates:
         raise DataError(f"{source}: no feature columns are left after removing the label, the "
                         "patient id and the identifiers.")
-    labels, classes = encode_labels(frame[label], source=source, label=label)
+    label_values, notes = normalise_label_spellings(frame[label], label=label)
+    if label_values.notna().all():
+        check_label_type(label_values, source=source, label=label)
+    labels, classes = encode_labels(label_values, source=source, label=label)
+    check_class_sizes(labels, classes, source=source, label=label)
     patient_ids = (frame[id_column].astype(str).to_numpy() if id_column
                    else np.array([f"row{i}" for i in range(len(frame))]))
     if id_column and frame[id_column].isna().any():
         row = int(frame[id_column].isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: the patient id column '{id_column}' is empty in row {row + 2}.")
 
-    specs, columns, caveats = [], {}, []
+    specs, columns, caveats = [], {}, list(source_caveats)
     inferred_categories = []
     for column in candidates:
+        empty_or_constant = uninformative(frame[column])
+        if empty_or_constant:
+            notes.append(drop_note(empty_or_constant, column))
+            continue
         kind = config.feature_types.get(column) or infer_kind(frame[column])
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
             values = values.map(lambda v: None if v is None else str(v).strip())
-            cats = public_categories(values, config.min_category_count)
+            check_free_text(values, source=source, column=column,
+                            declared=column in config.feature_types)
+            # Every category is a candidate here; which reach any model is decided later by
+            # a declared list or a charged DP threshold on patient counts
+            # (medistill.data.categories, in the pipeline's prepare step).
+            cats = public_categories(values, 1)
             inferred_categories.append(column)
             specs.append(FeatureSpec(column, CATEGORICAL, cats))
             columns[column] = values.where(values.isin(cats), None)
         else:
             columns[column] = coerce_numeric(frame, column, source=source)
+            check_finite(columns[column], source=source, column=column)
             specs.append(FeatureSpec(column, kind))
+    if not specs:
+        raise DataError(f"{source}: no usable feature columns: every candidate column is "
+                        "empty, constant or without a frequent category.")
     if inferred_categories:
         caveats.append(
             "Category lists of " + ", ".join(inferred_categories) + " were read from the "
-            f"sensitive table (categories seen in fewer than {config.min_category_count} rows "
-            "were dropped) and are treated as public schema metadata.")
+            "sensitive table; the pipeline keeps only categories declared in "
+            "transfer.categories or chosen by a charged DP threshold on patient counts.")
+    if any(n.kind.startswith("dropped_") for n in notes):
+        caveats.append("Which columns were dropped as empty or constant was read from the "
+                       "sensitive table and is treated as public schema metadata.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,
                          id_column=id_column, dropped_identifiers=tuple(identifiers))
     features = pd.DataFrame(columns)
+    notes.extend(leakage_notes(features, labels, {f.name: f.kind for f in specs}, label=label))
     return SensitiveData(features=features, labels=labels, patient_ids=patient_ids,
-                         schema=schema, name=source, caveats=tuple(caveats))
+                         schema=schema, name=source, caveats=tuple(caveats),
+                         privacy_events=events, notes=tuple(notes))
 
 
 __all__ = ["SensitiveData", "load_sensitive"]

@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medistill.errors import MedistillError
 
@@ -19,7 +20,7 @@ err = Console(stderr=True)
 
 
 def _fail(error: MedistillError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {error.render()}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(error.render())}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 
@@ -91,7 +92,7 @@ def serve(
     except MedistillError as error:
         _fail(error)
     if not _is_loopback(host) and not token:
-        err.print(f"[bold yellow]warning:[/] serving on {host} without a token: anyone who "
+        err.print(f"[bold yellow]warning:[/] serving on {escape(host)} without a token: anyone who "
                   "can reach this port can query the model. Set MEDISTILL_TOKEN.",
                   highlight=False, soft_wrap=True)
     err.print(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, "

@@ -240,7 +240,12 @@ class CsvSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.names = self._header()
+        self.header = self._header()
+        # Spaces around a header are dropped, as when the training table was read.
+        self.names = [name.strip() for name in self.header]
+        if self.names != self.header and len(set(self.names)) < len(self.names):
+            raise DataError(f"{path.name}: two columns of the header line differ only in "
+                            "surrounding spaces.", hint="Rename or remove one of them.")
 
     def _header(self) -> list[str]:
         with self.path.open("rb") as handle:
@@ -272,7 +277,10 @@ class CsvSource:
         try:
             reader = pacsv.open_csv(
                 self.path,
-                read_options=pacsv.ReadOptions(use_threads=False, block_size=_BLOCK_BYTES),
+                read_options=pacsv.ReadOptions(
+                    use_threads=False, block_size=_BLOCK_BYTES,
+                    **({} if self.names == self.header else
+                       {"column_names": self.names, "skip_rows": 1})),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(columns),

@@ -8,9 +8,11 @@ dp-accounting alone (see :func:`event_from_entry`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -87,18 +89,26 @@ def entries_from_event(stage: str, event: dpa.DpEvent, description: str = "") ->
                      "Laplace, Poisson-sampled Gaussian, non-private, and their compositions.")
 
 
+@contextlib.contextmanager
+def quiet_accounting() -> Iterator[None]:
+    """Silence dp-accounting's harmless chatter: the RDP accountant logs orders it skips for
+    tiny noise (skipping keeps the bound valid) and PLD overflows for negligible losses."""
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def epsilon_of(events: list[dpa.DpEvent], delta: float, accountant: AccountantName) -> float:
     """ε at ``delta`` of the composition of ``events`` under one accountant."""
     if any(isinstance(e, dpa.NonPrivateDpEvent) for e in events):
         return math.inf
-    acc = make_accountant(accountant)
-    verbosity = absl_logging.get_verbosity()
-    # The RDP accountant logs orders it skips for tiny noise; skipping keeps the bound valid.
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        return _compose(acc, events, delta)
-    finally:
-        absl_logging.set_verbosity(verbosity)
+    with quiet_accounting():
+        return _compose(make_accountant(accountant), events, delta)
 
 
 def _compose(acc: dpa.PrivacyAccountant, events: list[dpa.DpEvent], delta: float) -> float:
@@ -120,29 +130,46 @@ class PrivacyLedger:
     """
 
     def __init__(self, *, delta: float, accountant: AccountantName = "pld",
-                 name: str = "sensitive patients") -> None:
+                 name: str = "sensitive patients", formal: bool = True) -> None:
         if not 0 < delta < 1:
             raise ValueError(f"delta must be in (0, 1). Found {delta}.")
         make_accountant(accountant)
         self.delta = float(delta)
         self.accountant = accountant
         self.name = name
+        # False when the run's DP noise followed a recorded seed (privacy.reproducible_noise):
+        # the entries still say what was done, but nothing formal protects the patients.
+        self.formal = bool(formal)
+        # δ added outside the accountant by thresholded releases (DP category selection): the
+        # guarantee's δ is ``delta + threshold_delta``.
+        self.threshold_delta = 0.0
         self._entries: list[LedgerEntry] = []
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         return tuple(self._entries)
 
-    def record(self, stage: str, event: dpa.DpEvent, description: str = "") -> None:
-        """Record that ``stage`` ran the mechanism ``event`` on sensitive rows."""
+    def record(self, stage: str, event: dpa.DpEvent, description: str = "", *,
+               threshold_delta: float = 0.0) -> None:
+        """Record that ``stage`` ran the mechanism ``event`` on sensitive rows;
+        ``threshold_delta`` is δ it adds outside the accountant (a thresholded release)."""
         self._entries.extend(entries_from_event(stage, event, description))
+        self.threshold_delta += float(threshold_delta)
+
+    @property
+    def total_delta(self) -> float:
+        """The δ of the guarantee: the accountant's plus any threshold δ."""
+        return self.delta + self.threshold_delta
 
     @property
     def formal_guarantee(self) -> bool:
-        return all(e.mechanism != "non_private" for e in self._entries)
+        return self.formal and all(e.mechanism != "non_private" for e in self._entries)
 
     def epsilon(self) -> float:
-        """ε of everything recorded, at this ledger's δ (∞ if any stage is non-private)."""
+        """ε of everything recorded, at this ledger's δ (∞ if any stage is non-private).
+
+        With reproducible noise this is what the entries would cost with secret noise; the
+        run itself has no guarantee (``formal_guarantee`` is False)."""
         if not self._entries:
             return 0.0
         return epsilon_of([event_from_entry(e) for e in self._entries], self.delta, self.accountant)
@@ -172,13 +199,20 @@ class PrivacyLedger:
         return {"name": self.name, "unit": "patient", "accountant": self.accountant,
                 "pld_value_discretization": PLD_DISCRETIZATION if self.accountant == "pld" else None,
                 "neighbouring_relation": "add or remove one patient",
-                "delta": self.delta, "epsilon": None if math.isinf(eps) else eps,
-                "formal_guarantee": self.formal_guarantee, "entries": rows}
+                "delta": self.delta, "threshold_delta": self.threshold_delta,
+                "delta_total": self.total_delta, "epsilon": None if math.isinf(eps) else eps,
+                "formal_guarantee": self.formal_guarantee,
+                "noise_source": ("fresh OS entropy (ChaCha20), never recorded" if self.formal
+                                 else "the recorded seed (privacy.reproducible_noise: testing only)"),
+                "entries": rows}
 
     @classmethod
     def from_dict(cls, data: dict) -> PrivacyLedger:
         """Rebuild a ledger from ``to_dict`` output (used to recompute ε independently)."""
-        ledger = cls(delta=data["delta"], accountant=data["accountant"], name=data.get("name", ""))
+        formal = not str(data.get("noise_source", "")).startswith("the recorded seed")
+        ledger = cls(delta=data["delta"], accountant=data["accountant"], name=data.get("name", ""),
+                     formal=formal)
+        ledger.threshold_delta = float(data.get("threshold_delta", 0.0))
         for row in data["entries"]:
             ledger._entries.append(LedgerEntry(
                 stage=row["stage"], mechanism=row["mechanism"],

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dp_accounting as dpa
+from dp_accounting import mechanism_calibration
 
 from medistill.errors import PrivacyBudgetError
-from medistill.privacy.ledger import AccountantName, epsilon_of
+from medistill.privacy.ledger import (
+    AccountantName, epsilon_of, make_accountant, quiet_accounting)
 
 
 @dataclass(frozen=True)
@@ -26,33 +28,54 @@ class StagePlan:
     event_for: Callable[[float], dpa.DpEvent]
     max_noise: float
     what: str
+    min_noise: float = 0.3
+
+
+def _fits(events: list[dpa.DpEvent], epsilon: float, delta: float,
+          accountant: AccountantName) -> bool:
+    return epsilon_of(events, delta, accountant) <= epsilon
 
 
 def calibrate_noise(event_for: Callable[[float], dpa.DpEvent], epsilon: float, delta: float,
-                    accountant: AccountantName, *, low: float = 0.3, high: float = 1e5,
-                    iterations: int = 40) -> float:
-    """The smallest noise multiplier (to 0.2 %) whose event alone costs at most ``epsilon``."""
+                    accountant: AccountantName, *, low: float = 0.3, high: float = 1e5) -> float:
+    """The smallest noise multiplier in [low, high] whose event alone costs at most
+    ``epsilon`` (to 0.2 %), found by dp-accounting's ``calibrate_dp_mechanism``; ∞ when
+    even ``high`` costs more, ``low`` when ``low`` already fits.
+
+    For PLD the search is first made with RDP, which is cheap and looser, so its answer
+    brackets the PLD one from above; PLD is then evaluated only near the answer (a PLD at
+    very small noise has millions of points).
+    """
     if accountant == "pld":
-        # RDP is looser than PLD, so the RDP answer brackets the PLD one from above.
         upper = calibrate_noise(event_for, epsilon, delta, "rdp", low=low, high=high)
         if math.isinf(upper):
             return upper
         low, high = max(low, 0.4 * upper), upper
-        if epsilon_of([event_for(high)], delta, accountant) > epsilon:  # not expected
-            low, high = upper, 1e5
-    if epsilon_of([event_for(high)], delta, accountant) > epsilon:
+        if not _fits([event_for(high)], epsilon, delta, accountant):  # not expected
+            return upper
+    elif not _fits([event_for(high)], epsilon, delta, accountant):
         return math.inf
-    if epsilon_of([event_for(low)], delta, accountant) <= epsilon:
+    if _fits([event_for(low)], epsilon, delta, accountant):
         return low
-    for _ in range(iterations):
-        mid = math.sqrt(low * high)
-        if epsilon_of([event_for(mid)], delta, accountant) <= epsilon:
-            high = mid
-        else:
-            low = mid
-        if high / low < 1.002:
-            break
-    return high
+    with quiet_accounting():
+        noise = mechanism_calibration.calibrate_dp_mechanism(
+            lambda: make_accountant(accountant), event_for, epsilon, delta,
+            mechanism_calibration.ExplicitBracketInterval(low, high), tol=2e-3 * low)
+    return float(noise)
+
+
+def max_count(event_for: Callable[[int], dpa.DpEvent], epsilon: float, delta: float,
+              accountant: AccountantName, cap: int) -> int:
+    """The largest count q ≤ ``cap`` (e.g. label queries) whose event ``event_for(q)`` costs at
+    most ``epsilon``; 0 when even one is too many (dp-accounting's discrete calibration)."""
+    if cap < 1 or not _fits([event_for(1)], epsilon, delta, accountant):
+        return 0
+    if _fits([event_for(cap)], epsilon, delta, accountant):
+        return int(cap)
+    with quiet_accounting():
+        return int(mechanism_calibration.calibrate_dp_mechanism(
+            lambda: make_accountant(accountant), event_for, epsilon, delta,
+            mechanism_calibration.ExplicitBracketInterval(1, cap), discrete=True))
 
 
 def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
@@ -77,7 +100,8 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
     noises: dict[str, float] = {}
     for stage in stages:
         eps_share = remaining * stage.share / total_share
-        noise = calibrate_noise(stage.event_for, eps_share, delta, accountant)
+        noise = calibrate_noise(stage.event_for, eps_share, delta, accountant,
+                                low=stage.min_noise)
         if noise > stage.max_noise:
             raise PrivacyBudgetError(
                 f"The privacy plan cannot meet ε = {target_epsilon:g} at δ = {delta:.2g}: stage "
@@ -89,26 +113,26 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
                      "epochs).")
         noises[stage.name] = noise
 
-    def composed(scale: float) -> float:
-        return epsilon_of([*spent, *(s.event_for(noises[s.name] * scale) for s in stages)],
-                          delta, accountant)
+    def composed_event(scale: float) -> dpa.DpEvent:
+        return dpa.ComposedDpEvent([*spent, *(s.event_for(noises[s.name] * scale)
+                                              for s in stages)])
 
-    low, high = 0.05, 1.0
-    if composed(high) > target_epsilon:  # not expected: composition should be sub-additive
-        high = 1.0
-        while composed(high) > target_epsilon:
-            high *= 1.25
-    if composed(low) <= target_epsilon * (1 - tolerance):
-        low = 0.05
-    for _ in range(30):
-        if composed(high) >= target_epsilon * (1 - tolerance):
-            break
-        mid = 0.5 * (low + high)
-        if composed(mid) <= target_epsilon:
-            high = mid
-        else:
-            low = mid
-    return {name: noise * high for name, noise in noises.items()}
+    def fits(scale: float) -> bool:
+        return _fits([composed_event(scale)], target_epsilon, delta, accountant)
+
+    high = 1.0
+    while not fits(high):  # not expected: composition should be sub-additive
+        high *= 1.25
+    low = 0.5 * high
+    while fits(low) and low > 0.05:
+        high, low = low, 0.5 * low
+    if fits(low):
+        return {name: noise * low for name, noise in noises.items()}
+    with quiet_accounting():
+        scale = mechanism_calibration.calibrate_dp_mechanism(
+            lambda: make_accountant(accountant), composed_event, target_epsilon, delta,
+            mechanism_calibration.ExplicitBracketInterval(low, high), tol=tolerance * low / 4)
+    return {name: noise * float(scale) for name, noise in noises.items()}
 
 
-__all__ = ["StagePlan", "calibrate_noise", "plan_budget"]
+__all__ = ["StagePlan", "calibrate_noise", "max_count", "plan_budget"]

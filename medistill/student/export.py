@@ -19,6 +19,7 @@ from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
 from medistill.data.schema import CATEGORICAL, TableSchema
 from medistill.student.model import WithSoftmax
+from medistill.student.onnx_names import rename_inputs
 
 OPSET = 17          # onnxruntime >= 1.14 (2023) runs it
 IR_VERSION = 8
@@ -30,6 +31,9 @@ def _preprocessing_graph(preprocessor: ColumnTransformer, schema: TableSchema) -
               else FloatTensorType([None, 1])) for f in schema.features]
     model = convert_sklearn(preprocessor, initial_types=types,
                             target_opset={"": OPSET, "ai.onnx.ml": 3})
+    # skl2onnx makes identifiers of the names (bp.sys -> bp_sys): give the columns back.
+    rename_inputs(model, {i.name: f.name for i, f in zip(model.graph.input, schema.features,
+                                                          strict=True)})
     if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) != OPSET:
         model = version_converter.convert_version(model, OPSET)
     return model

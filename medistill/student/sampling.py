@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch.utils.data import DataLoader, Dataset
+
+from medistill.privacy.randomness import GeneratorPoissonSampler
 
 
 class BatchTensors(Dataset):
@@ -55,15 +58,22 @@ def passthrough(batch):
 
 
 def poisson_loader(dataset: BatchTensors, *, sample_rate: float, steps: int,
-                   generator: torch.Generator | None) -> DataLoader:
+                   generator: torch.Generator | None,
+                   rng: np.random.Generator | None = None) -> DataLoader:
     """A DataLoader yielding ``steps`` Poisson batches (rate ``sample_rate``) per pass.
 
     ``len(loader) == steps``, so ``PrivacyEngine.make_private(..., poisson_sampling=False)``
     derives ``sample_rate = 1 / steps`` and the expected batch size from it, as it does for
-    its own ``DPDataLoader``; with ``secure_mode`` it swaps in its secure generator.
+    its own ``DPDataLoader``. With ``rng`` (a privacy generator, see
+    ``medistill.privacy.randomness``) the inclusion masks come from it instead of
+    ``generator``.
     """
-    sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=sample_rate,
-                                            generator=generator, steps=steps)
+    if rng is not None:
+        sampler: UniformWithReplacementSampler = GeneratorPoissonSampler(
+            num_samples=len(dataset), sample_rate=sample_rate, steps=steps, rng=rng)
+    else:
+        sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=sample_rate,
+                                                generator=generator, steps=steps)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=passthrough)
 
 

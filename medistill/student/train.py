@@ -16,7 +16,8 @@ from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 
 from medistill.config import StudentConfig
-from medistill.errors import ConfigError, TrainingError
+from medistill.errors import TrainingError
+from medistill.privacy.randomness import use_noise_generator
 from medistill.student.averaging import IterateAverage, ema_decay
 from medistill.student.fused import (
     CLIPPING_CHECK_TOLERANCE,
@@ -64,7 +65,9 @@ class DpSgdRecord:
     noise_multiplier: float
     sample_rate: float
     steps: int
-    secure_mode: bool = False
+    # True when the noise and sampling came from a privacy generator (fresh entropy, see
+    # medistill.privacy.randomness); False for audit-only trainings seeded by ``seed``.
+    privacy_noise: bool = False
     grad_sample_mode: str = "hooks"   # as resolved ("auto" → "fused" or "hooks")
     physical_batches: int = 0   # forward/backward passes (> steps when batches were split)
     # "fused" only: max |fused − Opacus| / max |Opacus| of the clipped gradient sum on the
@@ -77,11 +80,6 @@ class DpSgdRecord:
 CLIPPING_CHECK_ROWS = 256
 
 
-SECURE_MODE_OFF_WARNING = (
-    "student.secure_mode is off: DP-SGD's noise and Poisson sampling come from torch's "
-    "ordinary pseudo-random generator, seeded for reproducibility. That is fine for trials, "
-    "but a production release should set student.secure_mode: true (needs torchcsprng) so "
-    "that the noise cannot be predicted or reproduced.")
 
 
 def epoch_weights(config: StudentConfig, is_transfer: torch.Tensor, alpha: float,
@@ -146,17 +144,13 @@ def _make_fused_private(engine: PrivacyEngine, model: StudentMLP, optimizer: tor
     """What ``make_private`` does, for ``grad_sample_mode: fused`` (``medistill.student.fused``):
     the model stays unwrapped (its clipped sums are computed directly), the optimizer is
     Opacus's ``DPOptimizerFastGradientClipping`` (noise, scaling, accumulation over physical
-    batches) with the accountant's hook at ``1 / len(loader)``, and with ``secure_mode`` the
-    sampler and the noise use the engine's secure generator."""
+    batches) with the accountant's hook at ``1 / len(loader)``."""
     check_fusable(model)
-    if engine.secure_mode:
-        loader.batch_sampler.generator = engine.secure_rng
     sample_rate = 1 / len(loader)
     dp_optimizer = DPOptimizerFastGradientClipping(
         optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
         expected_batch_size=int(len(loader.dataset) * sample_rate), loss_reduction="mean",
-        generator=engine.secure_rng if engine.secure_mode else noise_generator,
-        secure_mode=engine.secure_mode)
+        generator=noise_generator, secure_mode=False)
     dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     return model, dp_optimizer, loader
 
@@ -173,6 +167,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   batch_size: int | None = None,
                   on_epoch: Callable[[int, float], None] | None = None,
                   alpha: float | None = None,
+                  privacy_rng: np.random.Generator | None = None,
+                  schedule: DpSgdSchedule | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
 
@@ -180,10 +176,12 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     rows flagged in ``is_transfer`` use the distillation loss at ``config.temperature``.
 
     Batches are Poisson samples (Opacus's sampler: each row independently with probability
-    ``1 / ceil(n / batch)`` at each of ``ceil(n / batch)`` steps per epoch, from a generator
-    seeded by ``seed``), sliced from tensors made once; every step is taken, empty batches
+    ``1 / ceil(n / batch)`` at each of ``ceil(n / batch)`` steps per epoch), sliced from tensors made once; every step is taken, empty batches
     included (noise only). Batches above ``config.max_physical_batch_size`` rows are split
     by Opacus's ``BatchMemoryManager`` into physical batches of one logical step.
+
+    ``schedule`` (the run plan's) fixes the sample rate and steps; without it they follow
+    from ``batch_size`` and the number of rows.
 
     ``alpha`` is the share of transfer rows the data was built with (default
     ``config.alpha``); ``config.alpha_schedule`` reweights from it (``epoch_weights``).
@@ -197,19 +195,11 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     ``config.averaging_epochs`` epochs (``medistill.student.averaging``; post-processing),
     or the last iterate when that is 0.
 
-    Warns (``UserWarning``) when ``config.secure_mode`` is off.
+    Randomness: with ``privacy_rng`` (a privacy generator from
+    ``medistill.privacy.randomness``: fresh OS entropy through ChaCha20) the Poisson sampling
+    and the gradient noise are drawn from it; without it (audit-only trainings, never
+    released) they follow ``seed``. Initial weights always follow ``seed``.
     """
-    if config.secure_mode:
-        try:
-            import torchcsprng  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "student.secure_mode is true but the torchcsprng package (a cryptographically "
-                "secure random generator for Opacus) is not installed.",
-                hint="Install torchcsprng for this torch version, or set "
-                     "student.secure_mode: false for non-production runs.") from None
-    else:
-        warnings.warn(SECURE_MODE_OFF_WARNING, UserWarning, stacklevel=2)
     generator = torch.Generator().manual_seed(seed)
     noise_generator = torch.Generator().manual_seed(seed + 1)
     init_generator = torch.Generator().manual_seed(seed + 2)
@@ -224,10 +214,17 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     flags = torch.as_tensor(is_transfer, dtype=torch.bool)
     dataset = BatchTensors(torch.as_tensor(inputs, dtype=torch.float32),
                            torch.as_tensor(targets, dtype=torch.float32), flags)
-    batch = batch_size or config.resolved_batch_size(len(inputs))
-    schedule = DpSgdSchedule.for_data(len(inputs), batch, 1)
+    if schedule is not None:
+        # The plan's schedule (sized from public or noisy counts, never the exact n): the
+        # same sample rate over however many rows there are.
+        epoch = DpSgdSchedule(len(inputs), schedule.batch_size, schedule.sample_rate,
+                              max(1, schedule.steps // config.epochs))
+    else:
+        batch = batch_size or config.resolved_batch_size(len(inputs))
+        epoch = DpSgdSchedule.for_data(len(inputs), batch, 1)
+    schedule = epoch
     loader = poisson_loader(dataset, sample_rate=schedule.sample_rate, steps=schedule.steps,
-                            generator=generator)
+                            generator=generator, rng=privacy_rng)
     criterion: torch.nn.Module = StudentCriterion(config.temperature)
     alpha = config.alpha if alpha is None else alpha
     mode = resolve_grad_sample_mode(config.grad_sample_mode, model)
@@ -239,7 +236,7 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
-        engine = PrivacyEngine(accountant="rdp", secure_mode=config.secure_mode)
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         if mode == "fused":
             model, optimizer, loader = _make_fused_private(
                 engine, model, optimizer, loader, noise_multiplier=noise_multiplier,
@@ -250,12 +247,14 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                 noise_multiplier=noise_multiplier, max_grad_norm=config.max_grad_norm,
                 poisson_sampling=False,   # the loader is already Poisson (see sampling.py)
                 grad_sample_mode=mode,
-                noise_generator=None if config.secure_mode else noise_generator)
+                noise_generator=noise_generator)
             if mode == "ghost":
                 model, optimizer, criterion, loader = made
             else:
                 model, optimizer, loader = made
             model.forbid_grad_accumulation()   # what make_private does with poisson_sampling
+        if privacy_rng is not None:
+            use_noise_generator(optimizer, privacy_rng)
     model.train()
     physical = 0
     network = model._module if hasattr(model, "_module") else model
@@ -300,9 +299,9 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
         network = average.network()
     network.eval()
     return network, DpSgdRecord(float(sigma), float(rate), int(steps),
-                                secure_mode=bool(config.secure_mode), grad_sample_mode=mode,
+                                privacy_noise=privacy_rng is not None, grad_sample_mode=mode,
                                 physical_batches=physical, clipping_check=clipping_check)
 
 
-__all__ = ["CLIPPING_CHECK_ROWS", "SECURE_MODE_OFF_WARNING", "DpSgdRecord", "DpSgdSchedule",
+__all__ = ["CLIPPING_CHECK_ROWS", "DpSgdRecord", "DpSgdSchedule",
            "check_fused_clipping", "epoch_weights", "resolve_grad_sample_mode", "train_student"]

@@ -34,8 +34,8 @@ def _fit_one(template, features: pd.DataFrame, labels: np.ndarray):
 class PartitionedEnsemble:
     """K teachers, each trained only on the patients of its own partition.
 
-    Partitions come from a keyed hash of the patient id, so one patient's presence changes
-    exactly one teacher — the basis of the vote histogram's L2 sensitivity √2.
+    Partitions come from a keyed hash of the patient id (``partition_key``: the run's secret
+    key), so one patient's presence changes exactly one teacher — the basis of the vote histogram's L2 sensitivity √2.
 
     ``engine`` chooses how the teachers are trained in parallel: ``"joblib"`` (local
     processes, ``n_jobs`` of them) is the only one available; other values are refused here,
@@ -43,7 +43,8 @@ class PartitionedEnsemble:
     """
 
     def __init__(self, *, n_teachers: int, kind: str, schema: TableSchema, random_state: int,
-                 n_jobs: int = 1, engine: str = "joblib") -> None:
+                 n_jobs: int = 1, engine: str = "joblib",
+                 partition_key: bytes | None = None) -> None:
         if engine not in ENGINES:
             planned = " ('ray' is planned but not available in this version)" \
                 if engine == "ray" else ""
@@ -57,11 +58,14 @@ class PartitionedEnsemble:
         self.schema = schema
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.partition_key = partition_key
 
     def fit(self, features: pd.DataFrame, labels: np.ndarray, patient_ids: np.ndarray) -> PartitionedEnsemble:
         if self.n_teachers < 2:
             raise TrainingError(f"The 'n_teachers' parameter must be at least 2. Got {self.n_teachers}.")
-        key = f"medistill-partition-{self.random_state}"
+        # The run's secret partition key (fresh, never recorded); a seed-derived key only
+        # when none is given (tests, audit refits).
+        key = self.partition_key or f"medistill-partition-{self.random_state}"
         part = keyed_partition(patient_ids, self.n_teachers, key=key)
         n_classes = self.schema.n_classes
         for k in range(self.n_teachers):

@@ -44,7 +44,8 @@ from medistill.transfer.schema_prior import (
 # learns nothing a schema prior does not; ``source: auto`` then falls back to the prior.
 MIN_SYNTHESIZER_SNR = 2.0
 LEDGER_STAGE = {"dp_synthesizer": "transfer_synthesizer", "schema_prior": "schema_statistics",
-                "munge": "transfer_munge", "public_table": None}
+                "munge": "transfer_munge", "public_table": None,
+                "teacher_histograms": "dp_teacher"}
 
 
 @dataclass

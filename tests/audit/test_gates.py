@@ -138,7 +138,7 @@ def test_duplicate_gate_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("gates: [\n  {name: a\n", r"not valid YAML \(line \d+, column \d+\)"),
+        ("gates: [\n  {name: a\n", r"line \d+, column \d+: YAML syntax error"),
         ("gates:\n  - name: a\n    name: b\n", "duplicate key 'name'"),
         ("- just\n- a list\n", "must be a mapping with a 'gates' list, got list"),
         ("", "got NoneType"),

@@ -473,3 +473,19 @@ def test_fairness_first_line_when_nothing_is_judged(report: dict[str, Any]) -> N
         "small to judge is flagged below, not gated.")
     del report["fairness"]["worst_group"]  # a report from before issue 20
     assert "predates them" in _fairness_section(render_markdown(report))[0]
+
+
+def test_16_4_input_check_notes_and_leakage_warning_are_rendered(policy) -> None:
+    from medistill.data.checks import InputNote
+
+    report = example_report()
+    notes = [InputNote("label_leakage", "x_code", "Possible label leakage: column 'x_code'.",
+                       "warning"),
+             InputNote("dropped_empty", "blank", "Column 'blank' was dropped.")]
+    report["input_checks"] = [n.to_dict() for n in notes]
+    report = rejudge(report, policy)
+    html, markdown = render_html(report), render_markdown(report)
+    assert "<li class=\"fail\">Possible label leakage: column &#39;x_code&#39;.</li>" in html
+    assert "Column &#39;blank&#39; was dropped." in html
+    assert "- **Warning:** Possible label leakage: column 'x_code'." in markdown
+    assert "Input checks" not in render_markdown(rejudge(example_report(), policy))

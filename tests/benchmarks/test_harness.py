@@ -18,12 +18,15 @@ from benchmarks.__main__ import Output, parse_args
 from benchmarks.common import mean_spread, merge, table
 from benchmarks.plots import privacy_utility_plot
 from benchmarks.scale import markdown as scale_markdown
-from benchmarks.stages import instrument
+from benchmarks.stages import instrument, stage_of
 
 TINY = {"student": {"epochs": 1},
         "privacy": {"accountant": "rdp"},  # faster planning than PLD; figures do not matter
-        "teachers": {"reference": "logistic_regression", "n_jobs": 1},
-        "audit": {"n_jobs": 1, "speed_repeats": 10, "throughput_batch": 100},
+        "teachers": {"reference": "logistic_regression", "n_jobs": 1, "n_teachers": 12},
+        # Fixed queries: the plan buys labels, so there is an ensemble and a direct baseline.
+        "labels": {"n_queries": 30},
+        "audit": {"n_jobs": 1, "speed_repeats": 10, "throughput_batch": 100,
+                  "baseline_seeds": 1},
         "transfer": {"n_rows": 200}}
 
 
@@ -38,17 +41,28 @@ def test_helpers():
         parse_args(["nonsense"])
 
 
+@pytest.mark.slow
 def test_privacy_utility_and_stages_end_to_end(tmp_path: Path):
     saved: list[dict] = []
     with instrument() as clock:
         results = pu.run(["breast_cancer"], {"breast_cancer": [3.0]}, [0], cohort_patients=300,
                          overrides_for={"breast_cancer": TINY}, log=lambda *_: None,
                          use_diffprivlib=False, on_dataset=saved.append)
-    stages = clock.result()
-    assert "student (preprocess + DP-SGD)" in stages and "read data" in stages
-    assert saved and saved[-1] is results
     cell = results["datasets"]["breast_cancer"]["seeds"][0]["cells"][3.0]
     assert "error" not in cell["main"], cell["main"]
+    assert "error" not in cell["pate"], cell["pate"]
+    # Both runs (main, PATE) timed step by step through the observer; the audit split at
+    # its baselines; nothing left open.
+    stages = clock.result()
+    for step in ("prepare", "plan", "teachers", "student", "export", "baselines", "audit"):
+        assert stages[stage_of(step)]["seconds"] > 0, step
+    assert stages[stage_of("prepare")]["calls"] >= 2
+    assert stages[stage_of("baselines")]["calls"] == stages[stage_of("audit")]["calls"] >= 2
+    assert clock.stack == ["other"]
+    # The direct baseline's network, members and preprocessor came from the artifacts.
+    assert cell["main"]["n_queries"] > 0 and cell["main"]["ensemble"] is not None
+    assert 0.0 <= cell["main"]["mia_direct"]["auc"] <= 1.0
+    assert saved and saved[-1] is results
     assert 0.0 <= cell["main"]["student"] <= 1.0
     assert cell["main"]["mia_student"]["auc"] is not None
     outside = results["datasets"]["breast_cancer"]["seeds"][0]["outside"]

@@ -1,8 +1,11 @@
 """The transfer-source benchmark runs end to end on a tiny configuration (not its numbers)."""
 
+import pytest
+
 from benchmarks.transfer_sources import main, markdown
 
 
+@pytest.mark.slow
 def test_transfer_source_benchmark_runs_on_a_tiny_cohort(capsys) -> None:
     summary = main(["--datasets", "cohort", "--epsilons", "3", "--sources", "mix",
                     "--cohort-patients", "400"])

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import pandas as pd
 
@@ -31,3 +32,55 @@ def test_value_based_detection_without_telling_names() -> None:
 def test_declared_columns_are_excluded() -> None:
     frame = pd.DataFrame({"name": ["a", "b"], "x": [1, 2]})
     assert _columns(frame, exclude={"name"}) == set()
+
+
+def _neutral_frame(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    first = ["Zyxwquorth", "Amelia", "Oluwaseun", "Ines", "Kenji", "Mary-Jo", "Padraig", "Li"]
+    last = ["Smith", "O'Neill", "Nakamura", "García", "Okafor", "Berg", "Novak", "Chen", "Ross"]
+    notes = [f"pt seen in clinic {k}, reports improved mobility and will return next month"
+             for k in range(40)]
+    return pd.DataFrame({
+        "contact": [f"{rng.choice(first)} {rng.choice(last)}" for _ in range(n)],
+        "clin_comment": rng.choice(notes, n),                      # repeated long notes
+        "reach": [f"call {rng.integers(200, 999)}-555-{i:04d} after 5pm" for i in range(n)],
+        "info": [f"via <p{i}@mail.example.org>" if i % 2 else "none" for i in range(n)],
+        "ref": [f"A{rng.integers(10**6, 10**7)}" for _ in range(n)],
+        "code": 1_000_000 + rng.permutation(n) * 7919,
+        # honest features that must not be flagged
+        "visit_date": [f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} 10:30" for i in range(n)],
+        "specialty": rng.choice(["Internal Medicine", "General Surgery", "North Wing"], n),
+        "bp": [f"{rng.integers(100, 160)}/{rng.integers(60, 95)}" for _ in range(n)],
+        "count": rng.integers(0, 40, n),
+        "diagnosis": rng.choice(["Type 2 diabetes mellitus without complications",
+                                 "Chronic obstructive pulmonary disease, unspecified"], n),
+        "weight": rng.normal(80, 10, n).round(1),
+        "platelets": rng.normal(2.5e11, 4e10, n).round(),
+    })
+
+
+def test_16_8_identifiers_under_neutral_names_found_by_content() -> None:
+    findings = {f.column: f.reason for f in detect_identifiers(_neutral_frame())}
+    assert set(findings) == {"contact", "clin_comment", "reach", "info", "ref", "code"}
+    assert "person names" in findings["contact"]
+    assert "long free text" in findings["clin_comment"]
+    assert "phone numbers" in findings["reach"]
+    assert "e-mail" in findings["info"]
+    assert "record numbers" in findings["ref"] and "record numbers" in findings["code"]
+
+
+def test_16_8_findings_name_the_kind_never_a_value(tmp_path) -> None:
+    from medistill.config import DataConfig
+    from medistill.data.table import load_sensitive
+    from medistill.errors import IdentifierColumnError
+
+    frame = _neutral_frame().assign(pid=[f"P{i}" for i in range(300)], y=[0, 1] * 150)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(IdentifierColumnError) as info:
+        load_sensitive(DataConfig(source="csv", path=tmp_path / "t.csv", label="y",
+                                  id_column="pid"), seed=0)
+    message = str(info.value)
+    assert "'contact' (its values look like person names)" in message
+    assert "data.identifiers: [contact, clin_comment, reach, info, ref, code]" in message
+    for secret in ("Zyxwquorth", "555-", "@mail", "pt seen", "mobility", "Smith"):
+        assert secret not in message

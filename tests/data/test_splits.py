@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medistill.data.splits import keyed_partition, split_patients
+from medistill.data.splits import keyed_partition, one_row_per_patient, split_patients
 
 
 @settings(max_examples=40, deadline=None)
@@ -20,16 +20,37 @@ def test_no_patient_in_two_splits(n_patients: int, max_rows: int, seed: int) -> 
     assert sorted(np.r_[split.train, split.test, split.holdout]) == list(range(len(ids)))
 
 
-def test_split_is_seeded_and_stratified() -> None:
-    rng = np.random.default_rng(1)
-    ids = np.array([f"p{i}" for i in range(1000)])
-    labels = (rng.random(1000) < 0.1).astype(int)
-    a = split_patients(ids, labels, test=0.2, holdout=0.2, seed=3)
-    b = split_patients(ids, labels, test=0.2, holdout=0.2, seed=3)
-    c = split_patients(ids, labels, test=0.2, holdout=0.2, seed=4)
+def test_split_is_keyed_and_proportional() -> None:
+    ids = np.array([f"p{i}" for i in range(4000)])
+    a = split_patients(ids, test=0.2, holdout=0.2, key=b"k1")
+    b = split_patients(ids, test=0.2, holdout=0.2, key=b"k1")
+    c = split_patients(ids, test=0.2, holdout=0.2, key=b"k2")
     assert np.array_equal(a.test, b.test) and not np.array_equal(a.test, c.test)
-    assert abs(labels[a.test].mean() - labels.mean()) < 0.01
-    assert 180 <= len(a.test) <= 220 and 180 <= len(a.holdout) <= 220
+    # Binomial(4000, 0.2): mean 800, sd 25.3; ±5 sd.
+    assert 673 <= len(a.test) <= 927 and 673 <= len(a.holdout) <= 927
+
+
+def test_15_5_adding_a_patient_changes_only_its_own_split() -> None:
+    """Issue #15 item 5: adding one patient moves no other patient in or out of training."""
+    ids = np.repeat([f"p{i}" for i in range(500)], 2)
+    before = split_patients(ids, test=0.2, holdout=0.2, key=b"secret")
+    after = split_patients(np.r_[ids, ["new", "new"]], test=0.2, holdout=0.2, key=b"secret")
+    for part in ("train", "test", "holdout"):
+        old = set(ids[getattr(before, part)])
+        new = set(np.r_[ids, ["new", "new"]][getattr(after, part)]) - {"new"}
+        assert old == new
+
+
+def test_15_5_one_row_per_patient_depends_on_own_rows_only() -> None:
+    ids = np.array(["a", "a", "b", "c", "c", "c"])
+    chosen = one_row_per_patient(ids, key=b"k")
+    assert sorted(ids[chosen]) == ["a", "b", "c"]
+    more = np.r_[ids, ["d", "d"]]
+    again = one_row_per_patient(more, key=b"k")
+    assert list(again[:3]) == list(chosen)
+    # A different key picks differently for some patient with several rows (over many keys).
+    picks = {tuple(one_row_per_patient(ids, key=f"k{i}".encode())) for i in range(20)}
+    assert len(picks) > 1
 
 
 @settings(max_examples=30, deadline=None)

@@ -321,24 +321,15 @@ def test_weights_scale_each_examples_loss_before_clipping() -> None:
                        StudentCriterion(2.0)(logits, targets, flags))
 
 
-# ----------------------------------------------------------------------------- secure_mode
+# ----------------------------------------------------------------------------- plan schedule
 
-def test_warns_when_secure_mode_is_off_and_records_it() -> None:
+def test_a_planned_schedule_fixes_sample_rate_and_steps_whatever_the_row_count() -> None:
+    from medistill.student.train import DpSgdSchedule
+
     x, y, _ = _toy(100)
-    config = StudentConfig(epochs=1, batch_size=50, hidden_layers=(4,))
-    with pytest.warns(UserWarning, match="secure_mode is off"):
-        _, record = train_student(x, y, n_classes=2, config=config, noise_multiplier=1.0, seed=0)
-    assert record.secure_mode is False
-
-
-def test_secure_mode_without_torchcsprng_is_a_config_error() -> None:
-    import importlib.util
-
-    from medistill.errors import ConfigError
-
-    if importlib.util.find_spec("torchcsprng") is not None:
-        pytest.skip("torchcsprng is installed")
-    x, y, _ = _toy(100)
-    with pytest.raises(ConfigError, match="torchcsprng"):
-        train_student(x, y, n_classes=2, config=StudentConfig(secure_mode=True),
-                      noise_multiplier=1.0, seed=0)
+    config = StudentConfig(epochs=2, batch_size=50, hidden_layers=(4,))
+    planned = DpSgdSchedule.for_data(400, 40, 2)       # planned for 400 rows, 10 batches/epoch
+    _, record = train_student(x, y, n_classes=2, config=config, noise_multiplier=1.0, seed=0,
+                              schedule=planned)
+    assert record.sample_rate == pytest.approx(planned.sample_rate)
+    assert record.steps == planned.steps

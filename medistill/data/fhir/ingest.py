@@ -27,11 +27,12 @@ from medistill.data.fhir.aggregate import (
     in_window,
     reduce_events,
 )
+from medistill.data.fhir.bulk import ExportErrors, summarize_errors
 from medistill.data.fhir.extract import PatientRecord
 from medistill.data.fhir.labels import deceased_label
 from medistill.data.fhir.mapping import FhirMapping, default_mapping
 from medistill.data.fhir.plan import Plan, compile_mapping
-from medistill.data.fhir.reader import Export, discover, ndjson_ranges
+from medistill.data.fhir.reader import Export, discover, ndjson_ranges, open_binary
 from medistill.data.fhir.version import VERSION_OPTIONS, VersionOption
 from medistill.data.fhir.worker import ChunkResult, OnError, Options, Task, Validate, run_task
 from medistill.errors import ConfigError, DataError
@@ -67,6 +68,8 @@ class IngestSummary:
     index_date: date | None
     validate: str
     seconds: float
+    skipped_files: tuple[tuple[str, str], ...] = ()   # (file name, why it was not read)
+    export_errors: ExportErrors = field(default_factory=ExportErrors)
 
     @property
     def n_resources(self) -> int:
@@ -77,6 +80,8 @@ class IngestSummary:
         out = asdict(self)
         out["skipped"] = [list(s) for s in self.skipped]
         out["index_date"] = self.index_date.isoformat() if self.index_date else None
+        out["skipped_files"] = [list(s) for s in self.skipped_files]
+        out["export_errors"] = self.export_errors.to_dict()
         out["n_resources"] = self.n_resources
         return out
 
@@ -244,7 +249,8 @@ class _Merger:
         idx[first.owner] = first.day.astype(np.int64) + spec.offset_days
         return idx, None
 
-    def finish(self, salt: str, keep_patient_ids: bool, started: float) -> IngestResult:
+    def finish(self, salt: str, keep_patient_ids: bool, started: float,
+               export_errors: ExportErrors) -> IngestResult:
         if not self.patients:
             raise DataError(f"{self.source}: no valid Patient resource was found, so there "
                             "is no patient to make a row for.",
@@ -279,7 +285,8 @@ class _Merger:
             skipped=tuple(self.skipped), excluded_patients=excluded,
             dropped_values=dict(sorted(self.dropped.items())),
             n_without_patient=self.n_without_patient, index_date=index_date,
-            validate=self.options.validate, seconds=round(time.perf_counter() - started, 3))
+            validate=self.options.validate, seconds=round(time.perf_counter() - started, 3),
+            skipped_files=self.export.skipped_files, export_errors=export_errors)
         if len(table) == 0:
             raise DataError(f"{summary.source}: every patient was left out "
                             f"({', '.join(f'{k}: {v}' for k, v in excluded.items())}), so the "
@@ -360,7 +367,7 @@ def ingest_fhir(source: str | Path, mapping: FhirMapping | None = None, *,
     started = time.perf_counter()
     _check_options(on_error, fhir_version, validate, salt, n_jobs)
     mapping = mapping if mapping is not None else default_mapping()
-    export = discover(Path(source))
+    export = discover(Path(source))  # a standard Bulk Data folder needs no option
     plan = compile_mapping(mapping)
     spec = mapping.index
     index_day: int | None = None
@@ -378,7 +385,8 @@ def ingest_fhir(source: str | Path, mapping: FhirMapping | None = None, *,
         close = getattr(results, "close", None)
         if close is not None:
             close()
-    return merger.finish(salt, keep_patient_ids, started)
+    errors = summarize_errors(export.error_files, open_binary)
+    return merger.finish(salt, keep_patient_ids, started, errors)
 
 
 __all__ = ["IngestResult", "IngestSummary", "SkippedLine", "ingest_fhir", "patient_key"]

@@ -8,14 +8,12 @@ mapping file and the field path, and an unknown key comes with the closest valid
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from medistill.data.fhir.codes import parse_code
 from medistill.data.fhir.units import ANALYTES, UNITS, normalize_unit
 from medistill.errors import ConfigError
+from medistill.yamlio import did_you_mean, field_path, load_yaml, parse_yaml
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_COLUMNS = frozenset({"patient_key"})
@@ -47,8 +46,8 @@ class _Strict(BaseModel):
             allowed = list(cls.model_fields)
             for key in data:
                 if key not in allowed:
-                    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-                    hint = f"; did you mean {close[0]!r}?" if close else "."
+                    close = did_you_mean(str(key), allowed, cutoff=0.5)
+                    hint = f"; did you mean {close!r}?" if close else "."
                     raise PydanticCustomError(
                         "unknown_key", "unknown key {key}{hint} Valid keys: {valid}.",
                         {"key": repr(key), "hint": hint, "valid": ", ".join(allowed)})
@@ -88,8 +87,8 @@ def _check_unit(value: str | None) -> str | None:
         return None
     unit = normalize_unit(value)
     if unit is None:
-        close = difflib.get_close_matches(value, sorted(UNITS), n=1, cutoff=0.4)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = did_you_mean(value, sorted(UNITS), cutoff=0.4)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ValueError(f"unknown unit {value!r}{hint} (UCUM codes such as mg/dL, mmol/L, "
                          f"kg, cm, %)")
     return unit
@@ -275,21 +274,6 @@ class FhirMapping(_Strict):
         return names + ([self.label.name] if self.label else [])
 
 
-def _field_path(loc: tuple[Any, ...], data: Any) -> str:
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list | tuple) and part < len(node) else None
-            if isinstance(node, Mapping) and isinstance(node.get("name"), str):
-                out += f" ({node['name']})"
-        else:
-            out += ("." if out else "") + str(part)
-            node = node.get(part) if isinstance(node, Mapping) else None
-    return out or "(top level)"
-
-
 def mapping_from_dict(data: Any, *, source: str = "the mapping") -> FhirMapping:
     """Validate a parsed mapping; raise :class:`ConfigError` naming ``source`` and the field."""
     if not isinstance(data, Mapping):
@@ -301,7 +285,7 @@ def mapping_from_dict(data: Any, *, source: str = "the mapping") -> FhirMapping:
         lines = []
         for err in exc.errors(include_url=False)[:3]:
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{_field_path(tuple(err['loc']), data)}: {msg}")
+            lines.append(f"{field_path(tuple(err['loc']), data) or '(top level)'}: {msg}")
         more = exc.error_count() - len(lines)
         tail = f" ({more} more error(s) not shown.)" if more > 0 else ""
         raise ConfigError(f"{source}: invalid FHIR mapping. " + " ".join(
@@ -312,26 +296,13 @@ def mapping_from_dict(data: Any, *, source: str = "the mapping") -> FhirMapping:
 def load_mapping(path: str | Path) -> FhirMapping:
     """Read and validate a mapping YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"FHIR mapping file {str(p)!r} does not exist.") from None
-    except OSError as exc:
-        raise ConfigError(f"FHIR mapping file {str(p)!r} cannot be read: {exc.strerror}.") \
-            from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p.name}{where}: not valid YAML ({problem}).") from None
+    data = load_yaml(p, what="FHIR mapping file", source=p.name)
     return mapping_from_dict(data, source=p.name)
 
 
 def _packaged(name: str) -> FhirMapping:
     text = resources.files("medistill.data.fhir").joinpath(name).read_text(encoding="utf-8")
-    return mapping_from_dict(yaml.safe_load(text), source=name)
+    return mapping_from_dict(parse_yaml(text, source=name), source=name)
 
 
 def default_mapping() -> FhirMapping:

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO
 
+from medistill.data.fhir.bulk import plan_layout, read_manifest
 from medistill.errors import DataError
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
@@ -44,6 +45,8 @@ class Export:
     root: Path
     files: tuple[ExportFile, ...]
     transaction_time: date | None = None
+    error_files: tuple[Path, ...] = ()              # OperationOutcome NDJSON: reported only
+    skipped_files: tuple[tuple[str, str], ...] = ()  # (file name, reason)
 
 
 def _kind(path: Path) -> Literal["ndjson", "json"] | None:
@@ -55,28 +58,20 @@ def _kind(path: Path) -> Literal["ndjson", "json"] | None:
     return None
 
 
-def _manifest_time(path: Path) -> tuple[bool, date | None]:
-    """(is a Bulk Data ``$export`` manifest, its transactionTime date)."""
-    if path.stat().st_size > _MANIFEST_MAX_BYTES:
-        return False, None
+def _stamp(value: str | None) -> date | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return False, None
-    if not isinstance(data, dict) or "resourceType" in data or "output" not in data:
-        return False, None
-    stamp = data.get("transactionTime")
-    try:
-        return True, date.fromisoformat(str(stamp)[:10]) if stamp else None
+        return date.fromisoformat(value[:10]) if value else None
     except ValueError:
-        return True, None
+        return None
 
 
 def discover(source: Path) -> Export:
     """The FHIR files of ``source`` (a Bulk Data folder, an NDJSON file or a Bundle file).
 
-    A folder's ``*.ndjson``, ``*.jsonl`` (optionally ``.gz``) and ``*.json`` files are read in
-    name order; a ``*.json`` that is a Bulk Data manifest provides the export date.
+    A folder is read as :mod:`medistill.data.fhir.bulk` describes: the files its export
+    manifest lists or, without one, the NDJSON files named after resource types, plus Bundle
+    ``*.json`` files; other files are skipped and listed in ``skipped_files``. Files are read
+    in name order; the manifest provides the export date.
     """
     source = Path(source)
     expected = ("Expected a Bulk Data export folder (Patient.000.ndjson, "
@@ -89,25 +84,40 @@ def discover(source: Path) -> Export:
             raise DataError(f"FHIR source {source.name!r} is neither .ndjson, .jsonl nor "
                             f".json. {expected}")
         return Export(source.parent, (ExportFile(source, source.name, kind),))
-    files: list[ExportFile] = []
-    transaction_time: date | None = None
+    ndjson: list[Path] = []
+    bundles: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    manifest = None
     for path in sorted(source.iterdir()):
-        kind = _kind(path)
-        if kind is None or path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not path.is_file():
             continue
-        if kind == "json":
-            is_manifest, stamp = _manifest_time(path)
-            if is_manifest:
-                transaction_time = stamp or transaction_time
-                continue
-        files.append(ExportFile(path, path.name, kind))
+        kind = _kind(path)
+        if kind is None:
+            skipped.append((path.name, "not an NDJSON or JSON file"))
+        elif kind == "ndjson":
+            ndjson.append(path)
+        elif manifest is None and (found := read_manifest(path, _MANIFEST_MAX_BYTES)):
+            manifest = found
+        else:
+            bundles.append(path)
+    layout = plan_layout(ndjson, manifest)
+    if manifest is not None:
+        skipped += [(p.name, f"a JSON file beside the export manifest {manifest.name}")
+                    for p in bundles]
+        bundles = []
+    skipped += list(layout.skipped)
+    files = sorted([ExportFile(p, p.name, "ndjson") for p in layout.read]
+                   + [ExportFile(p, p.name, "json") for p in bundles], key=lambda f: f.name)
     if not files:
+        listed = "; ".join(f"{n} ({why})" for n, why in skipped[:5])
         raise DataError(f"FHIR source folder {str(source)!r} holds no FHIR files (*.ndjson, "
-                        f"*.jsonl, *.ndjson.gz or Bundle *.json). {expected}")
-    return Export(source, tuple(files), transaction_time)
+                        f"*.jsonl, *.ndjson.gz or Bundle *.json) to read"
+                        + (f"; skipped: {listed}" if listed else "") + f". {expected}")
+    return Export(source, tuple(files), _stamp(manifest.transaction_time) if manifest else None,
+                  layout.errors, tuple(sorted(skipped)))
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def open_binary(path: Path) -> BinaryIO:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 16)
@@ -137,7 +147,7 @@ def ndjson_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int | None]]:
 def iter_ndjson(path: Path, start: int = 0, end: int | None = None
                 ) -> Iterator[tuple[int, bytes]]:
     """Yield (line number relative to ``start``, 1-based; raw line) for a byte range."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         if start:
             f.seek(start)
         pos = start
@@ -273,4 +283,5 @@ __all__ = [
     "iter_bundle",
     "iter_ndjson",
     "ndjson_ranges",
+    "open_binary",
 ]

@@ -135,8 +135,10 @@ def test_export_date_index_from_manifest_or_latest_date(build, tmp_path):
     folder = build.export(tmp_path / "x", [build.patient("p0", birth="2000-01-01"),
                                            build.obs("p0", "4548-4", 6.1, "%", "2024-01-01")])
     assert ingest_fhir(folder, mapping, salt="s").summary.index_date.isoformat() == "2024-01-01"
+    outputs = [{"type": t, "url": f"https://fhir.example/files/{t}.000.ndjson"}
+               for t in ("Patient", "Observation")]
     (folder / "manifest.json").write_text(json.dumps(
-        {"transactionTime": "2026-01-01T00:00:00Z", "request": "x", "output": []}))
+        {"transactionTime": "2026-01-01T00:00:00Z", "request": "x", "output": outputs}))
     result = ingest_fhir(folder, mapping, salt="s")
     assert result.summary.index_date.isoformat() == "2026-01-01"
     assert result.table["age"].iloc[0] == pytest.approx(26.0, abs=0.01)

@@ -119,7 +119,7 @@ def test_invalid_values_name_the_field(data, expected, tmp_path):
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("index:\n  kind: fixed\n  date: [2025-01-01\nlabel: x\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml line \d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml line \d+, column \d+: YAML syntax error"):
         load_mapping(path)
 
 

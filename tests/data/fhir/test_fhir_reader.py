@@ -119,16 +119,27 @@ def test_truncated_bundle_is_a_syntax_error(tmp_path):
         list(iter_bundle(path))
 
 
-def test_discover_lists_fhir_files_in_name_order_and_reads_the_manifest(tmp_path):
+def test_discover_without_manifest_reads_type_named_files_and_bundles(tmp_path):
     for name in ("Patient.000.ndjson", "Observation.001.ndjson", "Observation.000.ndjson",
-                 "bundle.json", "notes.txt", ".hidden.ndjson"):
+                 "bundle.json", "notes.txt", ".hidden.ndjson", "log.ndjson"):
         (tmp_path / name).write_text("")
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"transactionTime": "2026-05-01T10:00:00Z", "request": "x", "output": []}))
     export = discover(tmp_path)
     assert [f.name for f in export.files] == ["Observation.000.ndjson", "Observation.001.ndjson",
                                               "Patient.000.ndjson", "bundle.json"]
     assert [f.kind for f in export.files] == ["ndjson", "ndjson", "ndjson", "json"]
+    assert [name for name, _ in export.skipped_files] == ["log.ndjson", "notes.txt"]
+    assert export.transaction_time is None
+
+
+def test_discover_reads_the_manifest_files_and_date(tmp_path):
+    for name in ("Patient.000.ndjson", "Observation.000.ndjson", "bundle.json"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"transactionTime": "2026-05-01T10:00:00Z", "request": "x",
+         "output": [{"type": "Patient", "url": "https://x/files/Patient.000.ndjson"}]}))
+    export = discover(tmp_path)
+    assert [f.name for f in export.files] == ["Patient.000.ndjson"]
+    assert dict(export.skipped_files).keys() == {"Observation.000.ndjson", "bundle.json"}
     assert export.transaction_time.isoformat() == "2026-05-01"
 
 

@@ -1,0 +1,359 @@
+"""The run plan: every stage's work and noise, decided before any training.
+
+:func:`plan_run` is a pure function of the configuration and of :class:`RunFacts` — what is
+known right after loading and splitting, every number of it either declared public or
+released by a charged DP stage (the noisy per-class patient counts). It returns a frozen
+:class:`RunPlan`: one :class:`StageBudget` per DP stage with its share, noise and event, the
+sizes of every step, α as realised, and the notes the report shows. Budget errors come from
+here, before any model is trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import dp_accounting as dpa
+import numpy as np
+
+from medistill.config import PipelineConfig
+from medistill.data.schema import TableSchema
+from medistill.errors import ConfigError, PrivacyBudgetError
+from medistill.privacy.planner import StagePlan, max_count, plan_budget
+from medistill.privacy.stages import StageContext, resolved_shares, stage
+from medistill.student.train import DpSgdSchedule
+from medistill.teachers.aggregators import Aggregator, make_aggregator
+from medistill.teachers.ensemble import auto_n_teachers
+from medistill.transfer.schema_prior import columns_needing_marginals
+from medistill.transfer.sources import budget_is_tiny, synthesizer_for, synthesizer_snr
+
+# Training only on teacher-labelled transfer rows is post-processing of the labels: DP-SGD's
+# noise then protects no sensitive patient, so it is kept modest (it still regularises).
+STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS = 0.5
+MAX_CANARIES = 1000
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the plan may depend on: public declarations and charged DP releases only.
+
+    ``class_counts`` are the noisy per-class counts of training patients (ledger stage
+    ``patient_counts``); ``spent`` the events already recorded for them.
+    """
+
+    schema: TableSchema
+    class_counts: tuple[int, ...]
+    delta: float
+    n_public_rows: int | None = None
+    spent: tuple[dpa.DpEvent, ...] = ()
+
+    @property
+    def n_train(self) -> int:
+        return max(0, sum(self.class_counts))
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """One DP stage's part of the plan."""
+
+    name: str
+    share: float
+    noise: float
+    event: dpa.DpEvent
+    what: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run will do, decided before it does any of it."""
+
+    stages: tuple[StageBudget, ...]
+    delta: float
+    n_teachers: int
+    transfer_kinds: tuple[str, ...]
+    transfer_sizes: dict[str, int]
+    marginal_columns: tuple[str, ...]
+    n_queries: int
+    alpha: float
+    repeats: int
+    n_canaries: int
+    student_touches_sensitive: bool
+    schedule: DpSgdSchedule
+    notes: tuple[str, ...] = field(default=())
+    dp_teacher: str | None = None          # "dp_ebm": the DP-teacher path
+    n_teacher_rows: int = 0                # transfer rows the DP teacher labels (free)
+    transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
+
+    def noise(self, name: str) -> float | None:
+        """The planned noise multiplier of stage ``name`` (None when it does not run)."""
+        return next((s.noise for s in self.stages if s.name == name), None)
+
+    @property
+    def student_noise(self) -> float:
+        noise = self.noise("student_dp_sgd")
+        return self.transfer_student_noise if noise is None else noise
+
+    @property
+    def learns_from_teacher(self) -> bool:
+        return self.n_queries > 0 or self.n_teacher_rows > 0
+
+    @property
+    def transfer_kind(self) -> str:
+        return "+".join(self.transfer_sizes)
+
+    @property
+    def uses_labels(self) -> bool:
+        return self.n_queries > 0
+
+    def with_notes(self, *notes: str) -> RunPlan:
+        return replace(self, notes=(*self.notes, *notes))
+
+
+def aggregator_for(config: PipelineConfig, n_teachers: int, rng=None) -> Callable[[float], Aggregator]:
+    """A factory of the configured aggregator at main noise σ (or σ₂ / Laplace scale).
+
+    Without ``rng`` the aggregators are for planning only (their events); they get a
+    generator that is never drawn from."""
+    labels = config.labels
+    rng = rng if rng is not None else np.random.default_rng(0)
+
+    def make(noise: float | None) -> Aggregator:
+        if labels.aggregator == "plurality":
+            return make_aggregator("plurality")
+        params = {}
+        if labels.aggregator == "confident_gnmax":
+            params = {"sigma1": labels.sigma1_over_teachers * n_teachers,
+                      "threshold": labels.threshold_over_teachers * n_teachers}
+        return make_aggregator(labels.aggregator, sigma=noise, rng=rng, **params)
+    return make
+
+
+def check_allowed(config: PipelineConfig) -> None:
+    """Refuse non-private choices that were not explicitly allowed."""
+    if config.privacy.allow_nonprivate:
+        return
+    if config.labels.aggregator == "plurality":
+        raise ConfigError("labels.aggregator 'plurality' has no formal privacy guarantee "
+                          "(ε = ∞); it is allowed only with privacy.allow_nonprivate: true.")
+    if "munge" in config.transfer.kinds():
+        raise ConfigError(
+            "transfer: MUNGE rows are perturbed copies of sensitive patients and have no "
+            "formal privacy guarantee (ε = ∞); they are refused by default.",
+            hint="Set privacy.allow_nonprivate: true to use them anyway; the report then "
+                 "says first that the student has no privacy guarantee.")
+
+
+def n_teachers_for(config: PipelineConfig, facts: RunFacts) -> int:
+    """K from the pipeline file, or from the noisy counts (never from exact ones)."""
+    if config.teachers.n_teachers != "auto":
+        return int(config.teachers.n_teachers)
+    return auto_n_teachers(facts.n_train, max(0, min(facts.class_counts)))
+
+
+def n_canaries_for(config: PipelineConfig, facts: RunFacts) -> int:
+    if config.student.alpha >= 1:
+        return 0
+    n = (min(MAX_CANARIES, facts.n_train // 10) if config.audit.canaries == "auto"
+         else int(config.audit.canaries))
+    return n if n >= 20 else 0
+
+
+def _stage_plans(names: list[str], shares: dict[str, float], ctx: StageContext) -> list[StagePlan]:
+    plans = []
+    for name in names:
+        spec = stage(name)
+        plans.append(StagePlan(name, shares[name], lambda s, spec=spec: spec.event(s, ctx),
+                               spec.max_noise(ctx), spec.what(ctx), spec.min_noise))
+    return plans
+
+
+def _active(config: PipelineConfig, kinds: list[str], marginal_columns: list[str],
+            labels: bool, touches_sensitive: bool) -> list[str]:
+    return [name for name, on in (
+        ("schema_statistics", "schema_prior" in kinds and bool(marginal_columns)),
+        ("transfer_synthesizer", "dp_synthesizer" in kinds),
+        ("labels", labels and config.labels.aggregator != "plurality"),
+        ("student_dp_sgd", touches_sensitive)) if on]
+
+
+def _resolve_auto_source(config: PipelineConfig, facts: RunFacts, shares: dict[str, float],
+                         marginal_columns: list[str], n_dp_rows: int) -> tuple[list[str], list[str]]:
+    """``transfer.source: auto``: the DP synthesizer, unless its share of the budget is too
+    small to measure its marginals; then the schema prior does as well for less."""
+    alpha = config.student.alpha
+    active = _active(config, ["dp_synthesizer"], marginal_columns, alpha > 0, alpha < 1)
+    share = shares["transfer_synthesizer"] / sum(shares[s] for s in active)
+    noise = plan_budget(_stage_plans(["transfer_synthesizer"], shares, StageContext()),
+                        target_epsilon=config.privacy.target_epsilon * share, delta=facts.delta,
+                        accountant=config.privacy.accountant)["transfer_synthesizer"]
+    snr = synthesizer_snr(synthesizer_for(config, facts.schema, noise, rng=None),
+                          facts.schema, n_dp_rows)
+    if not budget_is_tiny(snr):
+        return ["dp_synthesizer"], []
+    return ["schema_prior"], [
+        f"Transfer source 'auto': the DP synthesizer's share of the budget would measure its "
+        f"marginals at a signal-to-noise ratio of {snr:.2g} (< 2) on about {n_dp_rows} "
+        "patients, so the schema prior was used instead."]
+
+
+def _transfer_sizes(config: PipelineConfig, kinds: list[str], n_queries: int,
+                    n_public: int | None, notes: list[str]) -> dict[str, int]:
+    """Rows per source kind: at least the labelled queries for a synthetic source."""
+    transfer = config.transfer
+    if transfer.source == "mix":
+        return {k: int(v) for k, v in transfer.mix.items() if v > 0}
+    (kind,) = kinds
+    if kind == "public_table":
+        n = min(transfer.n_rows, n_public or 0)
+        if n < transfer.n_rows:
+            notes.append(f"The public transfer table has {n_public} rows, fewer than "
+                         f"transfer.n_rows = {transfer.n_rows}; all of them were used.")
+        return {kind: max(n, n_queries)}
+    return {kind: max(transfer.n_rows, n_queries)}
+
+
+def _capacity(config: PipelineConfig, kinds: list[str], n_public: int | None) -> int:
+    """The most transfer rows there can be (synthetic sources make any number)."""
+    if config.transfer.source == "mix":
+        return config.transfer.total_rows()
+    if kinds == ["public_table"]:
+        return int(n_public or 0)
+    return config.transfer.n_rows if config.labels.n_queries == "auto" else 10_000_000
+
+
+def _plan_queries(config: PipelineConfig, facts: RunFacts, eps_labels: float, n_teachers: int,
+                  cap: int, touches_sensitive: bool, notes: list[str]) -> int:
+    labels, target = config.labels, config.privacy.target_epsilon
+    if labels.n_queries != "auto":
+        n = int(labels.n_queries)
+        if n > cap:
+            notes.append(f"labels.n_queries {n} exceeds the {cap} transfer rows available; "
+                         f"{cap} were labelled.")
+        return min(n, cap)
+    if labels.aggregator == "plurality":
+        return min(cap, 2000)
+    sigma = labels.sigma_over_teachers * n_teachers
+    make = aggregator_for(config, n_teachers)
+    n = max_count(lambda q: make(sigma).planned_event(q), eps_labels, facts.delta,
+                  config.privacy.accountant, cap=cap)
+    if n >= labels.min_queries:
+        return n
+    if not touches_sensitive:
+        raise PrivacyBudgetError(
+            f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) affords only {n} "
+            f"GNMax queries to {n_teachers} teachers (fewer than labels.min_queries = "
+            f"{labels.min_queries}), and with student.alpha: 1 the student has nothing else "
+            "to learn from.",
+            hint="Raise privacy.target_epsilon, set labels.n_queries explicitly, or lower "
+                 "student.alpha so that the student also learns from sensitive rows by DP-SGD.")
+    notes.append(
+        f"The label budget (ε = {eps_labels:.3g} of the target {target:g}) affords only {n} "
+        f"GNMax queries to {n_teachers} teachers at σ = {labels.sigma_over_teachers}·K, fewer "
+        f"than labels.min_queries = {labels.min_queries}: too few to pay for their share of "
+        "the budget, so the student was trained on sensitive rows by DP-SGD alone and the "
+        "label share went to it.")
+    return 0
+
+
+def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
+    """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
+    numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
+    sampled from its own noisy histograms, for free, and the student learns only from them
+    (post-processing: its training needs no noise)."""
+    notes: list[str] = []
+    marginal_columns = [f.name for f in facts.schema.features
+                        if f.kind == "numeric" and f.name not in config.transfer.priors]
+    active = (["schema_statistics"] if marginal_columns else []) + ["dp_teacher"]
+    if config.student.alpha < 1:
+        notes.append("With teachers.dp_teacher the student learns only from the DP teacher's "
+                     "labels on transfer rows (student.alpha is taken as 1): DP-SGD on "
+                     "sensitive rows would spend budget the teacher uses better.")
+    n_rows = config.teachers.dp_teacher_rows
+    schedule = DpSgdSchedule.for_data(n_rows, config.student.resolved_batch_size(n_rows),
+                                      config.student.epochs)
+    ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features))
+    plans = _stage_plans(active, shares, ctx)
+    noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
+                         accountant=config.privacy.accountant, spent=facts.spent)
+    budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
+                                p.what) for p in plans)
+    return RunPlan(stages=budgets, delta=facts.delta, n_teachers=0,
+                   transfer_kinds=("teacher_histograms",),
+                   transfer_sizes={"teacher_histograms": n_rows},
+                   marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
+                   n_canaries=0, student_touches_sensitive=False, schedule=schedule,
+                   notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
+                   n_teacher_rows=n_rows, transfer_student_noise=0.0)
+
+
+def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
+    """Decide every stage's work and calibrate its noise so the composed ε meets the target.
+
+    Parameters
+    ----------
+    config:
+        The resolved pipeline configuration.
+    facts:
+        Public or charged facts about the data (:class:`RunFacts`).
+
+    Raises
+    ------
+    ConfigError
+        A non-private choice that was not allowed.
+    PrivacyBudgetError
+        The target cannot be met with the requested work.
+    """
+    check_allowed(config)
+    target, accountant = config.privacy.target_epsilon, config.privacy.accountant
+    shares = resolved_shares(config.privacy.shares)
+    if config.teachers.dp_teacher != "none":
+        return _plan_dp_teacher(config, facts, shares)
+    notes: list[str] = []
+    n_teachers = n_teachers_for(config, facts)
+    n_canaries = n_canaries_for(config, facts)
+    alpha = config.student.alpha
+    touches_sensitive = alpha < 1
+    n_dp_rows = max(1, facts.n_train - n_canaries // 2)
+    marginal_columns = columns_needing_marginals(facts.schema, config.transfer.priors,
+                                                 config.transfer.categories)
+    if config.transfer.source == "auto":
+        kinds, auto_notes = _resolve_auto_source(config, facts, shares, marginal_columns, n_dp_rows)
+        notes.extend(auto_notes)
+    else:
+        kinds = config.transfer.kinds()
+    active = _active(config, kinds, marginal_columns, alpha > 0, touches_sensitive)
+    total_share = sum(shares[s] for s in active) or 1.0
+    n_queries = 0
+    if alpha > 0:
+        eps_labels = target * shares["labels"] / total_share
+        n_queries = _plan_queries(config, facts, eps_labels, n_teachers,
+                                  _capacity(config, kinds, facts.n_public_rows),
+                                  touches_sensitive, notes)
+        if n_queries == 0:
+            alpha = 0.0
+            active = [s for s in active if s != "labels"]
+    n_sensitive = n_dp_rows if touches_sensitive else 0
+    repeats = 1
+    if n_queries and touches_sensitive:
+        repeats = max(1, round(alpha / (1 - alpha) * n_sensitive / n_queries))
+    n_examples = max(1, n_sensitive + repeats * n_queries)
+    schedule = DpSgdSchedule.for_data(n_examples, config.student.resolved_batch_size(n_examples),
+                                      config.student.epochs)
+    ctx = StageContext(n_queries=n_queries, n_teachers=n_teachers, schedule=schedule,
+                       aggregator=aggregator_for(config, n_teachers))
+    plans = _stage_plans(active, shares, ctx)
+    noises = plan_budget(plans, target_epsilon=target, delta=facts.delta, accountant=accountant,
+                         spent=facts.spent)
+    budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
+                                p.what) for p in plans)
+    sizes = _transfer_sizes(config, kinds, n_queries, facts.n_public_rows, notes)
+    return RunPlan(stages=budgets, delta=facts.delta, n_teachers=n_teachers,
+                   transfer_kinds=tuple(kinds), transfer_sizes=sizes,
+                   marginal_columns=tuple(marginal_columns if "schema_prior" in kinds else ()),
+                   n_queries=n_queries, alpha=alpha, repeats=repeats, n_canaries=n_canaries,
+                   student_touches_sensitive=touches_sensitive, schedule=schedule,
+                   notes=tuple(notes))
+
+
+__all__ = ["RunFacts", "RunPlan", "StageBudget", "aggregator_for", "check_allowed",
+           "n_teachers_for", "plan_run"]

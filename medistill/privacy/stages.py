@@ -1,0 +1,157 @@
+"""The registry of DP stages: one place that names every channel the budget is split over.
+
+Each stage declares its name (used alike in ``privacy.shares``, the ledger and the report),
+its default share of the target ε, the event it records at a given noise, and the largest
+noise at which it is still useful. The planner, the config validator, the ledger and the
+report all read this registry, in the manner of Opacus's accountant and grad-sampler
+registries: adding a stage is one :func:`register_stage` call plus its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dp_accounting as dpa
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's event depends on besides its noise (decided by the plan)."""
+
+    n_queries: int = 0
+    n_teachers: int = 0
+    aggregator: Any = None          # a configured aggregator class instance factory
+    schedule: Any = None            # DpSgdSchedule for DP-SGD stages
+    delta: float = 0.0
+    n_features: int = 0
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One DP stage: how it is named, what share it gets and which event it records."""
+
+    name: str
+    default_share: float
+    event: Callable[[float, StageContext], dpa.DpEvent]
+    max_noise: Callable[[StageContext], float]
+    what: Callable[[StageContext], str]
+    aliases: tuple[str, ...] = field(default=())
+    planned: bool = True            # False: fixed noise, not part of the share split
+    min_noise: float = 0.3          # the planner's search starts here
+
+
+STAGES: dict[str, StageSpec] = {}
+
+
+def register_stage(spec: StageSpec) -> StageSpec:
+    """Add ``spec`` to the registry (names and aliases must be new)."""
+    for name in (spec.name, *spec.aliases):
+        if name in STAGES or any(name in s.aliases for s in STAGES.values()):
+            raise ValueError(f"DP stage name {name!r} is registered twice.")
+    STAGES[spec.name] = spec
+    return spec
+
+
+def stage(name: str) -> StageSpec:
+    """The stage called ``name`` (or one of its aliases)."""
+    return STAGES[canonical_name(name)]
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name`` or an alias of it; ``KeyError`` when unknown."""
+    if name in STAGES:
+        return name
+    for spec in STAGES.values():
+        if name in spec.aliases:
+            return spec.name
+    raise KeyError(name)
+
+
+def share_names() -> list[str]:
+    """Stage names a pipeline file may give a share to (aliases included)."""
+    return sorted(n for s in STAGES.values() if s.planned for n in (s.name, *s.aliases))
+
+
+def resolved_shares(user: dict[str, float]) -> dict[str, float]:
+    """Every planned stage's share: the user's where given (by name or alias), else the
+    default. One source of defaults, whether the user gave a full, partial or no map."""
+    given = {canonical_name(k): v for k, v in user.items()}
+    return {name: given.get(name, spec.default_share) for name, spec in STAGES.items()
+            if spec.planned}
+
+
+# ---------------------------------------------------------------------------- the stages
+# Fixed noise for the per-class patient counts that size the plan (K, batch size, δ): a
+# Gaussian with noise multiplier 50 (count std 50 patients) adds μ = 0.02 to the Gaussian
+# part of the composition — negligible — and is charged to the ledger like any stage.
+PATIENT_COUNT_NOISE = 50.0
+
+
+def _gaussian(noise: float, _: StageContext) -> dpa.DpEvent:
+    return dpa.GaussianDpEvent(noise)
+
+
+register_stage(StageSpec(
+    name="patient_counts", default_share=0.0, event=_gaussian,
+    max_noise=lambda _: float("inf"), planned=False,
+    what=lambda _: "noisy per-class count of training patients (sizes the plan)"))
+
+register_stage(StageSpec(
+    name="feature_selection", default_share=0.0, event=_gaussian,
+    max_noise=lambda _: float("inf"), planned=False,
+    what=lambda _: "noisy person counts choosing OMOP concept features (charged by the loader)"))
+
+register_stage(StageSpec(
+    name="category_selection", default_share=0.0, event=_gaussian,
+    max_noise=lambda _: float("inf"), planned=False,
+    what=lambda _: "noisy patient counts choosing data-derived category lists"))
+
+register_stage(StageSpec(
+    name="schema_statistics", default_share=0.05, event=_gaussian,
+    max_noise=lambda _: 1e4, what=lambda _: "noisy marginals for transfer data"))
+
+register_stage(StageSpec(
+    name="transfer_synthesizer", aliases=("synthesizer",), default_share=0.15,
+    event=_gaussian, max_noise=lambda _: 1e3, what=lambda _: "DP marginal synthesizer"))
+
+
+def _labels_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
+    return ctx.aggregator(noise).planned_event(ctx.n_queries)
+
+
+register_stage(StageSpec(
+    name="labels", default_share=0.35, event=_labels_event,
+    max_noise=lambda ctx: 4.0 * ctx.n_teachers,
+    what=lambda ctx: f"noisy teacher votes on {ctx.n_queries} queries"))
+
+
+def _dp_ebm_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
+    """The DP-EBM's event when interpret is given ε = 1/noise (so that more "noise" means
+    less ε, as for every other stage)."""
+    from medistill.teachers.dp_ebm import DPEBMSettings, predicted_event
+
+    return predicted_event(epsilon=1.0 / noise, delta=ctx.delta, n_features=ctx.n_features,
+                           settings=DPEBMSettings())
+
+
+register_stage(StageSpec(
+    name="dp_teacher", default_share=0.90, event=_dp_ebm_event,
+    max_noise=lambda _: 100.0, min_noise=0.01,
+    what=lambda ctx: f"DP-EBM teacher on {ctx.n_features} features (interpret)"))
+
+
+def _dp_sgd_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
+    return ctx.schedule.event(noise)
+
+
+register_stage(StageSpec(
+    name="student_dp_sgd", aliases=("student",), default_share=0.60, event=_dp_sgd_event,
+    max_noise=lambda _: 50.0,
+    what=lambda ctx: (f"DP-SGD, {ctx.schedule.steps} steps at sample rate "
+                      f"{ctx.schedule.sample_rate:.4f}" if ctx.schedule else "DP-SGD")))
+
+
+__all__ = ["PATIENT_COUNT_NOISE", "STAGES", "StageContext", "StageSpec", "canonical_name",
+           "register_stage", "resolved_shares", "share_names", "stage"]

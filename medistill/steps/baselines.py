@@ -1,0 +1,149 @@
+"""Audit-only trainings: the direct DP-SGD baseline, student replicates over seeds, and the
+reference students of the membership attacks. None of them is ever released or written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from medistill.config import PipelineConfig
+from medistill.plan import RunPlan
+from medistill.privacy.ledger import epsilon_of, event_from_entry
+from medistill.privacy.planner import StagePlan, plan_budget
+from medistill.steps.prepare import Prepared
+from medistill.steps.student import Student, student_test_metrics
+from medistill.student.preprocess import as_model_input
+from medistill.student.train import DpSgdSchedule, train_student
+
+# Ledger stages whose cost the direct baseline pays too (it trains on the same
+# preprocessing, made from the same transfer rows).
+TRANSFER_STAGES = ("patient_counts", "feature_selection", "category_selection",
+                   "schema_statistics",
+                   "transfer_synthesizer", "transfer_munge")
+
+
+def replicate_seed(seed: int, arm: int, index: int) -> int:
+    """Seed of the ``index``-th audit training of ``arm`` (1: direct baseline, 2: student
+    replicate). ``train_student`` draws from seed, seed + 1 and seed + 2, and the released
+    student uses the pipeline's seed, so audit seeds start at seed + 10 and are spaced by 5:
+    no two trainings share a random stream."""
+    return seed + 10 * (index + 1) + 5 * (arm - 1)
+
+
+def seed_comparison(student_auroc: list[float], direct_auroc: list[float]) -> dict:
+    """Mean AUROCs of the two arms, their difference and its standard error (Welch)."""
+    s, d = np.asarray(student_auroc, float), np.asarray(direct_auroc, float)
+    se = (float(np.sqrt(s.var(ddof=1) / len(s) + d.var(ddof=1) / len(d)))
+          if len(s) > 1 and len(d) > 1 else None)
+    return {"seeds": min(len(s), len(d)), "student_auroc": s.tolist(), "direct_auroc": d.tolist(),
+            "student_mean": float(s.mean()), "direct_mean": float(d.mean()),
+            "difference": float(s.mean() - d.mean()), "difference_se": se}
+
+
+@dataclass(frozen=True)
+class DirectBaseline:
+    """The direct DP-SGD students (audit only): their mean metrics for the report, and the
+    networks themselves for benchmarks that attack them."""
+
+    metrics: dict
+    networks: tuple
+
+
+def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) -> DirectBaseline:
+    """Students of the same architecture trained by DP-SGD on sensitive rows only (no
+    teacher) at the same total ε: what distillation has to beat. One per seed of
+    ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC."""
+    ledger, data = prepared.ledger, prepared.data
+    spent = tuple(event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES)
+    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+    inputs = student.preprocessor.transform(as_model_input(rows, data.schema)).astype(np.float32)
+    schedule = DpSgdSchedule.for_data(len(inputs), config.student.resolved_batch_size(len(inputs)),
+                                      config.student.epochs)
+    noise = plan_budget([StagePlan("student_dp_sgd", 1.0, schedule.event, 50.0, "direct DP-SGD")],
+                        target_epsilon=config.privacy.target_epsilon, delta=ledger.delta,
+                        accountant=config.privacy.accountant, spent=spent)["student_dp_sgd"]
+    per_seed, networks = [], []
+    for i in range(config.audit.baseline_seeds):
+        network, _ = train_student(inputs, prepared.train_y[prepared.dp_rows],
+                                   n_classes=data.schema.n_classes, config=config.student,
+                                   noise_multiplier=noise, seed=replicate_seed(config.seed, 1, i),
+                                   batch_size=schedule.batch_size)
+        per_seed.append(student_test_metrics(network, student.preprocessor, prepared))
+        networks.append(network)
+    eps = epsilon_of([*spent, schedule.event(noise)], ledger.delta, config.privacy.accountant)
+    means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
+    return DirectBaseline({**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
+                           "seeds": len(per_seed), "epsilon": eps, "noise_multiplier": noise},
+                          tuple(networks))
+
+
+def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
+                      student: Student, direct: dict) -> dict:
+    """The student's AUROC against the direct baseline's, over seeds: the released student
+    plus ``audit.baseline_seeds - 1`` retrainings on the same rows at the same noise (audit
+    only, never written); the difference of means with its standard error."""
+    train = student.training
+    auroc = [student_test_metrics(student.network, student.preprocessor, prepared)["auroc"]]
+    for i in range(1, config.audit.baseline_seeds):
+        replicate, _ = train_student(train.inputs, train.targets,
+                                     n_classes=prepared.data.schema.n_classes,
+                                     config=config.student, is_transfer=train.is_transfer,
+                                     noise_multiplier=student.record.noise_multiplier,
+                                     seed=replicate_seed(config.seed, 2, i),
+                                     schedule=plan.schedule, alpha=plan.alpha)
+        auroc.append(student_test_metrics(replicate, student.preprocessor, prepared)["auroc"])
+    return seed_comparison(auroc, direct["auroc_per_seed"])
+
+
+def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
+                              student: Student):
+    """Re-runs the student's own training (same transfer rows, noise and schedule) on a
+    subset of an attack population: the reference models of LiRA and RMIA."""
+    schema, n_classes = prepared.data.schema, prepared.data.schema.n_classes
+    train = student.training
+    transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
+    preprocessor = student.preprocessor
+
+    def factory(features: pd.DataFrame, labels: np.ndarray):
+        population = preprocessor.transform(as_model_input(features, schema))
+
+        def fit(indices: np.ndarray, seed: int):
+            import torch
+
+            x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
+            y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
+            flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
+            net, _ = train_student(x, y, n_classes=n_classes, config=config.student,
+                                   is_transfer=flags,
+                                   noise_multiplier=student.record.noise_multiplier,
+                                   seed=seed, batch_size=plan.schedule.batch_size, alpha=plan.alpha)
+
+            def predict(rows: pd.DataFrame) -> np.ndarray:
+                z = preprocessor.transform(as_model_input(rows, schema))
+                with torch.no_grad():
+                    return torch.softmax(net(torch.as_tensor(z, dtype=torch.float32)), 1).numpy()
+            return predict
+        return fit
+    return factory
+
+
+
+
+def nonprivate_logistic_regression(config: PipelineConfig, prepared: Prepared) -> dict:
+    """A non-private logistic regression on all training rows: the simplest model the
+    hospital could fit without this kit (audit only)."""
+    from medistill.audit.utility import utility_metrics
+    from medistill.teachers.models import make_teacher
+
+    data = prepared.data
+    model = make_teacher("logistic_regression", data.schema, random_state=config.seed)
+    model.fit(prepared.train_X, prepared.train_y)
+    X_test, y_test, _ = data.rows(prepared.split.test)
+    return utility_metrics(y_test, model.predict_proba(X_test))
+
+
+__all__ = ["TRANSFER_STAGES", "DirectBaseline", "direct_dp_sgd", "distillation_gain",
+           "nonprivate_logistic_regression", "reference_student_factory", "replicate_seed",
+           "seed_comparison"]

@@ -1,0 +1,139 @@
+"""Train the student by DP-SGD on labelled transfer rows and sensitive rows; export ONNX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medistill import __version__
+from medistill.config import PipelineConfig
+from medistill.plan import RunPlan
+from medistill.privacy.randomness import Randomness
+from medistill.steps.prepare import Prepared
+from medistill.steps.transfer import Labelled
+from medistill.student.export import export_student
+from medistill.student.preprocess import as_model_input, make_preprocessor
+from medistill.student.train import DpSgdRecord, DpSgdSchedule, train_student
+from medistill.transfer.sources import TransferSet
+
+# Below this many synthetic rows the student's preprocessing statistics come from all
+# transfer rows (a public table's included).
+MIN_PREPROCESSING_ROWS = 200
+
+
+@dataclass(frozen=True)
+class StudentData:
+    """The student's training examples: preprocessed inputs, target probability vectors,
+    and which rows are (repeated) labelled transfer rows."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    is_transfer: np.ndarray
+
+
+@dataclass(frozen=True)
+class Student:
+    """The released network, what DP-SGD did, its preprocessing and training data."""
+
+    network: object
+    record: DpSgdRecord
+    preprocessor: object
+    training: StudentData
+    notes: tuple[str, ...] = ()
+
+
+def fit_preprocessor(prepared: Prepared, transfer: TransferSet):
+    """Preprocessing statistics from synthetic transfer rows (already paid for) when there
+    are enough, so no public individual's values enter them unnoised; else all transfer
+    rows, with a note."""
+    schema = prepared.data.schema
+    synthetic = transfer.rows[np.isin(transfer.source, ["dp_synthesizer", "schema_prior",
+                                                         "teacher_histograms"])]
+    notes: tuple[str, ...] = ()
+    rows = synthetic
+    if len(synthetic) < MIN_PREPROCESSING_ROWS:
+        rows = transfer.rows
+        if (transfer.source == "public_table").any():
+            notes = ("The student's preprocessing statistics (means, scales, category lists) "
+                     "were computed from the public transfer table without noise; the public "
+                     "individuals' guarantee covers the DP-SGD training, not these statistics.",)
+    return make_preprocessor(schema).fit(as_model_input(rows, schema)), notes
+
+
+def student_data(prepared: Prepared, plan: RunPlan, labelled: Labelled, preprocessor,
+                 rng: np.random.Generator) -> StudentData:
+    """Labelled transfer rows (repeated ``plan.repeats`` times to weigh α) plus one row per
+    sensitive training patient, shuffled by ``rng`` (seeded: nothing relies on it)."""
+    schema = prepared.data.schema
+    eye = np.eye(schema.n_classes, dtype=np.float32)
+    parts_x, parts_y, parts_t = [], [], []
+    if len(labelled.labels):
+        x = preprocessor.transform(as_model_input(labelled.rows, schema))
+        y = labelled.labels if labelled.labels.ndim == 2 else eye[labelled.labels]
+        parts_x.append(np.repeat(x, plan.repeats, axis=0))
+        parts_y.append(np.repeat(y.astype(np.float32), plan.repeats, axis=0))
+        parts_t.append(np.ones(len(x) * plan.repeats, dtype=bool))
+    if plan.student_touches_sensitive:
+        rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+        parts_x.append(preprocessor.transform(as_model_input(rows, schema)))
+        parts_y.append(eye[prepared.train_y[prepared.dp_rows]])
+        parts_t.append(np.zeros(len(rows), dtype=bool))
+    inputs = np.vstack(parts_x).astype(np.float32)
+    order = rng.permutation(len(inputs))
+    return StudentData(inputs[order], np.vstack(parts_y)[order], np.concatenate(parts_t)[order])
+
+
+def train_released_student(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
+                           labelled: Labelled, transfer: TransferSet, randomness: Randomness,
+                           on_epoch=None) -> Student:
+    """Train the student that will be released, with the plan's schedule and noise, its
+    noise and sampling from a privacy generator; record DP-SGD in the ledger when it
+    touched sensitive rows."""
+    preprocessor, notes = fit_preprocessor(prepared, transfer)
+    training = student_data(prepared, plan, labelled, preprocessor, randomness.seeded("mix"))
+    network, record = train_student(
+        training.inputs, training.targets, n_classes=prepared.data.schema.n_classes,
+        config=config.student, is_transfer=training.is_transfer,
+        noise_multiplier=plan.student_noise, seed=config.seed, schedule=plan.schedule,
+        alpha=plan.alpha, privacy_rng=randomness.privacy("student_dp_sgd"), on_epoch=on_epoch)
+    if plan.student_touches_sensitive:
+        done = DpSgdSchedule(len(training.inputs), plan.schedule.batch_size, record.sample_rate,
+                             record.steps)
+        prepared.ledger.record(
+            "student_dp_sgd", done.event(record.noise_multiplier),
+            f"DP-SGD on one row of each of {len(prepared.dp_rows)} sensitive patients"
+            + (f", mixed with {labelled.n_answered} labelled transfer rows"
+               if labelled.n_answered else ""))
+    return Student(network=network, record=record, preprocessor=preprocessor,
+                   training=training, notes=notes)
+
+
+def export(config: PipelineConfig, prepared: Prepared, student: Student, path: Path) -> None:
+    """Write ``student.onnx`` with the guarantee in its metadata."""
+    ledger = prepared.ledger
+    metadata = {"medistill_version": __version__, "epsilon": f"{ledger.epsilon():.6g}",
+                "delta": f"{ledger.total_delta:.6g}", "accountant": ledger.accountant,
+                "formal_guarantee": str(ledger.formal_guarantee).lower(),
+                "pipeline_sha256": config.sha256()}
+    export_student(path, student.preprocessor, student.network, prepared.data.schema, metadata)
+
+
+def student_test_metrics(network, preprocessor, prepared: Prepared) -> dict:
+    """Utility of a torch student on the sensitive test split (audit only)."""
+    import torch
+
+    from medistill.audit.utility import utility_metrics
+
+    data = prepared.data
+    X_test, y_test, _ = data.rows(prepared.split.test)
+    x = torch.as_tensor(preprocessor.transform(as_model_input(X_test, data.schema)),
+                        dtype=torch.float32)
+    with torch.no_grad():
+        proba = torch.softmax(network(x), dim=1).numpy()
+    return utility_metrics(y_test, proba)
+
+
+__all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data",
+           "student_test_metrics", "train_released_student"]

@@ -1,0 +1,172 @@
+"""#16.4: input checks before any training (medistill/data/checks.py through load_sensitive)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medistill.config import DataConfig
+from medistill.data.checks import (
+    MAX_CLASSES,
+    MIN_PATIENTS,
+    check_headers,
+    leakage_notes,
+    normalise_label_spellings,
+    uninformative,
+)
+from medistill.data.table import load_sensitive
+from medistill.errors import DataError
+
+N = 300
+
+
+def _frame(n: int = N, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"pid": [f"P{i}" for i in range(n)], "age": rng.normal(60, 10, n).round(1),
+                         "sbp": rng.normal(130, 15, n).round(), "ward": rng.choice(["A", "B"], n),
+                         "y": rng.integers(0, 2, n)})
+
+
+def _load(tmp_path: Path, frame: pd.DataFrame | str, **kw):
+    path = tmp_path / "t.csv"
+    if isinstance(frame, str):
+        path.write_text(frame)
+    else:
+        frame.to_csv(path, index=False)
+    config = {"source": "csv", "path": path, "label": "y", "id_column": "pid", **kw}
+    return load_sensitive(DataConfig(**config), seed=0)
+
+
+def _csv_with_header(header: str, n: int = N) -> str:
+    rows = "".join(f"P{i},{50 + i % 30},{60 + i % 7},{i % 2}\n" for i in range(n))
+    return header + "\n" + rows
+
+
+def test_16_4_clean_table_loads_without_notes(tmp_path: Path) -> None:
+    data = _load(tmp_path, _frame())
+    assert data.schema.feature_names == ["age", "sbp", "ward"] and data.notes == ()
+
+
+def test_16_4_duplicate_headers(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"t.csv': column 'age' is repeated"):
+        _load(tmp_path, _csv_with_header("pid,age,age,y"))
+
+
+@pytest.mark.parametrize("header", ["pid,Age,age,y", "pid,age ,age,y", "pid,heart rate,heart  rate,y"])
+def test_16_4_headers_differing_only_in_case_or_spaces(tmp_path: Path, header: str) -> None:
+    with pytest.raises(DataError, match="differ only in upper/lower case or spaces"):
+        _load(tmp_path, _csv_with_header(header))
+
+
+def test_16_4_check_headers_accepts_distinct_names() -> None:
+    check_headers(["", "age", "age_1", "bp.sys", "HbA1c (%)"], source="t")
+    with pytest.raises(DataError, match="columns 1, 3 have no name"):
+        check_headers(["", "age", " "], source="t")
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, 1e308, -2e16])
+def test_16_4_inf_and_huge_values(tmp_path: Path, bad: float) -> None:
+    frame = _frame()
+    frame.loc[41, "sbp"] = bad
+    with pytest.raises(DataError, match=r"column 'sbp' holds 1 infinite or huge number.*row 42 "
+                                        r"\(line 43") as info:
+        _load(tmp_path, frame)
+    assert "e+308" not in str(info.value) and "inf," not in str(info.value)
+
+
+def test_16_4_continuous_label(tmp_path: Path) -> None:
+    frame = _frame().assign(y=lambda f: f["age"] / 7)
+    with pytest.raises(DataError, match="label column 'y' holds continuous numbers"):
+        _load(tmp_path, frame)
+
+
+def test_16_4_too_many_label_classes(tmp_path: Path) -> None:
+    frame = _frame().assign(y=lambda f: np.arange(len(f)) % (MAX_CLASSES + 5))
+    with pytest.raises(DataError, match=f"25 distinct values; at most {MAX_CLASSES} classes"):
+        _load(tmp_path, frame)
+
+
+def test_16_4_label_spellings_merged_with_note(tmp_path: Path) -> None:
+    frame = _frame()
+    frame["y"] = np.where(frame["y"] == 1, "yes", "no").astype(object)
+    frame.loc[::3, "y"] = frame.loc[::3, "y"].str.capitalize() + " "
+    data = _load(tmp_path, frame)
+    assert data.schema.classes == ("no", "yes")
+    [note] = data.notes
+    assert note.kind == "label_spelling" and note.column == "y"
+    assert "Yes" not in note.message and "yes" not in note.message
+
+
+def test_16_4_label_spellings_left_alone_when_unambiguous() -> None:
+    values, notes = normalise_label_spellings(pd.Series(["Yes", "No ", None]), label="y")
+    assert values.tolist() == ["Yes", "No", None] and notes == []
+
+
+def test_16_4_too_few_rows(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"30 patients .* too few; medistill needs at least "
+                                        f"{MIN_PATIENTS}"):
+        _load(tmp_path, _frame(30))
+
+
+def test_16_4_tiny_class_refused(tmp_path: Path) -> None:
+    frame = _frame().assign(y=0)
+    frame.loc[:4, "y"] = 1
+    with pytest.raises(DataError, match="class\\(es\\) '1' of 'y' have fewer than 10 records"):
+        _load(tmp_path, frame)
+
+
+def test_16_4_free_text_declared_categorical(tmp_path: Path) -> None:
+    frame = _frame()
+    frame["note"] = [f"seen on ward, feeling {i} better" for i in range(N)]
+    with pytest.raises(DataError, match="column 'note' is declared categorical but looks like "
+                                        "free text") as info:
+        _load(tmp_path, frame, feature_types={"note": "categorical"})
+    assert "feeling" not in str(info.value)
+
+
+def test_16_4_free_text_inferred_categorical(tmp_path: Path) -> None:
+    frame = _frame()
+    frame["comment"] = [f"ok {i}" for i in range(N)]
+    with pytest.raises(DataError, match="column 'comment' is not numeric but looks like free "
+                                        "text"):
+        _load(tmp_path, frame, features=("age", "comment"))
+
+
+def test_16_4_constant_and_all_nan_columns_dropped_with_note(tmp_path: Path) -> None:
+    frame = _frame().assign(empty=np.nan, site="north", flag=1.0)
+    frame.loc[::2, "flag"] = np.nan     # one value plus missing cells: constant once imputed
+    data = _load(tmp_path, frame)
+    assert data.schema.feature_names == ["age", "sbp", "ward"]
+    kinds = {n.column: n.kind for n in data.notes}
+    assert kinds == {"empty": "dropped_empty", "site": "dropped_constant",
+                     "flag": "dropped_constant"}
+    assert all("north" not in n.message for n in data.notes)
+    assert any("dropped as empty or constant" in c for c in data.caveats)
+
+
+def test_16_4_uninformative() -> None:
+    assert uninformative(pd.Series([" ", None, ""], dtype=object)) == "dropped_empty"
+    assert uninformative(pd.Series([2.0, 2.0, np.nan])) == "dropped_constant"
+    assert uninformative(pd.Series([1.0, 2.0])) is None
+
+
+def test_16_4_label_leakage_warning(tmp_path: Path) -> None:
+    frame = _frame()
+    frame["discharge_code"] = np.where(frame["y"] == 1, "D1", "D0")
+    frame["days_to_event"] = np.where(frame["y"] == 1, frame["age"] / 100, np.nan)
+    data = _load(tmp_path, frame)
+    leaks = [n for n in data.notes if n.kind == "label_leakage"]
+    assert {n.column for n in leaks} == {"discharge_code", "days_to_event"}
+    assert all(n.severity == "warning" and "predicts the label 'y' perfectly" in n.message
+               for n in leaks)
+
+
+def test_16_4_leakage_by_threshold_and_not_on_honest_columns() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    frame = pd.DataFrame({"score": y * 10 + rng.uniform(0, 9, 400),   # three disjoint ranges
+                          "overlap": y * 10 + rng.uniform(0, 15, 400),
+                          "ward": rng.choice(["A", "B"], 400)})
+    notes = leakage_notes(frame, y, {"ward": "categorical"}, label="y")
+    assert [n.column for n in notes] == ["score"]

@@ -1,0 +1,110 @@
+"""The run plan: every planning branch as a millisecond-to-second unit test (no training)."""
+
+import dp_accounting as dpa
+import pytest
+
+from medistill.config import parse_config
+from medistill.data.schema import BINARY, NUMERIC, FeatureSpec, TableSchema
+from medistill.errors import ConfigError, PrivacyBudgetError
+from medistill.plan import RunFacts, n_teachers_for, plan_run
+from medistill.privacy.ledger import epsilon_of
+from medistill.privacy.stages import resolved_shares
+
+SCHEMA = TableSchema(features=(FeatureSpec("age", NUMERIC), FeatureSpec("bp", NUMERIC),
+                               FeatureSpec("smoker", BINARY)),
+                     label="event", classes=("0", "1"))
+
+
+def _config(**sections) -> object:
+    raw = {"data": {"source": "builtin", "builtin": {"name": "cohort"}},
+           "privacy": {"target_epsilon": 3.0}}
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value)
+    return parse_config(raw)
+
+
+def _facts(n: int = 12000, minority: float = 0.2, delta: float = 1e-6) -> RunFacts:
+    counts = (int(n * (1 - minority)), int(n * minority))
+    spent = (dpa.GaussianDpEvent(50.0),)
+    return RunFacts(schema=SCHEMA, class_counts=counts, delta=delta, spent=spent)
+
+
+def _composed(plan, facts) -> float:
+    return epsilon_of([*facts.spent, *(s.event for s in plan.stages)], facts.delta, "pld")
+
+
+def test_default_plan_spends_the_target_within_two_percent() -> None:
+    facts = _facts()
+    plan = plan_run(_config(), facts)
+    assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
+    assert plan.schedule.steps > 0 and plan.n_teachers >= 3
+
+
+def test_small_label_budget_gives_its_share_to_dp_sgd_and_says_so() -> None:
+    plan = plan_run(_config(), _facts(n=3000))
+    assert plan.n_queries == 0 and plan.alpha == 0.0
+    assert "labels" not in {s.name for s in plan.stages}
+    assert any("labels.min_queries" in note for note in plan.notes)
+
+
+def test_labels_bought_when_affordable() -> None:
+    plan = plan_run(_config(privacy={"target_epsilon": 8.0}, labels={"min_queries": 100}),
+                    _facts(n=20000))
+    assert plan.n_queries >= 100 and plan.alpha > 0
+    assert {"labels", "student_dp_sgd"} <= {s.name for s in plan.stages}
+
+
+def test_alpha_one_without_affordable_labels_is_a_budget_error_before_training() -> None:
+    with pytest.raises(PrivacyBudgetError, match="nothing else to learn from"):
+        plan_run(_config(student={"alpha": 1.0}), _facts(n=2000))
+
+
+def test_plurality_and_munge_refused_unless_allowed() -> None:
+    with pytest.raises(ConfigError, match="plurality"):
+        plan_run(_config(labels={"aggregator": "plurality"}), _facts())
+    with pytest.raises(ConfigError, match="MUNGE"):
+        plan_run(_config(transfer={"source": "munge"}), _facts())
+
+
+def test_auto_source_falls_back_to_schema_prior_on_tiny_budgets() -> None:
+    plan = plan_run(_config(privacy={"target_epsilon": 0.3}), _facts(n=800))
+    assert plan.transfer_kinds == ("schema_prior",)
+    assert any("schema prior was used instead" in n for n in plan.notes)
+
+
+def test_partial_shares_keep_the_other_defaults_and_aliases_map_to_one_name() -> None:
+    shares = resolved_shares({"student": 0.9})
+    assert shares["student_dp_sgd"] == 0.9 and shares["labels"] == 0.35
+    with pytest.raises(ConfigError, match="two shares"):
+        _config(privacy={"shares": {"student": 0.5, "student_dp_sgd": 0.5}})
+    with pytest.raises(ConfigError, match="unknown stage"):
+        _config(privacy={"shares": {"teacher": 0.5}})
+
+
+def test_15_4_k_is_unchanged_by_adding_a_patient_when_declared() -> None:
+    """Issue #15 item 4: K comes from the pipeline file or from charged noisy counts."""
+    config = _config(teachers={"n_teachers": 40})
+    assert n_teachers_for(config, _facts(n=10000)) == n_teachers_for(config, _facts(n=10001)) == 40
+    # auto: a function of the noisy counts only (the facts), never of the data itself.
+    auto = _config()
+    assert n_teachers_for(auto, _facts(n=10000)) == n_teachers_for(auto, _facts(n=10000))
+
+
+def test_15_8_schedule_comes_from_the_plan_not_from_answered_queries() -> None:
+    """The DP-SGD schedule is fixed by the plan from planned sizes, so how many queries
+    Confident-GNMax answers cannot move the sample rate."""
+    config = _config(privacy={"target_epsilon": 8.0}, labels={"min_queries": 100,
+                                                               "aggregator": "confident_gnmax"})
+    plan = plan_run(config, _facts(n=20000))
+    n_examples = plan.schedule.n_examples
+    assert n_examples == max(1, 20000 - plan.n_canaries // 2) + plan.repeats * plan.n_queries
+
+
+def test_budget_spent_before_planning_is_left_out() -> None:
+    facts = _facts()
+    heavy = RunFacts(schema=SCHEMA, class_counts=facts.class_counts, delta=1e-6,
+                     spent=(dpa.GaussianDpEvent(3.0),))
+    plan = plan_run(_config(), heavy)
+    assert _composed(plan, heavy) <= 3.0
+    with pytest.raises(PrivacyBudgetError, match="already spent"):
+        plan_run(_config(privacy={"target_epsilon": 0.5}), heavy)
