@@ -69,13 +69,19 @@ def _dp_teacher_worst(fairness: dict) -> float | None:
 
 
 def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
-         n_queries: int = N_QUERIES) -> dict:
-    """One pipeline run at ``epsilon`` and ``seed``: worst-group figures of both students."""
+         n_queries: int = N_QUERIES, teacher: str = "pate") -> dict:
+    """One pipeline run at ``epsilon`` and ``seed``: worst-group figures of both students.
+
+    ``teacher``: ``pate`` (the partitioned ensemble, ``n_queries`` noisy labels) or
+    ``dp_ebm`` (``teachers.dp_teacher: dp_ebm``: a DP-EBM teacher whose labels are free)."""
     # Fewer labels when the label share of a small ε cannot pay for n_queries at a useful
     # noise (the planner refuses): each tried count is recorded in the table.
-    for queries in dict.fromkeys([n_queries, *FEWER_QUERIES]):
-        raw = merge({"data": section, "privacy": {"target_epsilon": epsilon},
-                     "labels": {"n_queries": queries}, "seed": seed}, OVERRIDES)
+    counts = [n_queries, *FEWER_QUERIES] if teacher == "pate" else [None]
+    for queries in dict.fromkeys(counts):
+        extra = ({"labels": {"n_queries": queries}} if queries is not None
+                 else {"teachers": {"dp_teacher": teacher}})
+        raw = merge(merge({"data": section, "privacy": {"target_epsilon": epsilon},
+                           "seed": seed}, OVERRIDES), extra)
         try:
             artifacts = Artifacts(*DIRECT_STEPS)
             outcome, seconds = run_config(raw, folder / f"run-{epsilon}-{seed}",
@@ -96,7 +102,7 @@ def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
     direct = direct_fairness(box, fairness)
     return {
         "epsilon": epsilon, "seed": seed, "seconds": seconds,
-        "n_queries": report["run"]["ensemble"]["n_queries"],
+        "n_queries": report["run"]["transfer"]["n_labelled"],
         "alpha": report["run"]["student"]["alpha"],
         "teacher": report["utility"]["teacher"]["auroc"],
         "student": report["utility"]["student"]["auroc"],
@@ -119,17 +125,18 @@ def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
 
 
 def run(names: list[str], epsilons: list[float], seeds: list[int], *, folder: Path,
-        cohort_patients: int = 3000, n_queries: int = N_QUERIES, log=print,
-        on_dataset=None) -> dict:
+        cohort_patients: int = 3000, n_queries: int = N_QUERIES, teacher: str = "pate",
+        log=print, on_dataset=None) -> dict:
     """Every cell; ``on_dataset(results)`` after each dataset (partial results are kept)."""
     results: dict = {"n_queries": n_queries, "cohort_patients": cohort_patients,
-                     "datasets": {}}
+                     "teacher": teacher, "datasets": {}}
     for name in names:
         section = datasets.data_section(name, folder, n_patients=cohort_patients)
         rows = results["datasets"].setdefault(name, [])
         for epsilon in epsilons:
             for seed in seeds:
-                rows.append(cell(section, epsilon, seed, folder, n_queries=n_queries))
+                rows.append(cell(section, epsilon, seed, folder, n_queries=n_queries,
+                                 teacher=teacher))
                 r = rows[-1]
                 log(f"fairness {name} ε={epsilon:g} seed={seed}: " + (
                     r["error"] if "error" in r else
@@ -184,9 +191,46 @@ def markdown(results: dict, command: str, versions_line: str) -> str:
               "student AUROC", "direct AUROC", "worst-group retention: student (per seed)",
               "direct DP-SGD (per seed)", "largest gap: student", "direct DP-SGD",
               "student's worst group", "PATE ensemble mean vote (noiseless): worst retention"]
-    return (f"Command: `{command}` (labels.n_queries = {results['n_queries']}, cohort of "
-            f"{results['cohort_patients']} patients). Versions: {versions_line}.\n\n"
-            + table(header, rows))
+    teacher = results.get("teacher", "pate")
+    labels = (f"labels.n_queries = {results['n_queries']}" if teacher == "pate"
+              else f"teachers.dp_teacher = {teacher}, its labels free")
+    return (f"Command: `{command}` ({labels}, cohort of {results['cohort_patients']} "
+            f"patients). Versions: {versions_line}.\n\n" + table(header, rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.fairness [--teacher dp_ebm] ...``: the same table for either
+    teacher (``python -m benchmarks fairness`` runs the PATE one)."""
+    import argparse
+    import json
+    import tempfile
+
+    from benchmarks.common import command_line, versions_line
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fairness", description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["cohort", "flchain"],
+                        choices=datasets.ALL)
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0, 8.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--teacher", choices=("pate", "dp_ebm"), default="pate")
+    parser.add_argument("--cohort-patients", type=int, default=3000)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = command_line(argv).replace("python -m benchmarks ", "python -m benchmarks.fairness ")
+
+    def save(results: dict) -> None:
+        (args.out / "fairness.json").write_text(json.dumps(results, indent=1, default=str))
+        (args.out / "fairness.md").write_text(markdown(results, command, versions_line()) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="medistill-fairness-") as tmp:
+        run(args.datasets, args.epsilons, args.seeds, folder=Path(tmp),
+            cohort_patients=args.cohort_patients, teacher=args.teacher, on_dataset=save)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 __all__ = ["cell", "direct_fairness", "markdown", "run"]
