@@ -127,7 +127,7 @@ def cell(section: dict, epsilon: float, seed: int, folder: Path, *,
 def run(names: list[str], epsilons: list[float], seeds: list[int], *, folder: Path,
         cohort_patients: int = 3000, n_queries: int = N_QUERIES, teacher: str = "pate",
         log=print, on_dataset=None) -> dict:
-    """Every cell; ``on_dataset(results)`` after each dataset (partial results are kept)."""
+    """Every cell; ``on_dataset(results)`` after each cell (partial results are kept)."""
     results: dict = {"n_queries": n_queries, "cohort_patients": cohort_patients,
                      "teacher": teacher, "datasets": {}}
     for name in names:
@@ -144,8 +144,8 @@ def run(names: list[str], epsilons: list[float], seeds: list[int], *, folder: Pa
                     f"({r['student_worst_group']}), direct {fmt(r['direct_worst'])} "
                     f"({r['direct_worst_group']}); {r['judged_groups']} judged, "
                     f"{r['unjudged']} not; {r['n_queries']} labels; {r['seconds']:.0f} s"))
-        if on_dataset is not None:
-            on_dataset(results)
+                if on_dataset is not None:  # after every cell: partial results are kept
+                    on_dataset(results)
     return results
 
 
