@@ -187,11 +187,13 @@ def markdown(results: dict, command: str, versions_line: str) -> str:
                 _per_seed([c["direct_gap"] for c in ok]),
                 ", ".join(sorted({c["student_worst_group"] or "–" for c in ok})),
                 fmt(_mean([c["dp_teacher_worst"] for c in ok]))])
-    header = ["table", "ε", "seeds", "labels bought", "groups judged / not",
+    teacher = results.get("teacher", "pate")
+    dp_column = ("PATE ensemble mean vote (noiseless): worst retention" if teacher == "pate"
+                 else f"DP teacher ({teacher}): worst retention")
+    header = ["table", "ε", "seeds", "teacher labels", "groups judged / not",
               "student AUROC", "direct AUROC", "worst-group retention: student (per seed)",
               "direct DP-SGD (per seed)", "largest gap: student", "direct DP-SGD",
-              "student's worst group", "PATE ensemble mean vote (noiseless): worst retention"]
-    teacher = results.get("teacher", "pate")
+              "student's worst group", dp_column]
     labels = (f"labels.n_queries = {results['n_queries']}" if teacher == "pate"
               else f"teachers.dp_teacher = {teacher}, its labels free")
     return (f"Command: `{command}` ({labels}, cohort of {results['cohort_patients']} "
