@@ -12,7 +12,9 @@ Parts (default: all, in this order: privacy_utility, speed, scale):
 - ``scale``: the whole pipeline on the simulated cohort at 10k, 100k and 1M patients, time
   and peak memory per stage;
 - ``fairness`` (only when named): worst-group AUROC retention of the student and of the
-  direct DP-SGD student against ε (benchmarks/fairness.py).
+  direct DP-SGD student against ε (benchmarks/fairness.py);
+- ``cluster`` (only when named): membership-inference reference models 16 and 64 on the
+  demo cohort, local threads against a 2-worker Dask LocalCluster (benchmarks/cluster.py).
 
 Every part writes ``DIR/<part>.json`` (raw figures) and ``DIR/<part>.md`` (tables naming the
 command and the package versions) as soon as it has them; ``DIR/results.md`` collects all.
@@ -38,7 +40,7 @@ from benchmarks import common, datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("privacy_utility", "speed", "scale")  # run in this order
-OPT_IN = ("fairness",)  # run only when named: worst-group retention against ε (issue 20)
+EXTRA_PARTS = ("cluster", "fairness")  # only when named: reference models local vs Dask (issue 18); worst-group retention against ε (issue 20)
 
 FULL = {
     "datasets": ["breast_cancer", "pima", "pbc", "flchain", "cohort"],
@@ -92,10 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-diffprivlib", action="store_true",
                         help="do not create or use the diffprivlib environment")
     args = parser.parse_args(argv)
-    unknown = [p for p in args.parts if p not in PARTS + OPT_IN]
+    unknown = [p for p in args.parts if p not in PARTS + EXTRA_PARTS]
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(PARTS + OPT_IN)}")
+                     f"{', '.join(PARTS + EXTRA_PARTS)}")
     args.parts = list(args.parts) or list(PARTS)
     return args
 
@@ -197,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                              "fairness", res,
                              fairness.markdown(res, out.command, out.versions_line)))
         out.log(f"fairness done in {time.perf_counter() - t:.0f} s")
+
+    if "cluster" in args.parts:
+        from benchmarks import cluster
+
+        t = time.perf_counter()
+        res = (cluster.run(1000, [2, 4], 2, ["teacher"], log=out.log) if args.quick
+               else cluster.run(20_000, [16, 64], 2, ["teacher"], log=out.log))
+        out.save("cluster", res, cluster.markdown(res))
+        out.log(f"cluster done in {time.perf_counter() - t:.0f} s")
 
     out.log(f"all done in {time.perf_counter() - started:.0f} s; tables in {out_dir / 'results.md'}")
     return 0

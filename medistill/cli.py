@@ -18,6 +18,8 @@ from rich.markup import escape
 from medistill.errors import MedistillError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_GATE_FAILED = 0, 2, 3
+_SCHEDULER_HELP = ("Run teachers, reference models and FHIR chunks on this Dask scheduler "
+                   "(tcp://HOST:PORT, or 'local' for a cluster on this machine).")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Privacy-preserving knowledge distillation for healthcare data.")
@@ -42,13 +44,18 @@ def _finish(report: dict, run_dir: Path) -> None:
 @app.command()
 def demo(out_dir: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
          patients: Annotated[int, typer.Option(help="Patients in the built-in cohort.")] = 20000,
-         seed: Annotated[int, typer.Option(help="Seed of the whole run.")] = 0) -> None:
+         seed: Annotated[int, typer.Option(help="Seed of the whole run.")] = 0,
+         scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None) -> None:
     """Run the bundled end-to-end pipeline on the built-in synthetic cohort."""
+    from medistill.compute import with_scheduler
     from medistill.config import parse_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
+        check_destination(out_dir)
         config = parse_config(_demo_pipeline(patients, seed), source="built-in demo pipeline")
+        config = with_scheduler(config, scheduler)
         outcome = run_pipeline(config, out_dir, console=err)
     except MedistillError as error:
         _fail(error)
@@ -68,14 +75,18 @@ def _demo_pipeline(patients: int, seed: int) -> dict:
 @app.command()
 def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")],
         out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to write.")] = None,
-        seed: Annotated[int | None, typer.Option(help="Override the pipeline's seed.")] = None) -> None:
+        seed: Annotated[int | None, typer.Option(help="Override the pipeline's seed.")] = None,
+        scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None) -> None:
     """Run the whole pipeline described by PIPELINE."""
+    from medistill.compute import with_scheduler
     from medistill.config import load_config
     from medistill.pipeline import run_pipeline
+    from medistill.runfolder import check_destination
 
     try:
-        config = load_config(pipeline, seed=seed)
         target = out_dir or Path("runs") / pipeline.stem
+        check_destination(target)
+        config = with_scheduler(load_config(pipeline, seed=seed), scheduler)
         outcome = run_pipeline(config, target, console=err)
     except MedistillError as error:
         _fail(error)
@@ -85,7 +96,8 @@ def run(pipeline: Annotated[Path, typer.Argument(help="The pipeline YAML file.")
 @app.command()
 def audit(run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
           policy: Annotated[Path | None, typer.Option(help="Audit policy YAML.")] = None) -> None:
-    """Re-judge a finished run against a policy; rewrites its report files atomically."""
+    """Re-judge a finished run against a policy, after verifying its manifest (a mismatch is
+    exit 2); the report files are replaced atomically and each re-judgement is kept."""
     from medistill.audit.rejudge import rejudge_run
 
     try:
@@ -134,12 +146,20 @@ _register_deploy_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGINT and SIGTERM clean up alike (#16.10)."""
+    from medistill.housekeeping import (
+        Interrupted, clear_stale_temp_dirs, install_signal_handlers, stop_workers)
+
+    install_signal_handlers()
+    clear_stale_temp_dirs()
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted; no run folder was written.")
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stop_workers()
+        name = str(stop) if isinstance(stop, Interrupted) else "SIGINT"
+        err.print(f"interrupted ({name}); no run folder was written and temporary files "
+                  "were removed.", highlight=False, markup=False)
+        sys.exit(stop.exit_code if isinstance(stop, Interrupted) else 130)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -470,6 +471,31 @@ class AuditConfig(_Frozen):
         return tuple(dict.fromkeys(value))
 
 
+class ComputeConfig(_Frozen):
+    """Where teacher fits, reference models and FHIR chunks run (``medistill.compute``):
+    local processes (default), or a Dask cluster. ``scheduler`` is ``tcp://HOST:PORT`` (or
+    ``tls://``) of a running scheduler, or ``local`` for a throw-away cluster of
+    ``n_workers`` processes on this machine, its folders inside the run's temporary area."""
+
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    n_workers: int = Field(2, ge=1, le=256)
+    connect_timeout: float = Field(10.0, gt=0, le=600)
+    worker_timeout: float = Field(60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _scheduler_for_dask(self) -> ComputeConfig:
+        if self.backend == "dask" and not self.scheduler:
+            raise ValueError("'scheduler' is required when backend is 'dask' (tcp://HOST:PORT "
+                             "of a running Dask scheduler, or 'local')")
+        if self.backend == "local" and self.scheduler:
+            raise ValueError("'scheduler' is only used when backend is 'dask'")
+        if self.scheduler and self.scheduler != "local" and not re.fullmatch(
+                r"(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", self.scheduler):
+            raise ValueError("'scheduler' must be tcp://HOST:PORT, tls://HOST:PORT or 'local'")
+        return self
+
+
 class PipelineConfig(_Frozen):
     """The whole pipeline file, resolved."""
 
@@ -481,6 +507,7 @@ class PipelineConfig(_Frozen):
     transfer: TransferConfig = TransferConfig()
     student: StudentConfig = StudentConfig()
     audit: AuditConfig = AuditConfig()
+    compute: ComputeConfig = ComputeConfig()
     seed: int = Field(0, ge=0)
 
     def to_yaml(self) -> str:
@@ -547,6 +574,7 @@ def parse_config(raw: Any, *, source: str = "pipeline", base_dir: Path | None = 
         raise ConfigError(" ".join(problems[:3]) + (f" (and {len(problems) - 3} more problems)"
                                                     if len(problems) > 3 else "")) from None
     if base_dir is not None:
+        base_dir = Path(base_dir).absolute()  # pipeline.yaml in a run folder reproduces it
         data = config.data
         updates = {k: (base_dir / v) for k, v in (("path", data.path), ("mapping", data.mapping))
                    if v is not None and not Path(v).is_absolute()}
@@ -586,7 +614,7 @@ def load_config(path: Path | str, *, seed: int | None = None) -> PipelineConfig:
 
 
 __all__ = [
-    "AuditConfig", "BuiltinConfig", "DataConfig", "LabelsConfig", "MungeConfig", "NumericPrior",
-    "PipelineConfig", "PrivacyConfig", "PublicTableConfig", "SplitConfig", "StudentConfig",
-    "TeachersConfig", "TransferConfig", "load_config", "parse_config",
+    "AuditConfig", "BuiltinConfig", "ComputeConfig", "DataConfig", "LabelsConfig", "MungeConfig",
+    "NumericPrior", "PipelineConfig", "PrivacyConfig", "PublicTableConfig", "SplitConfig",
+    "StudentConfig", "TeachersConfig", "TransferConfig", "load_config", "parse_config",
 ]

@@ -56,11 +56,21 @@ class RunFolderError(MedistillError):
     """A run folder is missing, incomplete, or would overwrite something."""
 
 
+class ModelIntegrityError(RunFolderError):
+    """A model (or a run folder's file) does not match the hash recorded for it."""
+
+
+class ComputeError(MedistillError):
+    """The compute cluster cannot be reached, lost its workers, or a task on it failed."""
+
+
 __all__ = [
+    "ComputeError",
     "ConfigError",
     "DataError",
     "IdentifierColumnError",
     "MedistillError",
+    "ModelIntegrityError",
     "NotFittedError",
     "PrivacyBudgetError",
     "RunFolderError",

@@ -18,11 +18,13 @@ from rich.markup import escape
 
 from medistill.audit.assemble import AuditInputs, build_report, write_run_files
 from medistill.audit.fairness import sensitive_columns
+from medistill.compute import compute_backend
 from medistill.config import PipelineConfig
 from medistill.errors import PrivacyBudgetError
 from medistill.plan import RunPlan, check_allowed, plan_run
 from medistill.privacy.randomness import REPRODUCIBLE_NOTE, Randomness
-from medistill.runfolder import AtomicRunFolder
+from medistill.registry import register_into
+from medistill.runfolder import AtomicRunFolder, check_destination
 from medistill.steps import baselines as baseline_steps
 from medistill.steps.prepare import Prepared, prepare, with_canaries
 from medistill.steps.student import Student, export, train_released_student
@@ -181,9 +183,12 @@ def run_pipeline(config: PipelineConfig, out_dir: Path, *, console: Console | No
         Optional :class:`StepObserver` given each step's artifact (benchmarks).
     """
     console = console or Console(stderr=True)
+    check_destination(out_dir)  # before any work (#16.1)
     check_allowed(config)
-    with AtomicRunFolder(Path(out_dir)) as tmp:
+    with AtomicRunFolder(Path(out_dir)) as tmp, compute_backend(config.compute, tmp,
+                                                                 console=console):
         report = run_into(config, tmp, console, observer)
+        report = register_into(tmp, out_dir, config, report)  # run registry (#15.8)
     return RunOutcome(run_dir=Path(out_dir), report=report)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import dp_accounting as dpa
 import numpy as np
 
-from medistill.config import PipelineConfig
+from medistill.config import PipelineConfig, StudentConfig
 from medistill.data.schema import TableSchema
 from medistill.errors import ConfigError, PrivacyBudgetError
 from medistill.privacy.planner import StagePlan, max_count, plan_budget
@@ -83,6 +83,7 @@ class RunPlan:
     dp_teacher: str | None = None          # "dp_ebm": the DP-teacher path
     n_teacher_rows: int = 0                # transfer rows the DP teacher labels (free)
     transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
+    student: StudentConfig | None = None   # the student's settings as realised (None: config's)
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -255,6 +256,20 @@ def _plan_queries(config: PipelineConfig, facts: RunFacts, eps_labels: float, n_
     return 0
 
 
+# Distilling a DP teacher needs no noise, so the student can be trained to convergence:
+# on the built-in cohort (3,000 patients, ε = 3) 40 epochs at learning rate 0.01 and a
+# (64, 32) network raised the student's AUROC from 0.846 to 0.858 against its DP teacher's
+# 0.854 (docs/benchmarks.md). Settings the user wrote in the pipeline file are kept.
+DISTILLATION_STUDENT = {"epochs": 40, "learning_rate": 0.01, "max_macs_per_row": 4096}
+
+
+def distillation_student(student: StudentConfig) -> StudentConfig:
+    """The student's settings on the DP-teacher path: the distillation defaults for every
+    setting the pipeline file left unset."""
+    unset = {k: v for k, v in DISTILLATION_STUDENT.items() if k not in student.model_fields_set}
+    return student.model_copy(update=unset)
+
+
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
     """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
     numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
@@ -269,8 +284,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                      "labels on transfer rows (student.alpha is taken as 1): DP-SGD on "
                      "sensitive rows would spend budget the teacher uses better.")
     n_rows = config.teachers.dp_teacher_rows
-    schedule = DpSgdSchedule.for_data(n_rows, config.student.resolved_batch_size(n_rows),
-                                      config.student.epochs)
+    student = distillation_student(config.student)
+    schedule = DpSgdSchedule.for_data(n_rows, student.resolved_batch_size(n_rows), student.epochs)
     ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features))
     plans = _stage_plans(active, shares, ctx)
     noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
@@ -283,7 +298,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
                    n_canaries=0, student_touches_sensitive=False, schedule=schedule,
                    notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
-                   n_teacher_rows=n_rows, transfer_student_noise=0.0)
+                   n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student)
 
 
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:

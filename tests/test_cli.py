@@ -118,6 +118,7 @@ def finished_run(tmp_path_factory, cohort_csv, write_pipeline):
     return result, out
 
 
+@pytest.mark.slow
 def test_end_to_end_exit_code_and_summary(finished_run) -> None:
     result, out = finished_run
     assert result.exit_code in (0, 3), result.output
@@ -126,6 +127,7 @@ def test_end_to_end_exit_code_and_summary(finished_run) -> None:
     assert "report.html" in result.output and "ε =" in result.output
 
 
+@pytest.mark.slow
 def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
     _, out = finished_run
     report = json.loads((out / "report.json").read_text())
@@ -166,6 +168,7 @@ def test_end_to_end_contract_keys_and_bands(finished_run) -> None:
     assert 1e-5 <= privacy["delta"] <= 1.0101e-5 and privacy["delta_accountant"] == 1e-5
 
 
+@pytest.mark.slow
 def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     _, out = finished_run
     ledger = json.loads((out / "ledger.json").read_text())
@@ -177,6 +180,7 @@ def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     assert len(report["privacy"]["ledger"]) == len(ledger["entries"])
 
 
+@pytest.mark.slow
 def test_run_folder_files_and_manifest(finished_run) -> None:
     _, out = finished_run
     names = {p.name for p in out.iterdir()}
@@ -187,6 +191,7 @@ def test_run_folder_files_and_manifest(finished_run) -> None:
     assert all(sha256_of(out / name) == digest for name, digest in manifest.items())
 
 
+@pytest.mark.slow
 def test_no_identifier_or_raw_row_in_any_artifact(finished_run, cohort_table: pd.DataFrame) -> None:
     _, out = finished_run
     blob = b"".join(p.read_bytes() for p in out.iterdir())
@@ -200,6 +205,7 @@ def test_no_identifier_or_raw_row_in_any_artifact(finished_run, cohort_table: pd
         assert needle not in blob
 
 
+@pytest.mark.slow
 def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
     _, out = finished_run
     lenient = tmp_path / "lenient.yaml"
@@ -211,14 +217,13 @@ def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
     assert speed_gate["threshold"] == 0.5
 
 
-def test_mia_scores_and_canary_audit_are_saved(finished_run) -> None:
+@pytest.mark.slow
+def test_canary_audit_is_reported(finished_run) -> None:
     _, out = finished_run
-    scores = pd.read_parquet(out / "mia_scores.parquet")
-    assert set(scores["model"]) == {"student", "teacher"}
-    assert {"is_member", "loss_threshold", "rmia", "lira_online", "lira_offline"} <= set(scores.columns)
     report = json.loads((out / "report.json").read_text())
     names = {a["name"] for a in report["mia"]["student"]["attacks"]}
     assert names == {"loss_threshold", "lira_offline", "lira_online", "rmia"}
+    assert all(len(a["roc"]["fpr"]) >= 2 for a in report["mia"]["student"]["attacks"])
     canary = report["mia"]["student"]["canary"]
     assert canary["n_canaries"] >= 20
     # The one-run bound must never exceed the ledger's ε.
@@ -226,6 +231,95 @@ def test_mia_scores_and_canary_audit_are_saved(finished_run) -> None:
     assert report["mia"]["student"]["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
 
 
+@pytest.mark.slow
+def test_15_1_no_per_row_audit_file_in_run_folder_or_package(finished_run, tmp_path) -> None:
+    import tarfile
+
+    _, out = finished_run
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in (".parquet", ".csv", ".npy", ".pkl")]
+    assert all(b"is_member" not in p.read_bytes() for p in files)
+    manifest = json.loads((out / "manifest.json").read_text())["sha256"]
+    assert not [n for n in manifest if "mia" in n or "score" in n]
+    result = _run(["package", str(out), "--out", str(tmp_path / "student.tar.gz")])
+    assert result.exit_code == 0, result.output
+    with tarfile.open(tmp_path / "student.tar.gz") as tar:
+        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert not [n for n in members if n.endswith((".parquet", ".csv")) or "mia" in n]
+    assert all(b"is_member" not in data for data in members.values())
+    # #15.7: the package holds the model card and no report.
+    assert {"model_card.json", "model_card.md", "student.onnx"} <= set(members)
+    assert not [n for n in members if n.startswith("report")]
+
+
+@pytest.mark.slow
+def test_15_7_model_card_in_run_folder(finished_run) -> None:
+    _, out = finished_run
+    card = json.loads((out / "model_card.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert card["model"]["sha256"] == sha256_of(out / "student.onnx")
+    assert card["privacy"]["epsilon"] == report["privacy"]["epsilon"]
+    text = json.dumps(card)
+    prevalence = json.dumps(report["run"]["dataset"]["prevalence"])
+    assert '"prevalence":' not in text and prevalence not in text and "fairness" not in card
+    assert "clipping_check" not in text and "n_patients" not in text
+    assert (out / "model_card.md").read_text().startswith("# Model card: cv")
+    assert (out / "report.md").read_text().startswith("*INTERNAL AUDIT REPORT")
+
+
+@pytest.mark.slow
+def test_15_8_run_registry_beside_the_run_folder(finished_run) -> None:
+    _, out = finished_run
+    runs = json.loads((out / "report.json").read_text())["privacy"]["runs_on_same_data"]
+    assert runs["n_runs"] >= 1 and runs["summed_epsilon"] >= 2.9
+    lines = (out.parent / "medistill-runs.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["run_folder"] == str(out.absolute())
+
+
+@pytest.mark.slow
+def test_16_1_changed_run_folder_is_refused_before_any_work(finished_run, tmp_path,
+                                                           write_pipeline, cohort_csv) -> None:
+    import shutil
+
+    _, out = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "signoff.txt").write_text("approved by the IRB")
+    result = _run(["run", str(write_pipeline(tmp_path, cohort_csv, **FAST)), "--out", str(copy)])
+    assert result.exit_code == 2 and "'signoff.txt'" in result.output
+    assert (copy / "signoff.txt").exists()
+
+
+def test_16_1_bare_manifest_does_not_license_deletion(tmp_path) -> None:
+    v = tmp_path / "v"
+    (v / "src").mkdir(parents=True)
+    (v / "manifest.json").write_text("{}")
+    (v / "thesis.tex").write_text("x")
+    result = _run(["demo", "--patients", "1500", "--out", str(v)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (v / "thesis.tex").exists() and (v / "src").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+
+
+@pytest.mark.slow
+def test_16_2_audit_refuses_an_edited_report(finished_run, tmp_path) -> None:
+    import shutil
+
+    _, out = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    report = json.loads((copy / "report.json").read_text())
+    report["privacy"]["epsilon"] = 0.5
+    (copy / "report.json").write_text(json.dumps(report))
+    manifest = (copy / "manifest.json").read_bytes()
+    result = _run(["audit", str(copy)])
+    assert result.exit_code == 2 and "'report.json'" in result.output
+    assert (copy / "manifest.json").read_bytes() == manifest
+    packaged = _run(["package", str(copy), "--out", str(tmp_path / "x.tar.gz")])
+    assert packaged.exit_code == 0  # the report is not packaged; the card still verifies
+
+
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(finished_run, tmp_path) -> None:
     from medistill.audit.screenshot import chromium_path, screenshot_html
 
@@ -236,6 +330,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path) -> None:
     assert (tmp_path / "first_screen.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_15_2_rerunning_its_pipeline_yaml_gives_a_different_student(finished_run, tmp_path) -> None:
     """Issue #15 item 2: the seed does not fix the DP noise. Re-running the resolved
     pipeline.yaml (same seed) trains a different student while both claim a guarantee;

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the whole pipeline
 from rich.console import Console
 
 from medistill.config import parse_config
@@ -41,7 +43,7 @@ def test_dp_synthesizer_transfer_is_charged_and_reported(tmp_path: Path) -> None
     assert transfer["epsilon_cost"] > 0
     (part,) = transfer["sources"]
     assert part["kind"] == "dp_synthesizer" and part["ledger_stage"] == "transfer_synthesizer"
-    assert 0 < part["fidelity"]["mean_ks"] < 0.5
+    assert 0 < part["fidelity"]["mean_ks"] < 0.6   # fresh noise; the budget also pays counts and categories
     assert 0.98 * 4.0 <= report["privacy"]["epsilon"] <= 4.0
     assert 0.6 <= report["utility"]["student"]["auroc"] <= 0.92
 
@@ -124,7 +126,7 @@ def test_munge_needs_allow_nonprivate_and_then_says_so_first(tmp_path: Path) -> 
     # No MUNGE row (a perturbed sensitive row) is written to the run folder.
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
         ["report.json", "report.html", "report.md", "student.onnx", "ledger.json",
-         "pipeline.yaml", "manifest.json", "mia_scores.parquet"])
+         "pipeline.yaml", "manifest.json", "model_card.json", "model_card.md"])
     assert np.isfinite(report["utility"]["student"]["auroc"])
 
 

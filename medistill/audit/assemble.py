@@ -26,10 +26,12 @@ from medistill.audit.mia import log_likelihood
 from medistill.audit.mia_suite import run_attacks
 from medistill.audit.report import render_html, render_markdown
 from medistill.audit.speed import measure_speed, onnx_session
-from medistill.audit.utility import retention, utility_metrics
+from medistill.audit.utility import reliability_bins, retention, utility_metrics
+from medistill.compute import current_backend
 from medistill.config import PipelineConfig
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
+from medistill.housekeeping import temp_prefix
 from medistill.privacy.ledger import PrivacyLedger, epsilon_of, event_from_entry
 from medistill.student.export import onnx_feeds
 from medistill.plan import RunPlan
@@ -127,7 +129,7 @@ def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test
                                            batch_size=config.audit.throughput_batch)
     if config.audit.memory and transfer_rows is not None:
         # Synthetic transfer rows, never sensitive ones, are written for the child process.
-        with tempfile.TemporaryDirectory(prefix="medistill-mem-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=temp_prefix("mem")) as tmp:
             rows = Path(tmp) / "rows.parquet"
             feeds = onnx_feeds(transfer_rows, schema)
             pd.DataFrame({k: v[:, 0] for k, v in feeds.items()}).to_parquet(rows, index=False)
@@ -184,6 +186,9 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
     if ensemble is not None:
         models["ensemble"] = ensemble.predict_proba(X_test)
     utility = {who: utility_metrics(y_test, proba) for who, proba in models.items()}
+    if schema.n_classes == 2:   # aggregates of the test patients: internal report only
+        utility["reliability"] = {who: reliability_bins(y_test, proba[:, 1])
+                                  for who, proba in models.items()}
     utility["baselines"] = dict(baselines)
     # Who pays for privacy (medistill.audit.fairness): the DP teacher the student learned from
     # is the DP teacher model when there is one, else the PATE ensemble's mean vote.
@@ -283,7 +288,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                 "student": {"hidden_layers": [m.out_features for m in network.modules()
                                               if hasattr(m, "out_features")][:-1],
                             "n_parameters": int(sum(p.numel() for p in network.parameters())),
-                            "alpha": plan.alpha, "epochs": config.student.epochs,
+                            "alpha": plan.alpha, "epochs": (plan.student or config.student).epochs,
                             "noise_multiplier": record.noise_multiplier,
                             "sample_rate": record.sample_rate, "steps": record.steps,
                             "max_grad_norm": config.student.max_grad_norm,
@@ -297,7 +302,9 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                              "n_labelled": plan.n_queries or plan.n_teacher_rows,
                              "dp_marginal_columns": list(plan.marginal_columns),
                              "epsilon_cost": _transfer_epsilon(ledger),
-                             "sources": transfer.get("sources", [])}},
+                             "sources": transfer.get("sources", [])},
+                # where teachers, reference models and FHIR chunks ran (medistill.compute)
+                "compute": current_backend().summary()},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "input_checks": [note.to_dict() for note in getattr(data, "notes", ())],  # #16.4
         "fairness": _fairness(config, data, split, fairness_models, population, student_raw,
@@ -357,14 +364,20 @@ def _transfer_ledger(public_ledger: PrivacyLedger | None) -> dict | None:
 
 def write_run_files(folder: Path, config: PipelineConfig, ledger: PrivacyLedger, report: dict,
                     mia_scores: pd.DataFrame | None = None) -> None:
-    """report.json/.html/.md, ledger.json, mia_scores.parquet and the resolved pipeline.yaml."""
-    if mia_scores is not None:
-        mia_scores.to_parquet(folder / "mia_scores.parquet", index=False)
+    """report.json/.html/.md (internal), the model card (releasable), ledger.json and the
+    resolved pipeline.yaml. ``mia_scores`` is accepted and never written: per-patient audit
+    scores give membership away to anyone holding the model (#15.1); report.json keeps the
+    aggregates (ROC points, AUC, TPR at low FPR)."""
+    from medistill.audit.model_card import write_model_card
+
+    del mia_scores
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (folder / "report.html").write_text(render_html(report), encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
     (folder / "ledger.json").write_text(ledger.to_json())
     (folder / "pipeline.yaml").write_text(config.to_yaml())
+    if (folder / "student.onnx").is_file():
+        write_model_card(folder, report, config)
     mapping = _fhir_mapping_file(config)
     if mapping is not None:  # predict on FHIR input maps the export the same way
         (folder / "mapping.yaml").write_text(mapping.read_text(encoding="utf-8"), encoding="utf-8")

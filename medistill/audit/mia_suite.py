@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from medistill.audit.attacks import (
@@ -24,6 +23,7 @@ from medistill.audit.attacks import (
 )
 from medistill.audit.mia import log_likelihood, loss_threshold_attack, summarise
 from medistill.audit.reference_models import plan_reference_inclusion
+from medistill.compute import current_backend
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 
@@ -49,12 +49,14 @@ def run_attacks(target: Predict, features: pd.DataFrame, labels: np.ndarray,
         def one(r: int) -> np.ndarray:
             return train_fn(np.flatnonzero(inclusion[r]), seed + 1000 + r)(features)
 
-        # Threads, not processes: train_fn closes over the pipeline's state. numpy, torch
-        # and scikit-learn release the GIL in their kernels; each model is seeded, so the
-        # result does not depend on scheduling.
+        # Locally threads, not processes: train_fn closes over the pipeline's state. numpy,
+        # torch and scikit-learn release the GIL in their kernels. On a Dask backend `one`
+        # (with the population it closes over) goes to the cluster once and each model is a
+        # `medistill-reference-model-<r>` task. Each model is seeded, so the result does not
+        # depend on scheduling.
         with threadpool_limits(limits=1):
-            refs = Parallel(n_jobs=n_jobs, backend="threading")(
-                delayed(one)(r) for r in range(n_reference))
+            refs = list(current_backend().map(one, range(n_reference), label="reference-model",
+                                              n_jobs=n_jobs, prefer="threads"))
         ref_probs = np.stack(refs)
         target_conf = logit_confidence(probs, labels)
         ref_conf = np.stack([logit_confidence(p, labels) for p in ref_probs])

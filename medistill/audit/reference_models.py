@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+
+from medistill.compute import current_backend
 
 Predict = Callable[[np.ndarray], np.ndarray]
 TrainFn = Callable[[np.ndarray, int], Predict]
@@ -49,6 +52,10 @@ def _train_one(train_fn: TrainFn, indices: np.ndarray, seed: int) -> Predict:
     return train_fn(indices, int(seed))
 
 
+def _train_job(train_fn: TrainFn, job: tuple[np.ndarray, int]) -> Predict:
+    return _train_one(train_fn, *job)
+
+
 def train_reference_models(train_fn: TrainFn, inclusion: np.ndarray, *, n_jobs: int,
                            seeds: Sequence[int]) -> list[Predict]:
     """Train one reference model per row of ``inclusion`` and return their ``predict``
@@ -56,7 +63,8 @@ def train_reference_models(train_fn: TrainFn, inclusion: np.ndarray, *, n_jobs: 
 
     Model r is ``train_fn(np.flatnonzero(inclusion[r]), seeds[r])``. With ``n_jobs=1`` the
     models are trained in this process, one after the other; otherwise they fan out over
-    ``n_jobs`` worker processes (joblib/loky; ``-1`` = all cores).
+    ``n_jobs`` worker processes (joblib/loky; ``-1`` = all cores). Inside a Dask
+    :func:`medistill.compute.compute_backend`, every model is a task on the cluster.
     """
     inclusion = np.asarray(inclusion, dtype=bool)
     if inclusion.ndim != 2:
@@ -66,12 +74,8 @@ def train_reference_models(train_fn: TrainFn, inclusion: np.ndarray, *, n_jobs: 
         raise ValueError(f"{inclusion.shape[0]} reference models need as many seeds; got "
                          f"{len(seeds)}.")
     jobs = [(np.flatnonzero(row), seed) for row, seed in zip(inclusion, seeds, strict=True)]
-    if n_jobs == 1 or len(jobs) <= 1:
-        return [_train_one(train_fn, idx, seed) for idx, seed in jobs]
-    from joblib import Parallel, delayed
-
-    return list(Parallel(n_jobs=n_jobs, backend="loky")(
-        delayed(_train_one)(train_fn, idx, seed) for idx, seed in jobs))
+    return list(current_backend().map(partial(_train_job, train_fn), jobs,
+                                      label="reference-model", n_jobs=n_jobs))
 
 
 def reference_predictions(models: Sequence[Predict], indices: np.ndarray) -> np.ndarray:

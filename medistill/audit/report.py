@@ -338,12 +338,25 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Report created", fallback(run.get("created_at"))),
         ("Pipeline file SHA-256", fallback(run.get("pipeline_sha256"))),
         ("Seed", fallback(run.get("seed"))),
+        *_compute_facts(_section(run, "compute")),
     ]
     known = {"dataset", "teacher", "ensemble", "student", "transfer", "medistill_version",
-             "created_at", "pipeline_sha256", "seed"}
+             "created_at", "pipeline_sha256", "seed", "compute"}
     facts += [(str(k), fallback(v)) for k, v in run.items()
               if k not in known and (v is None or isinstance(v, str | int | float | bool))]
     return facts
+
+
+def _compute_facts(compute: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where teachers, reference models and FHIR chunks ran (``run.compute``)."""
+    if not compute:
+        return []
+    if compute.get("backend") == "dask":
+        where = (f"Dask cluster {compute.get('scheduler')}, {fmt_int(compute.get('n_workers'))} "
+                 f"workers, {fmt_int(compute.get('tasks'))} tasks")
+    else:
+        where = f"local processes ({fmt_int(compute.get('tasks'))} units of work)"
+    return [("Compute", where)]
 
 
 def _utility_rows(utility: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -400,6 +413,12 @@ def _ledger_rows(entries: Any) -> list[dict[str, Any]]:
     return rows
 
 
+INTERNAL_NOTICE = (
+    "INTERNAL AUDIT REPORT: keep it inside the hospital. Its figures come from sensitive test "
+    "and holdout patients and are not covered by the privacy guarantee; release "
+    "model_card.md with the model, never this report.")
+
+
 def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
     privacy, mia = _section(report, "privacy"), _section(report, "mia")
     mia_rows, mia_has_power = _mia_rows(mia)
@@ -408,6 +427,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
     fairness_rows = _fairness_rows(_section(report, "fairness"))
     return {
         "r": report,
+        "internal_notice": INTERNAL_NOTICE,
         "verdict": effective_verdict(report) or "unjudged",
         "verdict_line": verdict_line(report),
         "no_guarantee": no_guarantee_line(report),
@@ -487,6 +507,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "INTERNAL_NOTICE",
     "effective_verdict",
     "headline",
     "no_guarantee_line",

@@ -23,6 +23,36 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_
     return float(ece)
 
 
+def calibration_line(labels: np.ndarray, p1: np.ndarray) -> tuple[float, float]:
+    """Calibration slope and intercept (Cox 1958; Van Calster et al. 2019): the logistic
+    regression of the outcome on the logit of the predicted risk, unpenalised. A calibrated
+    model has slope 1 and intercept 0; slope < 1 means overconfident risks."""
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.clip(p1, 1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p)).reshape(-1, 1)
+    if len(np.unique(labels)) < 2:
+        return math.nan, math.nan
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit, labels)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def reliability_bins(labels: np.ndarray, p1: np.ndarray, n_bins: int = 10,
+                     min_count: int = 10) -> list[dict]:
+    """Observed event rate against mean predicted risk per equal-width risk bin, for the
+    reliability plot (aggregates only; bins with fewer than ``min_count`` patients are
+    left out)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(p1, edges[1:-1], right=True), 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.sum() >= min_count:
+            out.append({"predicted": float(p1[mask].mean()), "observed": float(labels[mask].mean()),
+                        "n": int(mask.sum())})
+    return out
+
+
 def utility_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """AUROC, AUPRC, accuracy, Brier score and ECE (one-vs-rest macro for multi-class)."""
     n_classes = probabilities.shape[1]
@@ -37,9 +67,15 @@ def utility_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, 
     brier = float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
     if n_classes == 2:
         brier /= 2.0  # the usual binary Brier score: mean squared error of P(class 1)
-    return {"auroc": float(auroc), "auprc": float(auprc),
-            "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
-            "brier": brier, "ece": expected_calibration_error(labels, probabilities)}
+    metrics = {"auroc": float(auroc), "auprc": float(auprc),
+               "accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+               "brier": brier, "ece": expected_calibration_error(labels, probabilities)}
+    if n_classes == 2:
+        slope, intercept = calibration_line(labels, probabilities[:, 1])
+        if math.isfinite(slope) and math.isfinite(intercept):
+            metrics.update(calibration_slope=slope, calibration_intercept=intercept)
+        metrics["calibration_in_the_large"] = float(labels.mean() - probabilities[:, 1].mean())
+    return metrics
 
 
 def retention(student: dict[str, float], teacher: dict[str, float]) -> dict[str, float | None]:
@@ -51,4 +87,5 @@ def retention(student: dict[str, float], teacher: dict[str, float]) -> dict[str,
             "accuracy": ratio(student["accuracy"], teacher["accuracy"]), "auroc_skill": skill}
 
 
-__all__ = ["expected_calibration_error", "retention", "utility_metrics"]
+__all__ = ["calibration_line", "expected_calibration_error", "reliability_bins", "retention",
+           "utility_metrics"]

@@ -10,6 +10,7 @@ import pandas as pd
 
 from medistill.config import DataConfig
 from medistill.errors import ConfigError, DataError
+from medistill.housekeeping import temp_prefix
 
 PATIENT_KEY = "patient_key"
 
@@ -81,7 +82,7 @@ def builtin_fhir_cohort(n_patients: int, *, seed: int, n_jobs: int = 1) -> tuple
 
     from medistill.data.fhir import demo_mapping, write_synthetic_fhir_export
 
-    with tempfile.TemporaryDirectory(prefix="medistill-fhir-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("fhir")) as tmp:
         folder = write_synthetic_fhir_export(Path(tmp) / "export", n_patients,
                                              rng=np.random.default_rng(seed))
         # The export was validated when it was made (see tests/data/fhir); reading only the

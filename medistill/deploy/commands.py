@@ -24,6 +24,17 @@ def _fail(error: MedistillError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+UNVERIFIED_HELP = ("Use a model whose sha256 does not verify against the manifest beside it "
+                   "(or that has none). Never for clinical use; logged as a warning.")
+
+
+def _warn_unverified(allowed: bool, model: Path) -> None:
+    if allowed:
+        err.print(f"warning: --allow-unverified-model: '{model}' is used WITHOUT checking its "
+                  "sha256 against a manifest; a tampered model would not be detected.",
+                  highlight=False, soft_wrap=True, markup=False)
+
+
 def predict(
     input_path: Annotated[Path, typer.Argument(
         metavar="INPUT", help="CSV, Parquet, or a FHIR export (Bulk Data folder, .ndjson, "
@@ -43,13 +54,17 @@ def predict(
         envvar="MEDISTILL_SALT", show_default=False)] = None,
     summary_json: Annotated[Path | None, typer.Option(
         help="Also write the summary (counts, bad rows by line; no values) as JSON.")] = None,
+    allow_unverified_model: Annotated[bool, typer.Option(
+        "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
 ) -> None:
     """Score a table or FHIR export with the student (onnxruntime only, never torch)."""
     from medistill.deploy.predict import predict_file
 
+    _warn_unverified(allow_unverified_model, model)
     try:
         summary = predict_file(model, input_path, out, on_error=on_error,  # type: ignore[arg-type]
-                               chunk_rows=chunk_rows, output_format=output_format, salt=salt)
+                               chunk_rows=chunk_rows, output_format=output_format, salt=salt,
+                               verify=not allow_unverified_model)
     except MedistillError as error:
         _fail(error)
     for line in summary.lines():
@@ -78,14 +93,21 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per request.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allow_unverified_model: Annotated[bool, typer.Option(
+        "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
+    access_log: Annotated[bool, typer.Option(
+        help="Log one line per request: method, path and status (never query strings or "
+             "bodies).")] = True,
 ) -> None:
     """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
+    _warn_unverified(allow_unverified_model, model)
     try:
         import uvicorn
 
         from medistill.deploy.service import create_app
 
-        app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads)
+        app = create_app(model, token=token, max_body_bytes=max_body_bytes, threads=threads,
+                         verify=not allow_unverified_model, access_log=access_log)
     except ImportError:
         _fail(MedistillError("`medistill serve` needs the 'serve' extra: "
                              "pip install 'medistill[serve]' (FastAPI and uvicorn)."))
@@ -98,16 +120,19 @@ def serve(
     err.print(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, "
               "GET /model, GET /openapi.json)", highlight=False, soft_wrap=True, markup=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                access_log=True, log_config=_log_config(log_level))
+                access_log=False, log_config=_log_config(log_level))
 
 
 def _log_config(level: str) -> dict:
-    """uvicorn's logging set-up, plus medistill's one line per request (no bodies)."""
+    """uvicorn's logging set-up (its own access log off: it records query strings), plus
+    medistill's loggers: one line per request with method, path and status, no bodies."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["medistill"] = {"handlers": ["default"], "level": level.upper(),
                                       "propagate": False}
+    config["loggers"]["uvicorn.access"] = {"handlers": [], "level": "CRITICAL",
+                                           "propagate": False}
     return config
 
 

@@ -1,12 +1,19 @@
 """The deployed student: an onnxruntime session, the schema stored in the model's metadata,
-and a model card built from that metadata and the run's ``report.json`` beside it.
+and a model card built from that metadata and the releasable ``model_card.json`` beside it
+(never from the internal ``report.json``).
+
+Before a model is loaded its sha256 must match the hash recorded beside it (the run's
+``manifest.json`` or a bundle's ``bundle_manifest.json``); a model that does not verify is
+refused unless the caller opts out explicitly (``verify=False``), which is logged.
 
 Imports onnxruntime, numpy and PyYAML only: never torch, scikit-learn or pandas.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,8 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from medistill.errors import DataError
+from medistill.errors import DataError, ModelIntegrityError
 from medistill.runfolder import sha256_of
+
+log = logging.getLogger("medistill.deploy")
+MANIFESTS = ("manifest.json", "bundle_manifest.json")
+CARD_FILE = "model_card.json"
 
 MODEL_FILE = "student.onnx"
 OUTPUT_NAME = "probabilities"
@@ -85,6 +96,9 @@ def _id_columns(folder: Path) -> tuple[str, ...]:
         column = data.get("id_column") or _DEFAULT_ID.get(str(data.get("source")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
         column = None
+    if not column:
+        card = _read_json(folder / CARD_FILE) or {}
+        column = (card.get("inputs") or {}).get("key_column")
     if column and str(column) not in columns:
         columns.append(str(column))
     return tuple(columns)
@@ -105,12 +119,14 @@ class DeployedModel:
     """A loaded ``student.onnx``; thread-safe (onnxruntime sessions are)."""
 
     def __init__(self, path: Path, session: Any, schema: ModelSchema,
-                 metadata: dict[str, str]) -> None:
+                 metadata: dict[str, str], *, sha256: str | None = None,
+                 integrity: str = "not checked") -> None:
         self.path = path
         self.session = session
         self.schema = schema
         self.metadata = metadata
-        self.sha256 = file_sha256(path)
+        self.sha256 = sha256 or file_sha256(path)
+        self.integrity = integrity
         self.id_columns = _id_columns(path.parent)
 
     @property
@@ -143,35 +159,100 @@ def _check_io(session: Any, schema: ModelSchema, source: str) -> None:
         raise DataError(f"{source}: the graph has no '{OUTPUT_NAME}' output.")
 
 
-def load_model(path: str | Path, *, threads: int | None = None) -> DeployedModel:
+def _manifest_check(path: Path, digest: str) -> str | None:
+    """"ok: matches NAME" if a manifest beside ``path`` records ``digest`` for it; None if
+    there is no manifest; :class:`ModelIntegrityError` if one differs or does not list it."""
+    for name in MANIFESTS:
+        manifest_path = path.parent / name
+        if not manifest_path.exists():
+            continue
+        manifest = _read_json(manifest_path) if not manifest_path.is_symlink() else None
+        recorded = ((manifest or {}).get("sha256") or {})
+        recorded = recorded.get(path.name) if isinstance(recorded, dict) else None
+        if recorded is None:
+            raise ModelIntegrityError(
+                f"model file '{path}': {name} beside it does not list it (or is unreadable), "
+                "so the model cannot be verified; refusing to use it.",
+                hint="Use the student.onnx of an untouched run folder or package bundle.")
+        if recorded != digest:
+            raise ModelIntegrityError(
+                f"model file '{path}' does not match the sha256 recorded in {name}: it was "
+                "modified or corrupted after the run; refusing to score with it.",
+                hint="Restore the model from its run folder or package.")
+        return f"ok: matches {name}"
+    return None
+
+
+def verify_model(path: Path, data: bytes, embedded: str | None) -> str:
+    """How the model bytes ``data`` (read from ``path``) were verified: against the manifest
+    beside it and/or the content hash ``embedded`` in its own metadata. Raises
+    :class:`ModelIntegrityError` if either differs, or if there is neither."""
+    from medistill.integrity import matches_embedded
+
+    by_manifest = _manifest_check(path, hashlib.sha256(data).hexdigest())
+    if embedded is not None and not matches_embedded(data, embedded):
+        raise ModelIntegrityError(
+            f"model file '{path}' does not match the content hash in its own metadata: it "
+            "was modified or corrupted after export; refusing to score with it.",
+            hint="Restore the model from its run folder or package.")
+    if by_manifest:
+        return by_manifest + (" and its embedded content hash" if embedded else "")
+    if embedded:
+        return "ok: matches its embedded content hash"
+    raise ModelIntegrityError(
+        f"model file '{path}' has no manifest.json or bundle_manifest.json beside it and no "
+        "embedded content hash, so its integrity cannot be checked; refusing to use it.",
+        hint="Point --model at a run folder or an unpacked `medistill package` bundle, or "
+             "pass --allow-unverified-model to use it anyway (logged).")
+
+
+def load_model(path: str | Path, *, threads: int | None = None,
+               verify: bool = True) -> DeployedModel:
     """Load ``student.onnx`` (or the one inside a run folder) with its schema.
 
     ``threads`` sets onnxruntime's intra-op threads (default: onnxruntime's choice).
+    ``verify`` (default) refuses a model whose sha256 does not match the manifest beside
+    it (:class:`ModelIntegrityError`); ``verify=False`` is an explicit, logged opt-out.
     Raises :class:`DataError` if the file is missing, not ONNX, or not a medistill model.
     """
     import onnxruntime as ort
 
+    from medistill.integrity import CONTENT_KEY
+
     path = _resolve(path)
+    data = path.read_bytes()  # verified and loaded from the same bytes
+    digest = hashlib.sha256(data).hexdigest()
+    if verify:
+        _manifest_check(path, digest)  # a known-bad model is refused before it is parsed
+    else:
+        log.warning("model %s (sha256 %s) loaded WITHOUT integrity verification "
+                    "(--allow-unverified-model)", path, digest)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), sess_options=options,
+        session = ort.InferenceSession(data, sess_options=options,
                                        providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise DataError(f"model file '{path}' is not an ONNX model onnxruntime can load "
                         f"({reason}).",
                         hint=f"Use the {MODEL_FILE} written by medistill.") from None
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    try:
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+    except (UnicodeDecodeError, RuntimeError):
+        raise DataError(f"model file '{path}': its metadata is not readable (corrupted?).",
+                        hint=f"Use the {MODEL_FILE} written by medistill.") from None
     if "schema" not in metadata:
         raise DataError(f"model file '{path}' has no medistill 'schema' metadata; it was not "
                         "exported by medistill.", hint=f"Use the {MODEL_FILE} of a run folder.")
+    integrity = (verify_model(path, data, metadata.get(CONTENT_KEY)) if verify else
+                 "NOT VERIFIED: loaded with the integrity check switched off")
     schema = ModelSchema.from_metadata(metadata["schema"], source=str(path))
     _check_io(session, schema, str(path))
-    return DeployedModel(path, session, schema, metadata)
+    return DeployedModel(path, session, schema, metadata, sha256=digest, integrity=integrity)
 
 
 def _float(value: Any) -> float | None:
@@ -181,40 +262,11 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _integrity(model: DeployedModel) -> str:
-    """Does the model match the hash recorded beside it (run or bundle manifest)?"""
-    for name in ("manifest.json", "bundle_manifest.json"):
-        manifest = _read_json(model.folder / name)
-        if manifest is None:
-            continue
-        recorded = (manifest.get("sha256") or {}).get(model.path.name)
-        if recorded is None:
-            return f"{name} does not list {model.path.name}"
-        return "ok" if recorded == model.sha256 else f"MISMATCH: the model differs from {name}"
-    return "no manifest beside the model"
-
-
-def releasable_gates(gates: Any) -> list[dict[str, Any]] | None:
-    """The report's gate rows as the model card may carry them: a gate on per-group test
-    metrics (``fairness.…``) keeps its name, result and rule, not its measured value or
-    note (they name a group and its test metrics, which stay in the internal report)."""
-    if not isinstance(gates, list):
-        return None
-    out = []
-    for gate in gates:
-        if isinstance(gate, dict) and str(gate.get("metric", "")).startswith("fairness."):
-            gate = {**gate, "value": None, "note": "per-group figure: see the internal report"}
-        out.append(gate)
-    return out
-
-
 def model_card(model: DeployedModel) -> dict[str, Any]:
-    """Identity, inputs and privacy claim of a model, plus its audit summary from
-    ``report.json`` when that report belongs to this model (same pipeline hash)."""
+    """Identity, inputs and privacy claim of a model (from its metadata), plus the
+    releasable ``model_card.json`` beside it when that card describes this very model
+    (same sha256). The internal audit report is never read."""
     meta = model.metadata
-    report = _read_json(model.folder / "report.json")
-    run = (report or {}).get("run") or {}
-    matches = bool(report) and run.get("pipeline_sha256") == meta.get("pipeline_sha256")
     privacy: dict[str, Any] = {
         "unit": "patient",
         "formal_guarantee": meta.get("formal_guarantee") == "true",
@@ -228,27 +280,21 @@ def model_card(model: DeployedModel) -> dict[str, Any]:
                   "label": model.schema.label, "classes": list(model.schema.classes),
                   "features": [{"name": f.name, "kind": f.kind,
                                 "categories": list(f.categories)} for f in model.schema.features],
-                  "integrity": _integrity(model)},
-        "privacy": privacy, "report": None}
-    if report and matches:
-        claimed = report.get("privacy") or {}
+                  "integrity": model.integrity},
+        "privacy": privacy, "card": None}
+    released = _read_json(model.folder / CARD_FILE)
+    if released and (released.get("model") or {}).get("sha256") == model.sha256:
+        card["card"] = released
+        claimed = released.get("privacy") or {}
         privacy.update({k: claimed[k] for k in ("unit", "formal_guarantee", "epsilon", "delta",
-                                                "accountant", "covered", "caveats")
-                        if k in claimed})
-        privacy["source"] = "report.json"
-        utility = report.get("utility") or {}
-        card["report"] = {
-            "verdict": report.get("verdict"), "passed": report.get("passed"),
-            "created_at": run.get("created_at"), "dataset": run.get("dataset"),
-            "utility": {k: utility.get(k) for k in ("student", "teacher", "retention")},
-            "speed": {k: (report.get("speed") or {}).get(k) for k in ("threads", "student")},
-            "gates": releasable_gates(report.get("gates"))}
-    elif report:
-        card["report_note"] = ("report.json beside the model belongs to another run "
-                               "(pipeline hash differs); it was not used.")
+                                                "accountant", "covered") if k in claimed})
+        privacy["source"] = CARD_FILE
+    elif released:
+        card["card_note"] = (f"{CARD_FILE} beside the model describes another model (sha256 "
+                             "differs); it was not used.")
     return card
 
 
 __all__ = ["BINARY", "CATEGORICAL", "MODEL_FILE", "NUMERIC", "OUTPUT_NAME", "PATIENT_KEY",
            "DeployedModel", "Feature", "ModelSchema", "file_sha256", "load_model", "model_card",
-           "releasable_gates"]
+           "verify_model"]

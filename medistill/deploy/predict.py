@@ -254,8 +254,11 @@ def _temporary(output: Path) -> Path:
 def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
                  output_path: str | Path, *, on_error: OnError = "stop",
                  chunk_rows: int = 100_000, output_format: str | None = None,
-                 salt: str | None = None) -> PredictSummary:
+                 salt: str | None = None, verify: bool = True) -> PredictSummary:
     """Score every row of ``input_path`` and write ``output_path`` atomically.
+
+    ``verify`` (default): refuse a model whose sha256 does not match the manifest beside it;
+    ``False`` is the explicit, logged ``--allow-unverified-model`` opt-out.
 
     ``on_error="stop"``: the first bad row raises :class:`DataError` naming its line and
     column, and nothing is written. ``"skip"``: bad rows are left out and listed in the
@@ -267,7 +270,8 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
         raise ConfigError(f"--on-error must be 'stop' or 'skip'. Got {on_error!r}.")
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer. Got {chunk_rows}.")
-    model = model_path if isinstance(model_path, DeployedModel) else load_model(model_path)
+    model = (model_path if isinstance(model_path, DeployedModel)
+             else load_model(model_path, verify=verify))
     source, output = Path(input_path), Path(output_path)
     fmt = infer_format(output, output_format)
     if source.exists() and output.exists() and source.resolve() == output.resolve():
@@ -297,9 +301,8 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    integrity = model.card["model"]["integrity"]
-    if integrity.startswith("MISMATCH"):
-        notes.append(integrity)
+    if not model.integrity.startswith("ok"):
+        notes.append(f"model integrity: {model.integrity}")
     return PredictSummary(
         input=str(source), output=str(output), format=fmt, model_sha256=model.sha256,
         key_column=data.key_column, n_rows=counts["rows"], n_scored=counts["scored"],

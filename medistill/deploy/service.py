@@ -2,8 +2,11 @@
 
 ``POST /predict`` scores JSON rows (``{"rows": [{column: value}, ...]}``) or a FHIR Bundle
 (answered with a Bundle of RiskAssessments); ``GET /health``; ``GET /model`` (model card and
-privacy claim). Optional bearer token (constant-time comparison), a request size limit
-(413), and no request body, cell value or identifier in any log line or error message.
+privacy claim). Optional bearer token (constant-time comparison; it also guards
+``/openapi.json``, which names the label and features), a request size limit (413), a
+malformed-value check (a number beyond float range, a string that is not valid Unicode,
+JSON nested deeper than ``MAX_DEPTH``: 422), and no request body, query string, cell value
+or identifier in any log line or error message (the access log has method, path, status).
 """
 
 import hmac
@@ -28,6 +31,7 @@ from medistill.deploy.inputs import (
 from medistill.deploy.model import DeployedModel, load_model
 from medistill.deploy.predict import predict_fhir_resources, score
 from medistill.errors import DataError, MedistillError
+from medistill.housekeeping import temp_prefix
 
 try:
     from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
@@ -40,6 +44,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
                          "pip install 'medistill[serve]' (FastAPI and uvicorn).") from error
 
 log = logging.getLogger("medistill.deploy.service")
+access_log = logging.getLogger("medistill.access")
+MAX_DEPTH = 64
 FHIR_JSON = "application/fhir+json"
 Scalar = float | int | str | bool | None
 
@@ -137,6 +143,60 @@ class _BodyLimit:
         await JSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
 
 
+class _AccessLog:
+    """ASGI middleware: one line per request with method, path and status only (never the
+    query string, headers or body, which can carry patient data)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            access_log.info("%s %s %d", scope.get("method", "-"), scope.get("path", "-"), status)
+
+
+def body_problem(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """What makes a parsed JSON body unscorable, or None: nesting deeper than
+    ``max_depth``, an integer beyond float range, a string (or key) that is not valid
+    Unicode. Iterative, so a deep body cannot exhaust the stack. Never quotes a value."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return f"JSON nested more than {max_depth} levels deep"
+        if isinstance(item, bool) or item is None or isinstance(item, float):
+            continue
+        if isinstance(item, int):
+            try:
+                float(item)
+            except OverflowError:
+                return "an integer too large to be a number"
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string that is not valid Unicode (a lone surrogate)"
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
 def _auth(token: str | None) -> list:
     """The dependency list for protected routes: none without a token."""
     if not token:
@@ -198,7 +258,7 @@ def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, sa
                   ) -> JSONResponse:
     from medistill.deploy.fhir_output import bundle as make_bundle
 
-    with tempfile.TemporaryDirectory(prefix="medistill-serve-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("serve")) as folder:
         path = Path(folder) / "bundle.json"
         path.write_text(json.dumps(bundle.model_dump(mode="json", exclude_none=True)),
                         encoding="utf-8")
@@ -210,27 +270,38 @@ def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, sa
 
 
 def create_app(model_path: str | Path, *, token: str | None = None,
-               max_body_bytes: int = 1_000_000, threads: int | None = None) -> FastAPI:
+               max_body_bytes: int = 1_000_000, threads: int | None = None,
+               verify: bool = True, access_log: bool = True) -> FastAPI:
     """A FastAPI app serving the student at ``model_path``.
 
+    ``access_log``: one line per request (method, path, status) on the
+    ``medistill.access`` logger; ``False`` for none.
     ``token``: if set, ``/predict`` and ``/model`` need ``Authorization: Bearer <token>``.
     ``max_body_bytes``: larger requests get 413. ``threads``: onnxruntime intra-op threads.
     """
     if max_body_bytes < 1:
         raise DataError(f"max_body_bytes must be positive. Got {max_body_bytes}.")
-    model = load_model(model_path, threads=threads)
+    model = load_model(model_path, threads=threads, verify=verify)
     # Warm up (first-call imports and allocations), so the first request is not slow.
     score(model, prepare(rows_chunk([{}], model.schema.feature_names), model.schema,
                          key_column=None, source="warm-up", unit="rows[]"))
     salt = secrets.token_hex(16)  # keys of FHIR input never leave the process
     app = FastAPI(title="medistill student", version=__version__, docs_url=None,
-                  redoc_url=None, description=(
+                  redoc_url=None, openapi_url=None if token else "/openapi.json", description=(
                       f"Scores `{model.schema.label}` with the medistill student "
                       f"(student.onnx sha256 {model.sha256[:12]}…). Inputs: "
                       f"{', '.join(model.schema.feature_names)}."))
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    if access_log:
+        app.add_middleware(_AccessLog)
     app.state.model = model
     protected = _auth(token)
+    if token:
+        @app.get("/openapi.json", dependencies=protected, include_in_schema=False)
+        def openapi() -> JSONResponse:
+            """The OpenAPI schema; behind the token, since it names the label and inputs."""
+            return JSONResponse(app.openapi())
+
     errors = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
               422: {"model": ErrorResponse}}
 
@@ -270,6 +341,10 @@ def create_app(model_path: str | Path, *, token: str | None = None,
         bundle = isinstance(body, BundleRequest)
         kind, n = ("bundle", len(body.entry)) if bundle else ("rows", len(body.rows))
         try:
+            problem = body_problem([body.entry, body.model_extra] if bundle else body.rows)
+            if problem:
+                status = 422
+                return _rejected(f"the request holds {problem}; nothing was scored", [])
             response = (_score_bundle(model, body, on_error, salt) if bundle
                         else _score_rows(model, body.rows, on_error))
             status = getattr(response, "status_code", 200)
@@ -277,6 +352,12 @@ def create_app(model_path: str | Path, *, token: str | None = None,
         except MedistillError:
             status = 422
             raise
+        except (ValueError, OverflowError, RecursionError, UnicodeError) as error:
+            # Input the checks above did not foresee: still the client's request, never a 500.
+            status = 422
+            log.warning("predict: unreadable request (%s)", type(error).__name__)
+            return _rejected("the request could not be read as model input; nothing was "
+                             "scored", [])
         finally:  # counts and timing only: never the body
             log.info("predict: %s of %d, status %d, %.1f ms", kind, n, status,
                      (time.perf_counter() - started) * 1e3)
@@ -284,4 +365,5 @@ def create_app(model_path: str | Path, *, token: str | None = None,
     return app
 
 
-__all__ = ["BundleRequest", "PredictResponse", "RowPrediction", "RowsRequest", "create_app"]
+__all__ = ["MAX_DEPTH", "BundleRequest", "PredictResponse", "RowPrediction", "RowsRequest",
+           "body_problem", "create_app"]

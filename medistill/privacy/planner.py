@@ -49,10 +49,13 @@ def calibrate_noise(event_for: Callable[[float], dpa.DpEvent], epsilon: float, d
     if accountant == "pld":
         upper = calibrate_noise(event_for, epsilon, delta, "rdp", low=low, high=high)
         if math.isinf(upper):
-            return upper
-        low, high = max(low, 0.4 * upper), upper
-        if not _fits([event_for(high)], epsilon, delta, accountant):  # not expected
-            return upper
+            # RDP's orders stop at 256, too few for very small ε: search with PLD alone.
+            if not _fits([event_for(high)], epsilon, delta, accountant):
+                return math.inf
+        else:
+            low, high = max(low, 0.4 * upper), upper
+            if not _fits([event_for(high)], epsilon, delta, accountant):  # not expected
+                return upper
     elif not _fits([event_for(high)], epsilon, delta, accountant):
         return math.inf
     if _fits([event_for(low)], epsilon, delta, accountant):

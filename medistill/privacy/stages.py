@@ -83,10 +83,25 @@ def resolved_shares(user: dict[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- the stages
-# Fixed noise for the per-class patient counts that size the plan (K, batch size, δ): a
-# Gaussian with noise multiplier 50 (count std 50 patients) adds μ = 0.02 to the Gaussian
-# part of the composition — negligible — and is charged to the ledger like any stage.
+# Unplanned stages run before the plan with a fixed small part of the target: their noise is
+# the larger of a base value and the noise at which they cost ``share`` of the target alone.
+# Gaussian costs compose in quadrature (μ² adds up), so in the composed total they cost far
+# less than their share alone. Patient counts (they size the plan: K, batch size, δ): base
+# std 50 patients, at most 2 % of ε alone. Category selection: base σ = 8 (a one-patient
+# category threshold of ~100 patients for three columns), at most 15 % of ε alone.
 PATIENT_COUNT_NOISE = 50.0
+FIXED_NOISE = {"patient_counts": (PATIENT_COUNT_NOISE, 0.02), "category_selection": (8.0, 0.15)}
+
+
+def fixed_noise(name: str, target_epsilon: float, delta: float, accountant: str = "pld") -> float:
+    """The noise multiplier of the unplanned stage ``name`` for a run with this target."""
+    from medistill.privacy.planner import calibrate_noise
+
+    base, share = FIXED_NOISE[name]
+    spec = stage(name)
+    needed = calibrate_noise(lambda s: spec.event(s, StageContext()), share * target_epsilon,
+                             delta, accountant)  # type: ignore[arg-type]
+    return max(base, needed)
 
 
 def _gaussian(noise: float, _: StageContext) -> dpa.DpEvent:
@@ -153,5 +168,5 @@ register_stage(StageSpec(
                       f"{ctx.schedule.sample_rate:.4f}" if ctx.schedule else "DP-SGD")))
 
 
-__all__ = ["PATIENT_COUNT_NOISE", "STAGES", "StageContext", "StageSpec", "canonical_name",
+__all__ = ["FIXED_NOISE", "PATIENT_COUNT_NOISE", "STAGES", "fixed_noise", "StageContext", "StageSpec", "canonical_name",
            "register_stage", "resolved_shares", "share_names", "stage"]

@@ -13,7 +13,7 @@ from medistill.plan import RunPlan
 from medistill.privacy.ledger import epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
 from medistill.steps.prepare import Prepared
-from medistill.steps.student import Student, student_test_metrics
+from medistill.steps.student import Student, student_test_metrics, transfer_bounds
 from medistill.student.preprocess import as_model_input
 from medistill.student.train import DpSgdSchedule, train_student
 
@@ -89,10 +89,12 @@ def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
     for i in range(1, config.audit.baseline_seeds):
         replicate, _ = train_student(train.inputs, train.targets,
                                      n_classes=prepared.data.schema.n_classes,
-                                     config=config.student, is_transfer=train.is_transfer,
+                                     config=plan.student or config.student,
+                                     is_transfer=train.is_transfer,
                                      noise_multiplier=student.record.noise_multiplier,
                                      seed=replicate_seed(config.seed, 2, i),
-                                     schedule=plan.schedule, alpha=plan.alpha)
+                                     schedule=plan.schedule, alpha=plan.alpha,
+                                     input_bounds=transfer_bounds(train))
         auroc.append(student_test_metrics(replicate, student.preprocessor, prepared)["auroc"])
     return seed_comparison(auroc, direct["auroc_per_seed"])
 
@@ -101,10 +103,15 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
                               student: Student):
     """Re-runs the student's own training (same transfer rows, noise and schedule) on a
     subset of an attack population: the reference models of LiRA and RMIA."""
+    # The closures capture only what a reference model needs (they may be shipped to a
+    # cluster's workers): never the sensitive data or the released student's training set.
     schema, n_classes = prepared.data.schema, prepared.data.schema.n_classes
     train = student.training
     transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
     preprocessor = student.preprocessor
+    bounds = transfer_bounds(train)
+    student_config, noise = plan.student or config.student, student.record.noise_multiplier
+    batch, alpha = plan.schedule.batch_size, plan.alpha
 
     def factory(features: pd.DataFrame, labels: np.ndarray):
         population = preprocessor.transform(as_model_input(features, schema))
@@ -115,10 +122,9 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
             x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
             y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
             flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
-            net, _ = train_student(x, y, n_classes=n_classes, config=config.student,
-                                   is_transfer=flags,
-                                   noise_multiplier=student.record.noise_multiplier,
-                                   seed=seed, batch_size=plan.schedule.batch_size, alpha=plan.alpha)
+            net, _ = train_student(x, y, n_classes=n_classes, config=student_config,
+                                   is_transfer=flags, noise_multiplier=noise, seed=seed,
+                                   batch_size=batch, alpha=alpha, input_bounds=bounds)
 
             def predict(rows: pd.DataFrame) -> np.ndarray:
                 z = preprocessor.transform(as_model_input(rows, schema))

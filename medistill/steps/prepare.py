@@ -15,7 +15,7 @@ from medistill.data.table import SensitiveData, load_sensitive
 from medistill.plan import RunFacts
 from medistill.privacy.ledger import PrivacyLedger
 from medistill.privacy.randomness import Randomness
-from medistill.privacy.stages import PATIENT_COUNT_NOISE, stage
+from medistill.privacy.stages import fixed_noise, stage
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def _choose_categories(config: PipelineConfig, data: SensitiveData, split: Patie
     selection = select_categories(
         train_X.iloc[dp_rows], data.schema, declared=dict(config.transfer.categories),
         delta=ledger.delta, rng=randomness.privacy("category_selection"),
-        floor=config.data.min_category_count)
+        floor=config.data.min_category_count,
+        noise=fixed_noise("category_selection", config.privacy.target_epsilon, ledger.delta,
+                          config.privacy.accountant))
     if selection.event is not None:
         derived = [c for c in selection.categories if c not in selection.declared]
         ledger.record("category_selection", selection.event,
@@ -89,8 +91,10 @@ def prepare(config: PipelineConfig, randomness: Randomness) -> Prepared:
                            holdout=config.split.holdout, key=randomness.secret_key("split"))
     train_X, train_y, train_ids = data.rows(split.train)
     dp_rows = one_row_per_patient(train_ids, key=randomness.secret_key("rows"))
-    counts = noisy_class_counts(train_y[dp_rows], data.schema.n_classes,
-                                noise=PATIENT_COUNT_NOISE,
+    target, accountant = config.privacy.target_epsilon, config.privacy.accountant
+    # δ is not known before the count: calibrate at a small provisional δ (more noise).
+    count_noise = fixed_noise("patient_counts", target, config.privacy.delta or 1e-7, accountant)
+    counts = noisy_class_counts(train_y[dp_rows], data.schema.n_classes, noise=count_noise,
                                 rng=randomness.privacy("patient_counts"))
     delta = config.privacy.delta or public_delta(sum(counts))
     ledger = PrivacyLedger(delta=delta, accountant=config.privacy.accountant,
@@ -99,9 +103,9 @@ def prepare(config: PipelineConfig, randomness: Randomness) -> Prepared:
     for name, event, what in data.privacy_events:   # charged by the loader (OMOP concepts)
         ledger.record(name, event, what)
         spent.append(event)
-    count_event = stage("patient_counts").event(PATIENT_COUNT_NOISE, None)
+    count_event = stage("patient_counts").event(count_noise, None)
     ledger.record("patient_counts", count_event,
-                  f"noisy per-class counts of training patients (std {PATIENT_COUNT_NOISE:g})")
+                  f"noisy per-class counts of training patients (std {count_noise:.3g})")
     spent.append(count_event)
     data, train_X, event = _choose_categories(config, data, split, train_X, dp_rows, ledger,
                                               randomness)

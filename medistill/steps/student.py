@@ -85,6 +85,15 @@ def student_data(prepared: Prepared, plan: RunPlan, labelled: Labelled, preproce
     return StudentData(inputs[order], np.vstack(parts_y)[order], np.concatenate(parts_t)[order])
 
 
+def transfer_bounds(training: StudentData) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-input range of the labelled transfer rows (synthetic or public: no sensitive
+    value), the student's input clamp; None when there are none."""
+    rows = training.inputs[training.is_transfer]
+    if not len(rows):
+        return None
+    return rows.min(axis=0), rows.max(axis=0)
+
+
 def train_released_student(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                            labelled: Labelled, transfer: TransferSet, randomness: Randomness,
                            on_epoch=None) -> Student:
@@ -95,9 +104,10 @@ def train_released_student(config: PipelineConfig, prepared: Prepared, plan: Run
     training = student_data(prepared, plan, labelled, preprocessor, randomness.seeded("mix"))
     network, record = train_student(
         training.inputs, training.targets, n_classes=prepared.data.schema.n_classes,
-        config=config.student, is_transfer=training.is_transfer,
+        config=plan.student or config.student, is_transfer=training.is_transfer,
         noise_multiplier=plan.student_noise, seed=config.seed, schedule=plan.schedule,
-        alpha=plan.alpha, privacy_rng=randomness.privacy("student_dp_sgd"), on_epoch=on_epoch)
+        alpha=plan.alpha, privacy_rng=randomness.privacy("student_dp_sgd"), on_epoch=on_epoch,
+        input_bounds=transfer_bounds(training))
     if plan.student_touches_sensitive:
         done = DpSgdSchedule(len(training.inputs), plan.schedule.batch_size, record.sample_rate,
                              record.steps)
@@ -135,5 +145,5 @@ def student_test_metrics(network, preprocessor, prepared: Prepared) -> dict:
     return utility_metrics(y_test, proba)
 
 
-__all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data",
+__all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data", "transfer_bounds",
            "student_test_metrics", "train_released_student"]

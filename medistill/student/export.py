@@ -80,8 +80,11 @@ def build_student_onnx(preprocessor: ColumnTransformer, network: torch.nn.Module
 
 def export_student(path: Path, preprocessor: ColumnTransformer, network: torch.nn.Module,
                    schema: TableSchema, metadata: dict[str, str]) -> None:
-    """Write ``student.onnx`` (see :func:`build_student_onnx`)."""
-    onnx.save(build_student_onnx(preprocessor, network, schema, metadata), str(path))
+    """Write ``student.onnx`` (see :func:`build_student_onnx`), with its content hash
+    embedded in its metadata (:mod:`medistill.integrity`)."""
+    from medistill.integrity import seal
+
+    Path(path).write_bytes(seal(build_student_onnx(preprocessor, network, schema, metadata)))
 
 
 def onnx_feeds(features: pd.DataFrame, schema: TableSchema) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from medistill.student.model import INPUT_CLIP, StudentMLP
+from medistill.student.model import StudentMLP
 
 ROWWISE = (nn.Linear, nn.ReLU)
 
@@ -52,7 +52,7 @@ def is_fusable(model: nn.Module) -> bool:
 def forward_with_activations(model: StudentMLP, x: torch.Tensor
                              ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """``model(x)``, with each linear layer's input and output kept."""
-    h = torch.clamp(x, -INPUT_CLIP, INPUT_CLIP)
+    h = model.clamp_inputs(x)
     inputs, outputs = [], []
     for layer in model.net:
         if isinstance(layer, nn.Linear):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,8 +20,15 @@ class StudentMLP(nn.Module):
     """Input clamp, Linear → ReLU blocks and a linear head producing class logits."""
 
     def __init__(self, n_inputs: int, n_classes: int, hidden_layers: tuple[int, ...], *,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 input_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
+        lower, upper = (np.full(n_inputs, -INPUT_CLIP), np.full(n_inputs, INPUT_CLIP))
+        if input_bounds is not None:   # per-input range of the (paid-for) transfer rows
+            lower = np.maximum(lower, np.asarray(input_bounds[0], dtype=float))
+            upper = np.minimum(upper, np.asarray(input_bounds[1], dtype=float))
+        self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
+        self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float32))
         layers: list[nn.Module] = []
         width = n_inputs
         for hidden in hidden_layers:
@@ -41,8 +49,13 @@ class StudentMLP(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.uniform_(-bound, bound, generator=generator)
 
+    def clamp_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs clamped to the student's range (±INPUT_CLIP, or the transfer rows' own
+        per-input range, so the student never extrapolates where its teacher clipped)."""
+        return torch.maximum(torch.minimum(x, self.upper), self.lower)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.clamp(x, -INPUT_CLIP, INPUT_CLIP))
+        return self.net(self.clamp_inputs(x))
 
 
 class WithSoftmax(nn.Module):

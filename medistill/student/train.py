@@ -169,6 +169,7 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   alpha: float | None = None,
                   privacy_rng: np.random.Generator | None = None,
                   schedule: DpSgdSchedule | None = None,
+                  input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
 
@@ -205,7 +206,7 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     init_generator = torch.Generator().manual_seed(seed + 2)
     model = StudentMLP(inputs.shape[1], n_classes,
                        config.resolved_hidden_layers(inputs.shape[1], n_classes),
-                       generator=init_generator)
+                       generator=init_generator, input_bounds=input_bounds)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if targets.ndim == 1:
         targets = np.eye(n_classes, dtype=np.float32)[targets]

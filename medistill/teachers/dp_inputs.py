@@ -136,10 +136,11 @@ class PublicEncoding:
         if spec.kind == BINARY:
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
             return np.where(np.isnan(values), MISSING, np.where(values == 1, "1", "0"))
-        text = column.astype(object).where(column.notna(), None)
-        known = set(spec.categories)
-        return np.array([MISSING if v is None else (str(v) if str(v) in known else OTHER)
-                         for v in text], dtype=object)
+        text = column.astype("string")
+        missing = text.isna().to_numpy()
+        text = text.fillna(MISSING).to_numpy(dtype=object)
+        known = np.isin(text, np.asarray(spec.categories, dtype=object))
+        return np.where(missing, MISSING, np.where(known, text, OTHER)).astype(object)
 
     def ebm_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The frame the DP-EBM is fitted on / predicts from (no missing values)."""

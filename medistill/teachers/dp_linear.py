@@ -9,16 +9,17 @@ ledger event is ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z
 with z calibrated by ``dp_accounting.mechanism_calibration`` to the (ε, δ) share and q, z, T
 read back from Opacus's own accountant history.
 
-**Randomness:** the Poisson sampling and the noise use a ``torch.Generator`` seeded from
-fresh OS entropy (``secrets``) at every fit, never from the pipeline seed and never
-recorded. (torch's generator is not itself a CSPRNG; Opacus's ``secure_mode`` needs
-torchcsprng, which is not available for this torch. See ``docs/teachers.md``.)
+**Randomness:** the Poisson sampling and the gradient noise are privacy draws: they come
+from ``rng``, by default :func:`medistill.privacy.randomness.secure_generator` (ChaCha20
+keyed with fresh OS entropy, never recorded); pass ``Randomness.privacy("dp_teacher")``
+to follow the run's reproducible mode. Opacus's own ``torch.normal`` draw is replaced
+(``use_noise_generator``); its clipping, scaling and accounting are unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import secrets
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +30,17 @@ import pandas as pd
 import torch
 from absl import logging as absl_logging
 from opacus import PrivacyEngine
+from torch.utils.data import DataLoader
 
 from medistill.data.schema import TableSchema
 from medistill.errors import TrainingError
 from medistill.privacy.ledger import AccountantName, epsilon_of, make_accountant
-from medistill.student.sampling import BatchTensors, poisson_loader
+from medistill.privacy.randomness import (
+    GeneratorPoissonSampler,
+    secure_generator,
+    use_noise_generator,
+)
+from medistill.student.sampling import BatchTensors, passthrough
 from medistill.student.train import DpSgdSchedule
 from medistill.teachers.dp_inputs import PublicEncoding
 from medistill.teachers.models import _torch_threads
@@ -61,9 +68,11 @@ class DPLinearSettings:
                                  f"in the range (0, inf). Got {value!r} instead.")
 
 
+@functools.lru_cache(maxsize=64)
 def calibrate_noise(schedule: DpSgdSchedule, *, epsilon: float, delta: float,
                     accountant: AccountantName = "pld") -> float:
-    """The smallest noise multiplier z whose schedule event costs at most (ε, δ)."""
+    """The smallest noise multiplier z whose schedule event costs at most (ε, δ) (a pure
+    function of its arguments, cached)."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive finite float. Got {epsilon!r} instead.")
     if not 0 < delta < 1:
@@ -87,11 +96,6 @@ def calibrate_noise(schedule: DpSgdSchedule, *, epsilon: float, delta: float,
                                        0.5 * upper, upper), tol=2e-3 * upper))
         finally:
             absl_logging.set_verbosity(verbosity)
-
-
-def _fresh_generator() -> torch.Generator:
-    """A generator seeded from the OS's entropy pool; the seed is dropped at once."""
-    return torch.Generator().manual_seed(secrets.randbits(63))
 
 
 @dataclass
@@ -127,8 +131,12 @@ class DPLinearTeacher:
 def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchema, *,
                   epsilon: float, delta: float, bounds: Mapping[str, tuple[float, float]],
                   settings: DPLinearSettings = DPLinearSettings(),
-                  accountant: AccountantName = "pld") -> DPLinearTeacher:
-    """Fit a DP logistic regression on one row per patient within (ε, δ)."""
+                  accountant: AccountantName = "pld",
+                  rng: np.random.Generator | None = None) -> DPLinearTeacher:
+    """Fit a DP logistic regression on one row per patient within (ε, δ).
+
+    ``rng`` drives the Poisson sampling and the noise (default: a fresh secure generator).
+    """
     encoding = PublicEncoding.build(schema, bounds)
     labels = np.asarray(labels)
     if len(labels) != len(features) or not np.isin(labels, range(schema.n_classes)).all():
@@ -138,22 +146,23 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
     y = torch.from_numpy(labels.astype(np.int64))
     schedule = DpSgdSchedule.for_data(len(x), settings.batch_size, settings.epochs)
     noise = calibrate_noise(schedule, epsilon=epsilon, delta=delta, accountant=accountant)
-    generator = _fresh_generator()
+    rng = secure_generator() if rng is None else rng
     linear = torch.nn.Linear(x.shape[1], schema.n_classes)
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     model = torch.nn.Sequential(linear)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    loader = poisson_loader(BatchTensors(x, y), sample_rate=schedule.sample_rate,
-                            steps=schedule.steps // settings.epochs, generator=generator)
+    sampler = GeneratorPoissonSampler(num_samples=len(x), sample_rate=schedule.sample_rate,
+                                      steps=schedule.steps // settings.epochs, rng=rng)
+    loader = DataLoader(BatchTensors(x, y), batch_sampler=sampler, collate_fn=passthrough)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
         engine = PrivacyEngine(accountant="rdp")
         model, optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
-            max_grad_norm=settings.max_grad_norm, poisson_sampling=False,
-            noise_generator=generator)
+            max_grad_norm=settings.max_grad_norm, poisson_sampling=False)
+    use_noise_generator(optimizer, rng)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     with _torch_threads(1):   # tiny batches: intra-op threads only spin on a busy machine

@@ -1,12 +1,15 @@
-"""K teachers on disjoint patient partitions (PATE), trained in parallel with joblib."""
+"""K teachers on disjoint patient partitions (PATE), trained in parallel on the run's compute
+backend (local joblib processes, or a Dask cluster: :mod:`medistill.compute`)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from sklearn.base import clone
 
+from medistill.compute import current_backend
 from medistill.data.schema import TableSchema
 from medistill.data.splits import keyed_partition
 from medistill.errors import ConfigError, NotFittedError, TrainingError
@@ -31,6 +34,10 @@ def _fit_one(template, features: pd.DataFrame, labels: np.ndarray):
     return clone(template).fit(features, labels)
 
 
+def _fit_partition(template, partition: tuple[pd.DataFrame, np.ndarray]):
+    return _fit_one(template, *partition)
+
+
 class PartitionedEnsemble:
     """K teachers, each trained only on the patients of its own partition.
 
@@ -39,7 +46,8 @@ class PartitionedEnsemble:
 
     ``engine`` chooses how the teachers are trained in parallel: ``"joblib"`` (local
     processes, ``n_jobs`` of them) is the only one available; other values are refused here,
-    before any training.
+    before any training. Inside ``medistill.compute.compute_backend`` with a Dask
+    configuration, the fits run as ``medistill-teacher-<k>`` tasks on the cluster instead.
     """
 
     def __init__(self, *, n_teachers: int, kind: str, schema: TableSchema, random_state: int,
@@ -79,9 +87,10 @@ class PartitionedEnsemble:
                     f"(each needs at least {MIN_PATIENTS_PER_TEACHER} patients and every class).",
                     hint="Lower teachers.n_teachers (or leave it 'auto').")
         template = make_teacher(self.kind, self.schema, random_state=self.random_state)
-        self.teachers_ = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(template, features[part == k].reset_index(drop=True),
-                              labels[part == k]) for k in range(self.n_teachers))
+        partitions = [(features[part == k].reset_index(drop=True), labels[part == k])
+                      for k in range(self.n_teachers)]
+        self.teachers_ = list(current_backend().map(
+            partial(_fit_partition, template), partitions, label="teacher", n_jobs=self.n_jobs))
         self.partition_sizes_ = np.bincount(part, minlength=self.n_teachers)
         return self
 

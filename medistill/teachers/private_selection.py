@@ -17,7 +17,9 @@ calibrated with ``dp_accounting.mechanism_calibration`` to the selection's (ε, 
 Sums, not means: a mean divides by the exact validation count, which is not public. The
 argmax of sums is the argmax of means (every candidate is scored on the same rows).
 
-The noise comes from ``random.SystemRandom`` (the OS's CSPRNG); no seed is involved.
+The noise is a privacy draw: from ``rng``, by default
+:func:`medistill.privacy.randomness.secure_generator` (ChaCha20 keyed with fresh OS
+entropy), or ``Randomness.privacy("teacher_selection")`` to follow the run's mode.
 
 What the selection does *not* cover: the candidates' own training. Their events compose as
 usual (all K candidates, since the choice depends on every one of them). When candidates
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import pandas as pd
 
 from medistill.errors import TrainingError
 from medistill.privacy.ledger import AccountantName, make_accountant
+from medistill.privacy.randomness import secure_generator
 
 Score = Literal["brier", "log_loss"]
 LOG_LOSS_FLOOR = 1e-3
@@ -104,7 +106,8 @@ class Selection:
 
 def select_teacher(candidates: Mapping[str, ProbabilisticTeacher], features: pd.DataFrame,
                    labels: np.ndarray, *, epsilon: float, delta: float, score: Score = "brier",
-                   accountant: AccountantName = "pld") -> Selection:
+                   accountant: AccountantName = "pld",
+                   rng: np.random.Generator | None = None) -> Selection:
     """Report-noisy-max over the candidates' bounded validation scores, within (ε, δ).
 
     ``features``/``labels`` are validation rows, one per patient, from training patients
@@ -124,8 +127,10 @@ def select_teacher(candidates: Mapping[str, ProbabilisticTeacher], features: pd.
                                        score).sum()) for name in names}
     std = calibrate_selection_noise(len(names), epsilon=epsilon, delta=delta,
                                     accountant=accountant)
-    system = random.SystemRandom()
-    noisy = {name: sums[name] + system.gauss(0.0, std) for name in names}
+    rng = secure_generator() if rng is None else rng
+    # N(0, σ²) as the mean of four normals × 2, as in randomness.gaussian_noise_like
+    noise = sum(rng.standard_normal(len(names)) for _ in range(4)) * (std / 2.0)
+    noisy = {name: sums[name] + float(z) for name, z in zip(names, noise)}
     chosen = max(names, key=lambda name: noisy[name])
     return Selection(chosen, noisy, std, selection_event(std, len(names)), score)
 

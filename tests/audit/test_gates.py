@@ -31,7 +31,7 @@ def good_report() -> dict[str, Any]:
     """A run that passes the default policy."""
     return {
         "schema_version": "1",
-        "utility": {"teacher": {"auroc": 0.85}, "student": {"auroc": 0.82},
+        "utility": {"teacher": {"auroc": 0.85}, "student": {"auroc": 0.82, "ece": 0.03},
                     "retention": {"auroc": 0.96, "accuracy": 0.98, "auroc_skill": 0.92}},
         "speed": {"speedup": {"latency": 40.0, "throughput": 12.0}},
         "privacy": {"unit": "patient", "formal_guarantee": True, "epsilon": 2.98, "delta": 5e-6,
@@ -69,9 +69,10 @@ def test_default_policy_is_the_audits_policy_file() -> None:
 
 def test_default_policy_gates(policy: AuditPolicy) -> None:
     gates = {g.name: g for g in policy.gates}
-    assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target", "mia_auc",
-                           "mia_power", "empirical_epsilon", "formal_guarantee",
-                           "worst_group_retention", "retention_gap"]
+    assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target",
+                           "student_calibration", "mia_auc", "mia_power", "empirical_epsilon",
+                           "formal_guarantee", "worst_group_retention", "retention_gap"]
+    assert (gates["student_calibration"].op, gates["student_calibration"].threshold) == ("<=", 0.05)
     assert gates["worst_group_retention"].metric == "fairness.worst_group.auroc_retention"
     assert (gates["worst_group_retention"].op, gates["worst_group_retention"].threshold) == (">=", 0.85)
     assert (gates["retention_gap"].op, gates["retention_gap"].threshold) == ("<=", 0.10)
@@ -197,7 +198,7 @@ def test_get_path_handles_dotted_keys_and_indices() -> None:
 def test_good_run_is_released(policy: AuditPolicy) -> None:
     rows, verdict = evaluate_gates(good_report(), policy)
     assert verdict == "release"
-    assert all(r["passed"] for r in rows) and len(rows) == 9
+    assert all(r["passed"] for r in rows) and len(rows) == 10
     row = by_name(rows)["epsilon_within_target"]
     assert (row["value"], row["threshold"], row["op"], row["severity"]) == (2.98, 3.0, "<=", "reject")
     assert set(row) >= {"name", "value", "threshold", "op", "passed", "severity", "metric", "note"}
@@ -340,7 +341,7 @@ def test_rejudge_replaces_verdict_without_mutating(policy: AuditPolicy) -> None:
     judged = rejudge(report, policy)
     assert report == original
     assert judged["verdict"] == "review" and judged["passed"] is False
-    assert len(judged["gates"]) == 9 and judged["policy"] == {"name": "default"}
+    assert len(judged["gates"]) == 10 and judged["policy"] == {"name": "default"}
     assert judged["utility"] == original["utility"]
 
 
@@ -364,3 +365,10 @@ gates:
     assert verdict == "reject"
     assert by_name(rows)["mia_auc_upper_ci"]["value"] == 0.53
     assert by_name(rows)["tpr_at_1pct"]["passed"] is True
+
+
+def test_14_6_a_miscalibrated_student_goes_to_review(policy: AuditPolicy) -> None:
+    report = good_report()
+    report["utility"]["student"]["ece"] = 0.09
+    rows, verdict = evaluate_gates(report, policy)
+    assert verdict == "review" and not by_name(rows)["student_calibration"]["passed"]

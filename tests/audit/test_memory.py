@@ -58,11 +58,13 @@ def _check(result: dict, runtime: str, threads: int) -> None:
     assert result["model_bytes"] > 0 and "VmHWM" in result["method"]
 
 
+@pytest.mark.slow
 def test_student_scoring_memory_in_a_fresh_onnxruntime_process(artefacts) -> None:
     student, _, rows = artefacts
     _check(peak_scoring_memory(student, rows, threads=1), "onnxruntime", 1)
 
 
+@pytest.mark.slow
 def test_teacher_scoring_memory_in_a_fresh_scikit_learn_process(artefacts) -> None:
     _, teacher, rows = artefacts
     _check(peak_teacher_memory(teacher, rows, 1), "scikit-learn", 1)
@@ -75,6 +77,7 @@ def _own_peak() -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
 def test_the_parent_peak_is_not_inherited(artefacts) -> None:
     """ru_maxrss of a forked-and-exec'd child starts at the parent's peak on Linux; the
@@ -87,6 +90,7 @@ def test_the_parent_peak_is_not_inherited(artefacts) -> None:
     assert result["peak_rss_bytes"] < _own_peak() - 300 * 2**20
 
 
+@pytest.mark.slow
 def test_failures_are_reported(artefacts, tmp_path: Path) -> None:
     student, _, rows = artefacts
     with pytest.raises(FileNotFoundError):

@@ -66,6 +66,7 @@ def test_one_job_trains_in_process_with_the_planned_rows_and_seeds(monkeypatch) 
         train_reference_models(train_fn, inclusion, n_jobs=1, seeds=[1, 2])
 
 
+@pytest.mark.slow
 def test_processes_give_the_same_models_as_one_job() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 4))

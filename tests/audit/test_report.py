@@ -187,11 +187,21 @@ def parse(html: str) -> Page:
 
 
 def first_body_line(html: str) -> str:
-    return parse(html).body_text[0]
+    """The first line after the internal-report notice (which is always first, #15.7)."""
+    return parse(html).body_text[1]
 
 
 def first_md_line(markdown: str) -> str:
-    return next(line for line in markdown.splitlines() if line.strip()).strip("*# ")
+    """The first line after the internal-report notice (which is always first, #15.7)."""
+    return [line for line in markdown.splitlines() if line.strip()][1].strip("*# ")
+
+
+def test_15_7_report_says_it_is_internal_on_its_first_line(report: dict[str, Any]) -> None:
+    from medistill.audit.report import INTERNAL_NOTICE
+
+    assert parse(render_html(report)).body_text[0] == INTERNAL_NOTICE
+    assert render_markdown(report).splitlines()[0] == f"*{INTERNAL_NOTICE}*"
+    assert INTERNAL_NOTICE.startswith("INTERNAL AUDIT REPORT")
 
 
 # --------------------------------------------------------------------------- HTML
@@ -255,7 +265,7 @@ def test_no_formal_guarantee_is_the_first_line(report: dict[str, Any], policy) -
     html, markdown = render_html(report), render_markdown(report)
     assert first_body_line(html) == expected
     assert first_md_line(markdown) == expected
-    assert parse(html).body_text[1].startswith("REJECT — 2 gates failed: epsilon_within_target ('privacy.epsilon' is infinite: the run has no formal privacy guarantee); formal_guarantee (measured no, required = yes)")
+    assert parse(html).body_text[2].startswith("REJECT — 2 gates failed: epsilon_within_target ('privacy.epsilon' is infinite: the run has no formal privacy guarantee); formal_guarantee (measured no, required = yes)")
     assert "ε (privacy loss): ∞ (target 3.000" in markdown
     assert "| labels_plurality | non_private | — | — | 1 | ∞ | — |" in markdown
     assert "| Formal ε from the ledger (upper bound) | ∞ |" in markdown
@@ -309,8 +319,8 @@ def test_minimal_report_renders(policy) -> None:
     html, markdown = render_html(bare), render_markdown(bare)
     page = parse(html)
     assert page.errors == [] and page.stack == []
-    assert page.body_text[0].startswith("NO FORMAL PRIVACY GUARANTEE")
-    assert page.body_text[1] == "NOT JUDGED — no audit gates were evaluated for this run"
+    assert page.body_text[1].startswith("NO FORMAL PRIVACY GUARANTEE")
+    assert page.body_text[2] == "NOT JUDGED — no audit gates were evaluated for this run"
     assert "Membership inference was not measured." in markdown
     assert not [t for t in page.tags if t == "img"]
     judged = rejudge(bare, policy)

@@ -43,6 +43,7 @@ def test_every_mode_gives_the_exact_per_sample_gradients(tiny_data: bench.Studen
         assert c["clipped_sum_max_abs_diff"] < 1e-5, mode
 
 
+@pytest.mark.slow
 def test_throughput_reports_every_mode_and_ratio(tiny_data: bench.StudentData) -> None:
     out = bench.measure_throughput(tiny_data, hidden_layers=HIDDEN, batch_size=64, rounds=1)
     assert set(out) == set(bench.ALL_MODES)
@@ -58,6 +59,7 @@ def test_poisson_batches_cover_about_one_epoch(tiny_data: bench.StudentData) -> 
     assert 250 < seen < 550
 
 
+@pytest.mark.slow
 def test_latency_pair_is_measured_side_by_side(tmp_path) -> None:
     from medistill.audit.speed import measure_speed
 

@@ -57,6 +57,8 @@ def _train(inputs: np.ndarray, labels: np.ndarray, n_classes: int):
 def build_run_folder(folder: Path, table: pd.DataFrame, labels: np.ndarray,
                      classes: tuple[str, ...]) -> Path:
     """A run-folder look-alike whose student.onnx comes from the real exporter."""
+    from medistill.audit.model_card import write_model_card
+    from medistill.config import parse_config
     from medistill.runfolder import write_manifest
     from medistill.student.export import export_student
     from medistill.student.preprocess import as_model_input, make_preprocessor
@@ -86,6 +88,7 @@ def build_run_folder(folder: Path, table: pd.DataFrame, labels: np.ndarray,
                     "covered": "the released student"}}
     (folder / "report.json").write_text(json.dumps(report))
     (folder / "ledger.json").write_text(json.dumps({"events": []}))
+    write_model_card(folder, report, parse_config(pipeline))
     write_manifest(folder)
     return folder
 

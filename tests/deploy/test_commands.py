@@ -123,3 +123,27 @@ def test_package_namespace_is_lazy() -> None:
     assert deploy.package_run.__module__ == "medistill.deploy.package"
     with pytest.raises(AttributeError):
         deploy.no_such_name  # noqa: B018
+
+
+def test_16_3_predict_refuses_unverified_model_unless_opted_out(tmp_path, app, run_dir,
+                                                                records_csv) -> None:
+    import shutil
+
+    import onnx
+
+    from medistill.integrity import CONTENT_KEY
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    model = onnx.load(str(run_dir / "student.onnx"))  # a model with no hash of its own
+    kept = [p for p in model.metadata_props if p.key != CONTENT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(bare / "student.onnx"))
+    args = ["predict", "--model", str(bare / "student.onnx"), str(records_csv)]
+    refused = _run(app, [*args, "--out", str(tmp_path / "a.csv")])
+    assert refused.exit_code == 2 and "no manifest.json" in refused.stderr
+    assert not (tmp_path / "a.csv").exists()
+    allowed = _run(app, [*args, "--out", str(tmp_path / "b.csv"), "--allow-unverified-model"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "WITHOUT checking its sha256" in allowed.stderr and "NOT VERIFIED" in allowed.stderr

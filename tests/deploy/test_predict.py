@@ -13,7 +13,7 @@ import pytest
 
 from medistill.deploy.model import file_sha256, load_model
 from medistill.deploy.predict import infer_format, predict_file
-from medistill.errors import ConfigError, DataError, MedistillError
+from medistill.errors import ConfigError, DataError, MedistillError, ModelIntegrityError
 
 ATOL = 1e-6
 
@@ -270,7 +270,7 @@ def test_model_problems(tmp_path, records_csv) -> None:
     junk = tmp_path / "student.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(DataError, match="not an ONNX model"):
-        load_model(junk)
+        load_model(junk, verify=False)
 
 
 def test_model_folder_accepted_and_input_missing(tmp_path, run_dir) -> None:
@@ -298,32 +298,87 @@ def test_bad_on_error_and_same_file(tmp_path, run_dir, records_csv) -> None:
         predict_file(run_dir, records_csv, records_csv)
 
 
-def test_model_card_uses_matching_report(tmp_path, run_dir) -> None:
+def test_15_7_model_card_is_the_releasable_card_never_the_report(tmp_path, run_dir) -> None:
     card = load_model(run_dir).card
-    assert card["privacy"]["source"] == "report.json"
+    assert card["privacy"]["source"] == "model_card.json"
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
-    assert card["report"]["verdict"] == "release"
-    assert card["model"]["integrity"] == "ok"
+    assert card["card"]["releasable"].startswith("This model card holds only")
+    assert "report" not in card and '"verdict":' not in json.dumps(card)
+    assert card["model"]["integrity"].startswith("ok: matches manifest.json")
     other = tmp_path / "copy"
     shutil.copytree(run_dir, other)
-    report = json.loads((other / "report.json").read_text())
-    report["run"]["pipeline_sha256"] = "0" * 64
-    (other / "report.json").write_text(json.dumps(report))
+    released = json.loads((other / "model_card.json").read_text())
+    released["model"]["sha256"] = "0" * 64
+    (other / "model_card.json").write_text(json.dumps(released))
     card = load_model(other).card
     assert card["privacy"]["source"] == "student.onnx metadata"
-    assert card["privacy"]["epsilon"] == pytest.approx(2.5) and card["report"] is None
-    assert "another run" in card["report_note"]
+    assert card["privacy"]["epsilon"] == pytest.approx(2.5) and card["card"] is None
+    assert "another model" in card["card_note"]
 
 
-def test_manifest_mismatch_is_noted(tmp_path, run_dir, records_csv) -> None:
+def test_16_3_predict_refuses_tampered_model(tmp_path, run_dir, records_csv) -> None:
     other = tmp_path / "tampered"
     shutil.copytree(run_dir, other)
+    _flip_weights(other / "student.onnx")
+    with pytest.raises(ModelIntegrityError, match="does not match the sha256"):
+        predict_file(other, records_csv, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["sha256"]["student.onnx"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(manifest))
-    summary = predict_file(other, records_csv, tmp_path / "o.csv")
-    assert summary.notes == ("MISMATCH: the model differs from manifest.json",)
-    assert any(line.startswith("note: MISMATCH") for line in summary.lines())
+    with pytest.raises(ModelIntegrityError):
+        predict_file(other, records_csv, tmp_path / "o.csv")
+
+
+def _strip_content_hash(path: Path) -> None:
+    import onnx
+
+    from medistill.integrity import CONTENT_KEY
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != CONTENT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(path))
+
+
+def _flip_weights(path: Path, n: int = 64) -> None:
+    """Flip the sign bits of ``n`` float32 weights of the largest initializer."""
+    import onnx
+
+    weights = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray(path.read_bytes())
+    start = bytes(data).index(weights.raw_data)
+    for i in range(n):
+        data[start + 4 * i + 3] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+def test_16_3_bare_model_verifies_by_its_embedded_hash(tmp_path, run_dir, records_csv) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "student.onnx", bare / "student.onnx")
+    assert load_model(bare).integrity == "ok: matches its embedded content hash"
+    assert load_model(run_dir).integrity == ("ok: matches manifest.json and its embedded "
+                                             "content hash")
+    _flip_weights(bare / "student.onnx")
+    with pytest.raises(ModelIntegrityError, match="content hash in its own metadata"):
+        predict_file(bare, records_csv, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_16_3_model_without_any_hash_needs_explicit_opt_out(tmp_path, run_dir, records_csv,
+                                                           caplog) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "student.onnx", bare / "student.onnx")
+    _strip_content_hash(bare / "student.onnx")
+    with pytest.raises(ModelIntegrityError, match="no manifest.json"):
+        load_model(bare)
+    with caplog.at_level("WARNING", logger="medistill.deploy"):
+        summary = predict_file(bare, records_csv, tmp_path / "o.csv", verify=False)
+    assert "WITHOUT integrity verification" in caplog.text
+    assert any("NOT VERIFIED" in n for n in summary.notes)
 
 
 def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
@@ -337,23 +392,3 @@ def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
     bom = tmp_path / "bom.csv"
     cohort.head(5).to_csv(bom, index=False, encoding="utf-8-sig")
     assert predict_file(run_dir, bom, tmp_path / "o.csv").n_scored == 5
-
-
-def test_model_card_carries_no_per_group_figure(tmp_path, run_dir) -> None:
-    other = tmp_path / "copy"
-    shutil.copytree(run_dir, other)
-    report = json.loads((other / "report.json").read_text())
-    report["gates"] = [
-        {"name": "worst_group_retention", "metric": "fairness.worst_group.auroc_retention",
-         "op": ">=", "threshold": 0.85, "value": 0.61, "passed": False, "severity": "review",
-         "note": None},
-        {"name": "auroc_retention", "metric": "utility.retention.auroc", "op": ">=",
-         "threshold": 0.9, "value": 0.95, "passed": True, "severity": "review", "note": None}]
-    report["fairness"] = {"sex": {"female": {"n": 10, "auroc": 0.6}}}
-    (other / "report.json").write_text(json.dumps(report))
-    card = load_model(other).card
-    gates = {g["name"]: g for g in card["report"]["gates"]}
-    assert gates["worst_group_retention"]["value"] is None
-    assert gates["worst_group_retention"]["passed"] is False  # the result travels, not the figure
-    assert gates["auroc_retention"]["value"] == 0.95
-    assert "fairness" not in card["report"] and "0.61" not in json.dumps(card)

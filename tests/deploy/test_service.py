@@ -61,8 +61,8 @@ def test_model_card(client) -> None:
     card = client.get("/model", headers=AUTH).json()
     assert card["privacy"]["unit"] == "patient"
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
-    assert card["privacy"]["source"] == "report.json"
-    assert card["report"]["verdict"] == "release"
+    assert card["privacy"]["source"] == "model_card.json"
+    assert "report" not in card and card["card"]["card_version"] == "1"
     assert card["model"]["label"] == "cv_event_1y"
     assert [f["name"] for f in card["model"]["features"]][:3] == ["sex", "age", "smoking"]
 
@@ -135,7 +135,7 @@ def test_size_limit_by_header_and_by_stream(client) -> None:
 
 
 def test_openapi_schema(client, open_client) -> None:
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers=AUTH).json()
     assert {"/predict", "/health", "/model"} <= set(schema["paths"])
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     refs = json.dumps(body["schema"])
@@ -192,3 +192,96 @@ def test_fhir_bundle_in_riskassessments_out(tmp_path, run_dir, reference) -> Non
         patient = entry["resource"]["subject"]["reference"].removeprefix("Patient/")
         got = entry["resource"]["prediction"][0]["probabilityDecimal"]
         assert abs(got - expected[patient]) <= 1e-6
+
+
+def test_16_3_serve_refuses_tampered_model(tmp_path, run_dir) -> None:
+    from medistill.errors import ModelIntegrityError
+
+    other = tmp_path / "tampered"
+    shutil.copytree(run_dir, other)
+    import onnx
+
+    proto = onnx.load(str(other / "student.onnx"))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray((other / "student.onnx").read_bytes())
+    start = bytes(data).index(weights.raw_data)
+    for i in range(64):  # 64 sign bits flipped: a different model, same metadata
+        data[start + 4 * i + 3] ^= 0x80
+    (other / "student.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="does not match"):
+        create_app(other)
+    app = create_app(other, verify=False)  # the explicit opt-out
+    assert app.state.model.integrity.startswith("NOT VERIFIED")
+
+
+BIG = "1" + "0" * 399
+
+
+def _body(cohort: pd.DataFrame, column: str, raw: str) -> str:
+    row = _rows(cohort.head(1))[0]
+    row[column] = "PLACEHOLDER"
+    return json.dumps({"rows": [row]}).replace('"PLACEHOLDER"', raw)
+
+
+def _deep_bundle(depth: int) -> str:
+    inner = "{}"
+    for _ in range(depth):
+        inner = '{"a": ' + inner + "}"
+    return ('{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
+            '{"resourceType": "Patient", "id": "p", "extension": [' + inner + "]}}]}")
+
+
+@pytest.mark.parametrize("case", ["int_400_digits_numeric", "int_400_digits_count",
+                                  "lone_surrogate_category", "lone_surrogate_key",
+                                  "bundle_500_deep", "bundle_5000_deep"])
+def test_16_9_malformed_values_are_always_4xx(client, cohort, case) -> None:
+    body = {"int_400_digits_numeric": lambda: _body(cohort, "age", BIG),
+            "int_400_digits_count": lambda: _body(cohort, "n_encounters", BIG),
+            "lone_surrogate_category": lambda: _body(cohort, "sex", '"\\ud800"'),
+            "lone_surrogate_key": lambda: _body(cohort, "patient_id", '"\\ud800"'),
+            "bundle_500_deep": lambda: _deep_bundle(500),
+            "bundle_5000_deep": lambda: _deep_bundle(5000)}[case]()
+    for on_error in ("stop", "skip"):
+        response = client.post(f"/predict?on_error={on_error}", content=body,
+                               headers={**AUTH, "Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (case, response.status_code)
+        assert BIG not in response.text and "ud800" not in response.text
+
+
+def test_16_9_body_problem_is_iterative_and_quotes_nothing() -> None:
+    from medistill.deploy.service import body_problem
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert "nested" in body_problem(deep)
+    assert body_problem({"\ud800": 1}) and body_problem([10 ** 400])
+    assert body_problem({"rows": [{"age": 10 ** 300, "sex": "female"}]}) is None
+
+
+def test_16_9_access_log_has_path_and_status_only(run_dir, cohort, caplog) -> None:
+    logged = TestClient(create_app(run_dir))
+    with caplog.at_level(logging.INFO, logger="medistill.access"):
+        logged.post("/predict?on_error=skip&patient=Jane%20Doe", json={"rows": _rows(cohort.head(2))})
+    lines = [r.getMessage() for r in caplog.records if r.name == "medistill.access"]
+    assert lines == ["POST /predict 200"]
+    caplog.clear()
+    quiet = TestClient(create_app(run_dir, access_log=False))
+    with caplog.at_level(logging.INFO, logger="medistill.access"):
+        quiet.get("/health")
+    assert not [r for r in caplog.records if r.name == "medistill.access"]
+
+
+def test_16_9_openapi_needs_the_token_when_one_is_set(client, open_client) -> None:
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/openapi.json", headers=AUTH).status_code == 200
+    assert open_client.get("/openapi.json").status_code == 200  # no token: loopback default
+
+
+def test_16_9_serve_turns_off_uvicorn_access_log() -> None:
+    from medistill.deploy.commands import _log_config
+
+    config = _log_config("info")
+    assert config["loggers"]["uvicorn.access"]["handlers"] == []
+    assert config["loggers"]["medistill"]["handlers"] == ["default"]

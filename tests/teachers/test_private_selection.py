@@ -111,3 +111,12 @@ def test_selection_event_goes_into_the_ledger():
     assert entry.mechanism == "gaussian"
     assert entry.noise_multiplier == pytest.approx(result.noise_std / math.sqrt(2))
     assert ledger.epsilon() == pytest.approx(0.3, rel=0.01)
+
+
+def test_noise_comes_from_the_given_generator():
+    frame, labels = _validation(100, seed=4)
+    teachers = {"a": Fixed("good"), "b": Fixed("coin")}
+    run = lambda seed: select_teacher(teachers, frame, labels, epsilon=0.3, delta=1e-6,  # noqa: E731
+                                      rng=np.random.default_rng(seed)).noisy_scores
+    assert run(1) == run(1)
+    assert run(1) != run(2)

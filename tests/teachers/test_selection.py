@@ -26,6 +26,7 @@ def selected(split):
     return select_reference_teacher(X, y, data.schema, groups=ids, random_state=0, n_jobs=1)
 
 
+@pytest.mark.slow
 def test_reference_teacher_is_never_below_tuned_logistic_regression(split, selected) -> None:
     data, (X, y, _), (Xt, yt, _) = split
     model, summary = selected
@@ -42,6 +43,7 @@ def test_reference_teacher_is_never_below_tuned_logistic_regression(split, selec
     assert roc_auc_score(yt, model.predict_proba(Xt)[:, 1]) >= lr_auroc - 0.01
 
 
+@pytest.mark.slow
 def test_selection_is_deterministic_and_the_teacher_is_refitted_on_all_rows(split,
                                                                            selected) -> None:
     data, (X, y, ids), (Xt, _, _) = split

@@ -77,7 +77,7 @@ def test_large_budget_recovers_the_marginals(teachers):
     """With little noise the released marginals are the data's (bands)."""
     rows = TeacherHistogramSampler(teachers[20.0]).sample(20000, np.random.default_rng(1))
     assert 35 <= rows["age"].mean() <= 45                       # data: uniform 20..60
-    assert rows["age"].quantile(0.95) <= 65
+    assert rows["age"].quantile(0.95) <= 72                    # data: 58; noise bins above 60
     assert 0.12 <= rows["sbp"].isna().mean() <= 0.28            # data: 20 % missing
     assert 115 <= rows["sbp"].median() <= 145
     assert 0.2 <= rows["smoker"].mean() <= 0.4                  # data: 30 %
@@ -103,3 +103,39 @@ def test_histogram_quantile_and_missing_rate_by_hand():
 def test_sample_refuses_bad_sizes(teachers):
     with pytest.raises(ValueError, match="n_rows"):
         TeacherHistogramSampler(teachers[1.0]).sample(0, np.random.default_rng(0))
+
+
+@pytest.mark.slow
+def test_free_labels_distil_the_teacher():
+    """End to end: DP-EBM on 1,500 cohort patients, 20,000 transfer rows from its own
+    histograms labelled with its logits (post-processing), a non-private regressor fitted
+    to them tracks the teacher on held-out patients."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+    from sklearn.neural_network import MLPRegressor
+
+    from medistill.data.cohort import OUTCOME, simulate_cohort
+
+    table = simulate_cohort(2000, rng=np.random.default_rng(11))
+    labels = table.pop(OUTCOME).to_numpy().astype(np.int64)
+    kinds = {"sex": ("female", "male"), "smoking": ("current", "former", "never")}
+    binary = ("hypertension", "diabetes", "ckd")
+    ranges = {"age": (18, 100), "bmi": (15, 60), "sbp": (70, 250), "dbp": (40, 140),
+              "heart_rate": (30, 200), "glucose": (40, 500), "hba1c": (3, 15),
+              "cholesterol": (80, 400), "hdl": (10, 120), "creatinine": (0.2, 5),
+              "n_encounters": (0, 30), "n_medications": (0, 20)}
+    specs = tuple(FeatureSpec(c, CATEGORICAL, kinds[c]) if c in kinds else
+                  FeatureSpec(c, BINARY if c in binary else NUMERIC)
+                  for c in [*kinds, *binary, *ranges])
+    schema = TableSchema(specs, OUTCOME, ("0", "1"))
+    train, test = table.iloc[:1500], table.iloc[1500:]
+    teacher = fit_dp_ebm(train, labels[:1500], schema, epsilon=3.0, delta=1e-6, bounds=ranges)
+    rows = TeacherHistogramSampler(teacher).sample(20_000, np.random.default_rng(0))
+    student = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=60, random_state=0)
+    student.fit(teacher.encoding.linear_matrix(rows), teacher.decision_function(rows))
+    s = student.predict(teacher.encoding.linear_matrix(test))
+    t = teacher.decision_function(test)
+    teacher_auroc = roc_auc_score(labels[1500:], t)
+    assert 0.72 <= teacher_auroc <= 0.93
+    assert abs(roc_auc_score(labels[1500:], s) - teacher_auroc) <= 0.03
+    assert 0.9 <= spearmanr(s, t).statistic <= 1.0

@@ -1,7 +1,8 @@
 """``ingest_fhir``: a FHIR export in, one row per patient out.
 
-Files are split into chunks that are read in the calling process (``n_jobs=1``) or in
-worker processes (joblib); results are merged in file order, so errors, line numbers and
+Files are split into chunks that are read in the calling process (``n_jobs=1``), in
+worker processes (joblib), or as tasks on the run's Dask cluster (:mod:`medistill.compute`;
+its workers must see the export's path); results are merged in file order, so errors, line numbers and
 the table do not depend on ``n_jobs``. The table holds a salted key per patient
 (HMAC-SHA-256 of the FHIR id with ``salt``) and the mapping's columns, nothing else.
 """
@@ -14,12 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from medistill.compute import current_backend
 from medistill.data.fhir.aggregate import (
     EventBuffer,
     Events,
@@ -131,6 +134,11 @@ def _tasks(export: Export, chunk_bytes: int) -> Iterator[Task]:
 
 def _run(tasks: list[Task], plan: Plan, options: Options, n_jobs: int
          ) -> Iterator[ChunkResult]:
+    backend = current_backend()
+    if backend.distributed and len(tasks) > 1:
+        # Each chunk is a medistill-fhir-chunk-<i> task; workers read the files themselves.
+        yield from backend.map(partial(_run_chunk, plan, options), tasks, label="fhir-chunk")
+        return
     if n_jobs == 1 or len(tasks) == 1:
         for task in tasks:
             yield run_task(task, plan, options)
@@ -140,6 +148,10 @@ def _run(tasks: list[Task], plan: Plan, options: Options, n_jobs: int
     parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs",
                         batch_size=1)
     yield from parallel(delayed(run_task)(t, plan, options) for t in tasks)
+
+
+def _run_chunk(plan: Plan, options: Options, task: Task) -> ChunkResult:
+    return run_task(task, plan, options)
 
 
 class _Merger:

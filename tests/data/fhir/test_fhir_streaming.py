@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import tracemalloc
 
@@ -45,6 +47,7 @@ def test_event_buffer_compacts_to_one_row_per_owner_and_slot():
     np.testing.assert_allclose(final_values(got, agg), final_values(expected, agg))
 
 
+@pytest.mark.slow
 def test_ingesting_an_export_larger_than_the_memory_budget(build, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_module, "COMPACT_EVENTS", 2000)
     folder = build.export(tmp_path / "big", [build.patient(f"p{i}") for i in range(3)])
