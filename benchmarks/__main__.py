@@ -11,6 +11,8 @@ Parts (default: all, in this order: privacy_utility, speed, scale):
   student and the teacher, at several ε and seeds, on five datasets; plot of AUROC vs ε;
 - ``scale``: the whole pipeline on the simulated cohort at 10k, 100k and 1M patients, time
   and peak memory per stage;
+- ``fairness`` (only when named): worst-group AUROC retention of the student and of the
+  direct DP-SGD student against ε (benchmarks/fairness.py);
 - ``cluster`` (only when named): membership-inference reference models 16 and 64 on the
   demo cohort, local threads against a 2-worker Dask LocalCluster (benchmarks/cluster.py).
 
@@ -38,7 +40,7 @@ from benchmarks import common, datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("privacy_utility", "speed", "scale")  # run in this order
-EXTRA_PARTS = ("cluster",)  # only when named: reference models local vs Dask (issue 18)
+EXTRA_PARTS = ("cluster", "fairness")  # only when named: reference models local vs Dask (issue 18); worst-group retention against ε (issue 20)
 
 FULL = {
     "datasets": ["breast_cancer", "pima", "pbc", "flchain", "cohort"],
@@ -182,6 +184,21 @@ def main(argv: list[str] | None = None) -> int:
                         timeout=args.scale_timeout or preset["scale_timeout"], log=out.log)
         out.save("scale", res, scale.markdown(res, out.command, out.versions_line))
         out.log(f"scale done in {time.perf_counter() - t:.0f} s")
+
+    if "fairness" in args.parts:
+        import tempfile
+
+        from benchmarks import fairness
+
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="medistill-fairness-") as tmp:
+            fairness.run(args.datasets or ["cohort", "flchain", "pbc"],
+                         args.epsilons or [1.0, 3.0, 8.0], args.seeds or [0, 1],
+                         folder=Path(tmp), cohort_patients=3000, log=out.log,
+                         on_dataset=lambda res: out.save(
+                             "fairness", res,
+                             fairness.markdown(res, out.command, out.versions_line)))
+        out.log(f"fairness done in {time.perf_counter() - t:.0f} s")
 
     if "cluster" in args.parts:
         from benchmarks import cluster

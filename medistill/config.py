@@ -457,6 +457,18 @@ class AuditConfig(_Frozen):
     bootstrap: int = Field(200, ge=0, le=10_000)
     memory: bool = True
     n_jobs: int = Field(2, ge=1, le=64)
+    # Fairness slices (medistill/audit/fairness.py): feature columns sliced besides sex and
+    # age (e.g. ethnicity, site), and the smallest group that is judged and gated.
+    groups: tuple[str, ...] = ()
+    fairness_min_patients: int = Field(100, ge=1)
+    fairness_min_events: int = Field(10, ge=1)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "worst_group" in value:
+            raise ValueError("'worst_group' is reserved (report.json fairness.worst_group)")
+        return tuple(dict.fromkeys(value))
 
 
 class ComputeConfig(_Frozen):

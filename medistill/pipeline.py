@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from medistill.audit.assemble import AuditInputs, build_report, write_run_files
+from medistill.audit.fairness import sensitive_columns
 from medistill.compute import compute_backend
 from medistill.config import PipelineConfig
 from medistill.errors import PrivacyBudgetError
@@ -129,6 +130,8 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
     randomness = Randomness(config.seed, reproducible=config.privacy.reproducible_noise)
     with console.status("Reading the sensitive records…"):
         prepared = step("prepare", prepare, config, randomness)
+    sensitive_columns([f.name for f in prepared.data.schema.features],  # fail before training
+                      declared=config.data.sensitive_attributes, extra=config.audit.groups)
     plan, public = step("plan", plan_step, config, prepared)
     prepared = step("canaries", with_canaries, prepared, plan.n_canaries,
                     randomness.privacy("canaries"))

@@ -346,3 +346,39 @@ def test_15_2_rerunning_its_pipeline_yaml_gives_a_different_student(finished_run
     for report in (first, second):
         assert 0.98 * 3.0 <= report["privacy"]["epsilon"] <= 3.0
         assert 0.65 <= report["utility"]["student"]["auroc"] <= 0.90
+
+
+def test_unknown_fairness_group_is_refused_before_training(tmp_path, write_pipeline,
+                                                          cohort_csv) -> None:
+    pipeline = write_pipeline(tmp_path, cohort_csv, audit="groups: [sitte]")
+    out = tmp_path / "run"
+    _assert_clean_failure(_run(["run", str(pipeline), "--out", str(out)]), out,
+                          "audit.groups", "'sitte' is not a feature column")
+
+
+def test_end_to_end_fairness_who_pays(finished_run) -> None:
+    _, out = finished_run
+    report = json.loads((out / "report.json").read_text())
+    fairness, worst = report["fairness"], report["fairness"]["worst_group"]
+    judged = []
+    for attribute in ("sex", "age"):
+        for group, g in fairness[attribute].items():
+            assert set(g) >= {"teacher_auroc", "dp_teacher_auroc", "student_auroc", "retention",
+                              "calibration_in_the_large", "ece", "mia_auc", "n",
+                              "retention_ci", "judged"}
+            if g["judged"]:
+                judged.append(g["retention"])
+                # Bands: a broken teacher or student falls below, noise switched off above.
+                assert 0.6 <= g["teacher_auroc"] <= 0.97 and 0.4 <= g["student_auroc"] <= 0.95
+                assert 0.5 <= g["retention"] <= 1.3
+                # The teacher is well calibrated in every group; the DP student may under-
+                # predict a group badly (0.35 for one age band in this run), hence the width.
+                assert abs(g["teacher_calibration_in_the_large"]) <= 0.15
+                assert -0.6 <= g["calibration_in_the_large"] <= 0.6 and 0 <= g["ece"] <= 0.6
+            else:
+                assert g["reason"]
+    assert judged and worst["auroc_retention"] == pytest.approx(min(judged))
+    gates = {g["name"]: g for g in report["gates"]}
+    assert gates["worst_group_retention"]["value"] == pytest.approx(min(judged))
+    section = (out / "report.md").read_text().split("## Fairness slices: who pays for privacy?")[1]
+    assert section.strip().startswith("Who pays for privacy? Most: ")

@@ -80,3 +80,11 @@ def test_missing_and_empty_pipeline_files(tmp_path: Path) -> None:
 def test_seed_override() -> None:
     config = parse_config(MINIMAL, overrides={"seed": 42})
     assert config.seed == 42
+
+
+def test_audit_groups() -> None:
+    config = parse_config({**MINIMAL, "audit": {"groups": ["site", "ethnicity", "site"]}})
+    assert config.audit.groups == ("site", "ethnicity")
+    assert (config.audit.fairness_min_patients, config.audit.fairness_min_events) == (100, 10)
+    with pytest.raises(ConfigError, match="worst_group.*reserved"):
+        parse_config({**MINIMAL, "audit": {"groups": ["worst_group"]}}, source="p.yaml")

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.metrics import roc_auc_score
 
 from medistill import __version__
 from medistill.audit.gates import evaluate_gates, load_policy
 from medistill.audit.bootstrap import bootstrap_metrics
 from medistill.audit.canary import canary_audit
+from medistill.audit.fairness import (AttackScores, JudgingRules, fairness_report, group_labels,
+                                      sensitive_columns)
 from medistill.audit.memory import peak_scoring_memory, peak_teacher_memory
 from medistill.audit.mia import log_likelihood
 from medistill.audit.mia_suite import run_attacks
@@ -28,7 +29,6 @@ from medistill.audit.speed import measure_speed, onnx_session
 from medistill.audit.utility import reliability_bins, retention, utility_metrics
 from medistill.compute import current_backend
 from medistill.config import PipelineConfig
-from medistill.data.schema import CATEGORICAL
 from medistill.data.splits import PatientSplit
 from medistill.data.table import SensitiveData
 from medistill.housekeeping import temp_prefix
@@ -92,48 +92,28 @@ def _mia(config: PipelineConfig, data: SensitiveData, population: np.ndarray, n_
     return block, raw
 
 
-def _groups(values: pd.Series, kind: str) -> pd.Series:
-    if kind == CATEGORICAL:
-        return values.astype(object).where(values.notna(), "missing").astype(str)
-    if values.name and "age" in str(values.name).lower():
-        bands = pd.cut(values, [-np.inf, 40, 65, np.inf], right=False,
-                       labels=["<40", "40-64", "65+"])
-        return bands.astype(object).where(bands.notna(), "missing").astype(str)
-    cuts = np.unique(np.nanpercentile(values, [33.3, 66.7]))
-    return pd.cut(values, [-np.inf, *cuts, np.inf]).astype(str)
-
-
 def _fairness(config: PipelineConfig, data: SensitiveData, split: PatientSplit,
-              student_proba: np.ndarray, population: np.ndarray, mia_raw: pd.DataFrame,
-              strongest: str) -> dict:
-    """Utility (test split) and attack success (attack population) per group of each
-    sensitive attribute, with counts; small groups are flagged, not hidden."""
-    attributes = list(config.data.sensitive_attributes)
-    if not attributes:
-        attributes = [f.name for f in data.schema.features if f.name.lower() in ("sex", "gender", "age")]
-    X_test, y_test, _ = data.rows(split.test)
+              probabilities: dict[str, np.ndarray | None], population: np.ndarray,
+              mia_raw: pd.DataFrame, strongest: str, rng: np.random.Generator) -> dict:
+    """Who pays for privacy: per group of each sensitive attribute, the teacher's, the DP
+    teacher's and the student's AUROC, retention, calibration and the strongest attack's
+    AUC (medistill.audit.fairness); small groups are flagged, not gated."""
+    names = [f.name for f in data.schema.features]
+    attributes = sensitive_columns(names, declared=tuple(config.data.sensitive_attributes),
+                                   extra=tuple(config.audit.groups))
+    X_test, y_test, test_ids = data.rows(split.test)
     X_pop = data.rows(population)[0]
-    scores = mia_raw[strongest].to_numpy()
-    members = mia_raw["is_member"].to_numpy(dtype=bool)
-    out: dict = {}
-    for attribute in attributes:
-        if attribute not in X_test.columns:
-            continue
-        kind = data.schema.feature(attribute).kind
-        groups, pop_groups = _groups(X_test[attribute], kind), _groups(X_pop[attribute], kind)
-        out[attribute] = {}
-        for group in sorted(set(groups.unique()) | set(pop_groups.unique())):
-            mask = (groups == group).to_numpy()
-            n = int(mask.sum())
-            entry = {"n": n, "auroc": None, "mia_auc": None, "small_group": n < 100}
-            if n >= 10 and len(np.unique(y_test[mask])) == data.schema.n_classes:
-                entry["auroc"] = utility_metrics(y_test[mask], student_proba[mask])["auroc"]
-            pmask = (pop_groups == group).to_numpy()
-            if members[pmask].any() and (~members[pmask]).any():
-                entry["mia_auc"] = float(roc_auc_score(members[pmask], scores[pmask]))
-                entry["mia_n"] = int(pmask.sum())
-            out[attribute][group] = entry
-    return out
+    kinds = {a: data.schema.feature(a).kind for a in attributes}
+    attack = AttackScores(
+        groups={a: group_labels(X_pop[a], kinds[a]) for a in attributes},
+        is_member=mia_raw["is_member"].to_numpy(dtype=bool),
+        scores=mia_raw[strongest].to_numpy(dtype=float))
+    return fairness_report(
+        y_test, {a: group_labels(X_test[a], kinds[a]) for a in attributes}, probabilities,
+        patient_ids=test_ids, attack=attack,
+        rules=JudgingRules(min_patients=config.audit.fairness_min_patients,
+                           min_events=config.audit.fairness_min_events),
+        n_boot=config.audit.bootstrap, rng=rng)
 
 
 def _speed(config: PipelineConfig, reference, student_path: Path, schema, X_test: pd.DataFrame,
@@ -210,6 +190,12 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
         utility["reliability"] = {who: reliability_bins(y_test, proba[:, 1])
                                   for who, proba in models.items()}
     utility["baselines"] = dict(baselines)
+    # Who pays for privacy (medistill.audit.fairness): the DP teacher the student learned from
+    # is the DP teacher model when there is one, else the PATE ensemble's mean vote.
+    dp_source = ("dp_teacher" if "dp_teacher" in models
+                 else "pate_ensemble_mean" if "ensemble" in models else None)
+    fairness_models = {"teacher": models["teacher"], "student": student_test,
+                       "dp_teacher": models.get("dp_teacher", models.get("ensemble"))}
     utility["retention"] = retention(utility["student"], utility["teacher"])
     if inputs.distillation:
         # Student against the direct DP-SGD baseline, means over audit.baseline_seeds seeds.
@@ -321,9 +307,10 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                 "compute": current_backend().summary()},
         "utility": utility, "speed": speed, "privacy": privacy, "mia": mia,
         "input_checks": [note.to_dict() for note in getattr(data, "notes", ())],  # #16.4
-        "fairness": _fairness(config, data, split, student_test, population, student_raw,
-                              max(student_block["attacks"], key=lambda a: a["auc"])["name"]),
+        "fairness": _fairness(config, data, split, fairness_models, population, student_raw,
+                              max(student_block["attacks"], key=lambda a: a["auc"])["name"], rng),
     }
+    report["fairness"]["worst_group"]["dp_teacher"] = dp_source
     policy = load_policy(config.audit.policy)
     gates, verdict = evaluate_gates(report, policy)
     report.update(gates=gates, verdict=verdict, passed=all(g["passed"] for g in gates),

@@ -7,6 +7,8 @@ resampling them separately would give intervals that are too narrow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from medistill.audit.utility import utility_metrics
@@ -20,6 +22,34 @@ def _cluster_rows(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(inverse, kind="stable")
     counts = np.bincount(inverse)
     return order, np.r_[0, np.cumsum(counts)]
+
+
+def _resample(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one cluster bootstrap replicate: clusters drawn with replacement."""
+    n_clusters = len(starts) - 1
+    picked = rng.integers(0, n_clusters, size=n_clusters)
+    # All rows of each picked cluster: offsets starts[c] .. starts[c] + size[c] - 1.
+    lengths = sizes[picked]
+    offsets = np.repeat(starts[picked] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return order[offsets + np.arange(lengths.sum())]
+
+
+def cluster_resampler(groups: np.ndarray | None, n_rows: int,
+                      rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """A function returning the row indices of a fresh bootstrap replicate on each call:
+    patients (``groups``) drawn with replacement with all their rows, or rows when
+    ``groups`` is ``None``. Paired statistics (a ratio of two models' AUROC) use the same
+    replicate for both models."""
+    if groups is None:
+        order, starts = np.arange(n_rows), np.arange(n_rows + 1)
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != n_rows:
+            raise ValueError(f"groups ({len(groups)}) must have one id per row ({n_rows}).")
+        order, starts = _cluster_rows(groups)
+    sizes = np.diff(starts)
+    return lambda: _resample(order, starts, sizes, rng)
 
 
 def bootstrap_metrics(labels: np.ndarray, probabilities: np.ndarray, *, n_boot: int = 200,
@@ -52,11 +82,7 @@ def bootstrap_metrics(labels: np.ndarray, probabilities: np.ndarray, *, n_boot: 
     attempts, max_attempts = 0, 20 * n_boot
     while len(values["auroc"]) < n_boot and attempts < max_attempts:
         attempts += 1
-        picked = rng.integers(0, n_clusters, size=n_clusters)
-        # All rows of each picked cluster: offsets starts[c] .. starts[c] + size[c] - 1.
-        lengths = sizes[picked]
-        offsets = np.repeat(starts[picked] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
-        rows = order[offsets + np.arange(lengths.sum())]
+        rows = _resample(order, starts, sizes, rng)
         y = labels[rows]
         if len(np.unique(y)) < n_classes:
             continue
@@ -69,4 +95,4 @@ def bootstrap_metrics(labels: np.ndarray, probabilities: np.ndarray, *, n_boot: 
             for name, v in values.items()}
 
 
-__all__ = ["METRICS", "bootstrap_metrics"]
+__all__ = ["METRICS", "bootstrap_metrics", "cluster_resampler"]

@@ -41,7 +41,8 @@ from medistill.audit.report_format import (
     fmt_value,
     number,
 )
-from medistill.audit.report_plots import reliability_plot, roc_plot, utility_plot
+from medistill.audit.fairness import WORST_GROUP
+from medistill.audit.report_plots import reliability_plot, retention_plot, roc_plot, utility_plot
 
 TEMPLATES = Path(__file__).with_name("templates")
 NO_POWER_AUC = 0.55  # an attack below this AUC on the non-private teacher has no power
@@ -178,16 +179,81 @@ def _mia_rows(mia: Mapping[str, Any]) -> tuple[list[dict[str, Any]], bool | None
     return rows, has_power
 
 
+def _interval(value: Any) -> list[float] | None:
+    ok = isinstance(value, list | tuple) and len(value) == 2 and all(number(v) is not None for v in value)
+    return list(value) if ok else None
+
+
+def _pct_interval(value: Any) -> str:
+    """``(84.2–103.4 %)`` for a ratio's interval, or empty."""
+    ci = _interval(value)
+    return f"({fmt_pct(ci[0]).removesuffix(' %')}–{fmt_pct(ci[1])})" if ci else ""
+
+
 def _fairness_rows(fairness: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per group of each attribute; reports made before the per-group teacher
+    metrics existed give the student's AUROC only."""
     rows = []
     for attribute, groups in fairness.items():
-        for group, stats in (groups.items() if isinstance(groups, Mapping) else []):
+        if attribute == WORST_GROUP or not isinstance(groups, Mapping):
+            continue
+        for group, stats in groups.items():
             stats = stats if isinstance(stats, Mapping) else {}
-            n = number(stats.get("n"))
-            rows.append({"attribute": attribute, "group": group, "n": stats.get("n"),
-                         "auroc": stats.get("auroc"), "mia_auc": stats.get("mia_auc"),
-                         "small": stats.get("small_group") is True or (n is not None and n < SMALL_GROUP)})
+            n = number(stats.get("n_patients", stats.get("n")))
+            small = stats.get("small_group") is True or (n is not None and n < SMALL_GROUP)
+            judged = stats.get("judged")
+            rows.append({
+                "attribute": attribute, "group": group, "n": stats.get("n"),
+                "teacher_auroc": stats.get("teacher_auroc"),
+                "dp_teacher_auroc": stats.get("dp_teacher_auroc"),
+                "student_auroc": stats.get("student_auroc", stats.get("auroc")),
+                "auroc": stats.get("student_auroc", stats.get("auroc")),
+                "retention": stats.get("retention"),
+                "retention_ci": _interval(stats.get("retention_ci")),
+                "retention_ci_text": _pct_interval(stats.get("retention_ci")),
+                "student_auroc_ci": _interval(stats.get("student_auroc_ci")),
+                "calibration_in_the_large": stats.get("calibration_in_the_large"),
+                "ece": stats.get("ece"), "mia_auc": stats.get("mia_auc"),
+                "judged": (not small) if judged is None else judged is True,
+                "reason": stats.get("reason"), "small": small})
     return rows
+
+
+def who_pays_line(fairness: Mapping[str, Any]) -> str:
+    """The fairness section's first line: which group loses most to privacy, by how much,
+    and what could not be judged."""
+    worst = fairness.get(WORST_GROUP)
+    attributes = [k for k, v in fairness.items() if k != WORST_GROUP and isinstance(v, Mapping)]
+    if not attributes:
+        return ("Who pays for privacy? Not measured: no sensitive attribute (sex, age or "
+                "audit.groups) was found in the table.")
+    if not isinstance(worst, Mapping):
+        return ("Who pays for privacy? Not measured: this report has no per-group teacher "
+                "metrics (it predates them), only the student's AUROC per group.")
+    unjudged = worst.get("unjudged") if isinstance(worst.get("unjudged"), list) else []
+    tail = (f" {len(unjudged)} group{'s' if len(unjudged) != 1 else ''} too small to judge "
+            f"{'are' if len(unjudged) != 1 else 'is'} flagged below, not gated." if unjudged else "")
+    retention = number(worst.get("auroc_retention"))
+    if retention is None:
+        return f"Who pays for privacy? Not measured: {fallback(worst.get('reason'))}.{tail}"
+    ci = _interval(worst.get("auroc_retention_ci"))
+    text = (f"Who pays for privacy? Most: {worst.get('attribute')} = {worst.get('group')}, where "
+            f"the student keeps {fmt_pct(retention)} of the non-private teacher's AUROC "
+            f"({fmt_num(worst.get('student_auroc'))} vs {fmt_num(worst.get('teacher_auroc'))}"
+            + (f"; 95 % interval {fmt_pct(ci[0])}–{fmt_pct(ci[1])}" if ci else "") + ").")
+    gap = number(worst.get("retention_gap"))
+    pair = worst.get("gap_groups")
+    if gap is not None and isinstance(pair, list) and len(pair) == 2:
+        text += (f" The largest gap between groups is {fmt_num(gap)} in {worst.get('gap_attribute')} "
+                 f"({pair[0]} against {pair[1]}).")
+    return text + tail
+
+
+def _retention_threshold(report: Mapping[str, Any]) -> float | None:
+    for gate in _gates(report):
+        if gate.get("metric") == "fairness.worst_group.auroc_retention":
+            return number(gate.get("threshold"))
+    return None
 
 
 def _describe(source: Mapping[str, Any], *parts: tuple[str, str, Callable[[Any], str]]) -> str:
@@ -359,6 +425,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
     mia_rows, mia_has_power = _mia_rows(mia)
     caveats = privacy.get("caveats")
     transfer = privacy.get("transfer_ledger")
+    fairness_rows = _fairness_rows(_section(report, "fairness"))
     return {
         "r": report,
         "internal_notice": INTERNAL_NOTICE,
@@ -384,7 +451,11 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "mia_rows": mia_rows,
         "mia_has_power": mia_has_power,
         "no_power_auc": NO_POWER_AUC,
-        "fairness_rows": _fairness_rows(_section(report, "fairness")),
+        "fairness_rows": fairness_rows,
+        "who_pays": who_pays_line(_section(report, "fairness")),
+        "fairness_worst": _section(_section(report, "fairness"), WORST_GROUP),
+        "retention_plot": (retention_plot(fairness_rows, _retention_threshold(report))
+                           if plots else None),
         "small_group": SMALL_GROUP,
         "run_facts": _run_facts(_section(report, "run")),
         "sensitive_note": SENSITIVE_NOTE,
@@ -445,4 +516,5 @@ __all__ = [
     "render_html",
     "render_markdown",
     "verdict_line",
+    "who_pays_line",
 ]

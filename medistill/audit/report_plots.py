@@ -171,3 +171,47 @@ def reliability_plot(utility: Any) -> str | None:
     ax.set_title("Reliability on the test patients")
     ax.legend(fontsize=8, frameon=False)
     return _svg_data_uri(fig)
+
+
+def _finite_number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def retention_plot(rows: Sequence[Mapping[str, Any]], threshold: float | None = None) -> str | None:
+    """AUROC retention (student ÷ teacher) per group with its interval: judged groups filled,
+    groups too small to judge hollow and grey; the gate's threshold and 1.0 (no cost) marked.
+
+    ``rows`` are the report's fairness rows (``attribute``, ``group``, ``retention``,
+    ``retention_ci``, ``judged``)."""
+    points = [(r, _finite_number(r.get("retention"))) for r in rows]
+    points = [(r, v) for r, v in points if v is not None]
+    if not points:
+        return None
+    fig = _new_figure(6.4, 1.6 + 0.32 * len(points))
+    ax = fig.add_subplot()
+    ys = np.arange(len(points))[::-1]
+    for y, (row, value) in zip(ys, points, strict=True):
+        judged = row.get("judged") is not False
+        colour = "C0" if judged else "0.6"
+        ci = row.get("retention_ci")
+        lo = _finite_number(ci[0]) if isinstance(ci, Sequence) and len(ci) == 2 else None
+        hi = _finite_number(ci[1]) if isinstance(ci, Sequence) and len(ci) == 2 else None
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color=colour, linewidth=2, solid_capstyle="butt")
+        ax.plot([value], [y], "o", color=colour, markersize=6,
+                markerfacecolor=colour if judged else "white")
+    labels = [f"{r.get('attribute')}: {r.get('group')}" + ("" if r.get("judged") is not False
+                                                           else " (too small to judge)")
+              for r, _ in points]
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1, label="1.0: no loss against the teacher")
+    if threshold is not None:
+        ax.axvline(threshold, color="C3", linestyle="--", linewidth=1,
+                   label=f"gate: worst judged group ≥ {threshold:g}")
+    ax.set_xlabel("AUROC retention, student ÷ non-private teacher (95 % interval)")
+    ax.set_title("Who pays for privacy? Retention per group")
+    ax.grid(True, axis="x", color="0.92")
+    ax.set_ylim(-0.6, len(points) - 0.4)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", ncols=2, bbox_to_anchor=(0.5, -0.22))
+    return _svg_data_uri(fig)

@@ -74,3 +74,21 @@ def test_undefined_metrics_are_none_and_inputs_are_checked() -> None:
         bootstrap_metrics(y, p[:10], rng=np.random.default_rng(0))
     with pytest.raises(ValueError):
         bootstrap_metrics(y, p, rng=np.random.default_rng(0), groups=np.arange(3))
+
+
+def test_cluster_resampler_keeps_patients_whole() -> None:
+    from medistill.audit.bootstrap import cluster_resampler
+
+    ids = np.array(["a", "a", "a", "b", "c", "c"])
+    draw = cluster_resampler(ids, len(ids), np.random.default_rng(0))
+    for _ in range(20):
+        rows = draw()
+        picked = ids[rows]
+        # every drawn patient comes with all of their rows, as many times as drawn
+        for patient, size in (("a", 3), ("b", 1), ("c", 2)):
+            assert np.sum(picked == patient) % size == 0
+        assert len(set(picked)) <= 3
+    plain = cluster_resampler(None, 5, np.random.default_rng(0))()
+    assert len(plain) == 5 and plain.max() < 5
+    with pytest.raises(ValueError, match="one id per row"):
+        cluster_resampler(ids[:2], 6, np.random.default_rng(0))

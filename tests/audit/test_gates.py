@@ -40,6 +40,7 @@ def good_report() -> dict[str, Any]:
         "mia": {"student": {"auc": 0.51, "auc_ci": [0.49, 0.53], "tpr_at_fpr": {"0.01": 0.011, "0.001": 0.0},
                             "epsilon_lower_bound": 0.2},
                 "teacher": {"auc": 0.70, "epsilon_lower_bound": 1.7}},
+        "fairness": {"worst_group": {"auroc_retention": 0.95, "retention_gap": 0.04}},
     }
 
 
@@ -70,8 +71,11 @@ def test_default_policy_gates(policy: AuditPolicy) -> None:
     gates = {g.name: g for g in policy.gates}
     assert list(gates) == ["auroc_retention", "latency_speedup", "epsilon_within_target",
                            "student_calibration", "mia_auc", "mia_power", "empirical_epsilon",
-                           "formal_guarantee"]
+                           "formal_guarantee", "worst_group_retention", "retention_gap"]
     assert (gates["student_calibration"].op, gates["student_calibration"].threshold) == ("<=", 0.05)
+    assert gates["worst_group_retention"].metric == "fairness.worst_group.auroc_retention"
+    assert (gates["worst_group_retention"].op, gates["worst_group_retention"].threshold) == (">=", 0.85)
+    assert (gates["retention_gap"].op, gates["retention_gap"].threshold) == ("<=", 0.10)
     assert gates["mia_auc"].metric == "mia.student.auc_ci.1"  # the interval's upper end
     assert (gates["auroc_retention"].op, gates["auroc_retention"].threshold) == (">=", 0.90)
     assert (gates["latency_speedup"].threshold, gates["latency_speedup"].severity) == (26.0, "review")
@@ -194,7 +198,7 @@ def test_get_path_handles_dotted_keys_and_indices() -> None:
 def test_good_run_is_released(policy: AuditPolicy) -> None:
     rows, verdict = evaluate_gates(good_report(), policy)
     assert verdict == "release"
-    assert all(r["passed"] for r in rows) and len(rows) == 8
+    assert all(r["passed"] for r in rows) and len(rows) == 10
     row = by_name(rows)["epsilon_within_target"]
     assert (row["value"], row["threshold"], row["op"], row["severity"]) == (2.98, 3.0, "<=", "reject")
     assert set(row) >= {"name", "value", "threshold", "op", "passed", "severity", "metric", "note"}
@@ -337,7 +341,7 @@ def test_rejudge_replaces_verdict_without_mutating(policy: AuditPolicy) -> None:
     judged = rejudge(report, policy)
     assert report == original
     assert judged["verdict"] == "review" and judged["passed"] is False
-    assert len(judged["gates"]) == 8 and judged["policy"] == {"name": "default"}
+    assert len(judged["gates"]) == 10 and judged["policy"] == {"name": "default"}
     assert judged["utility"] == original["utility"]
 
 

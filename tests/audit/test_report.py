@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from medistill.audit.fairness import worst_group
 from medistill.audit.gates import load_policy, rejudge
 from medistill.audit.report import headline, render_html, render_markdown
 from medistill.audit.report_format import (
@@ -46,6 +47,26 @@ def _mia_side(auc: float, lower_bound: float, strength: float, rng: np.random.Ge
             {"name": "rmia", "auc": auc + 0.01, "tpr_at_fpr": {"0.01": 0.02, "0.001": 0.001}, "roc": _roc(rng, 2 * strength)},
         ],
     }
+
+
+def _group(n: int, teacher: float, student: float, mia: float, ci: list[float], *,
+           judged: bool = True) -> dict[str, Any]:
+    return {"n": n, "n_patients": n, "teacher_auroc": teacher, "dp_teacher_auroc": teacher - 0.01,
+            "student_auroc": student, "auroc": student, "retention": student / teacher,
+            "retention_ci": ci, "teacher_auroc_ci": [teacher - 0.02, teacher + 0.02],
+            "student_auroc_ci": [student - 0.03, student + 0.03],
+            "dp_teacher_auroc_ci": [teacher - 0.03, teacher + 0.01],
+            "calibration_in_the_large": -0.01, "ece": 0.02, "mia_auc": mia, "mia_n": n,
+            "judged": judged, "small_group": not judged,
+            "reason": None if judged else "60 test patients, fewer than audit.fairness_min_patients = 100"}
+
+
+def _fairness() -> dict[str, Any]:
+    groups = {"sex": {"female": _group(2000, 0.86, 0.85, 0.51, [0.95, 1.02]),
+                      "male": _group(1900, 0.85, 0.82, 0.52, [0.92, 1.0])},
+              "age": {"<40": _group(60, 0.80, 0.62, 0.55, [0.6, 0.9], judged=False),
+                      "65+": _group(1500, 0.84, 0.80, 0.50, [0.9, 1.0])}}
+    return {**groups, "worst_group": worst_group(groups)}
 
 
 def example_report() -> dict[str, Any]:
@@ -92,8 +113,7 @@ def example_report() -> dict[str, Any]:
             "transfer_ledger": None,
         },
         "mia": {"student": _mia_side(0.51, 0.0, 0.02, rng), "teacher": _mia_side(0.71, 1.8, 1.0, rng)},
-        "fairness": {"sex": {"female": {"n": 2000, "auroc": 0.85, "mia_auc": 0.51},
-                             "male": {"n": 60, "auroc": 0.82, "mia_auc": 0.52}}},
+        "fairness": _fairness(),
     }
 
 
@@ -201,7 +221,7 @@ def test_html_is_self_contained_and_well_formed(released_html: str) -> None:
 
 def test_html_embeds_both_plots_as_inline_svg(released_html: str) -> None:
     images = [v for t, n, v in parse(released_html).refs if t == "img"]
-    assert len(images) == 2
+    assert len(images) == 3  # ROC, utility bars, retention per group
     for uri in images:
         assert uri.startswith("data:image/svg+xml;base64,")
         svg = base64.b64decode(uri.split(",", 1)[1]).decode()
@@ -313,7 +333,7 @@ def test_no_roc_plot_without_roc_data(report: dict[str, Any]) -> None:
         for attack in side["attacks"]:
             del attack["roc"]
     images = [v for t, n, v in parse(render_html(report)).refs if t == "img"]
-    assert len(images) == 1  # the utility bar chart only
+    assert len(images) == 2  # the utility bar chart and the retention per group only
 
 
 def test_attack_without_power_on_the_teacher_is_flagged(report: dict[str, Any]) -> None:
@@ -433,6 +453,36 @@ def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[s
             "caveats), so the student is itself a direct DP-SGD student |") in markdown
     assert "Teacher labels in the student's training" in " ".join(parse(render_html(report)).body_text)
     assert "compared over seeds" not in markdown
+
+
+def _fairness_section(markdown: str) -> list[str]:
+    section = markdown.split("## Fairness slices: who pays for privacy?", 1)[1]
+    return [line for line in section.splitlines() if line.strip()]
+
+
+def test_fairness_section_answers_who_pays_first(report: dict[str, Any]) -> None:
+    lines = _fairness_section(render_markdown(report))
+    assert lines[0] == (
+        "Who pays for privacy? Most: age = 65+, where the student keeps 95.2 % of the "
+        "non-private teacher's AUROC (0.800 vs 0.840; 95 % interval 90.0 %–100.0 %). The "
+        "largest gap between groups is 0.024 in sex (male against female). 1 group too small "
+        "to judge is flagged below, not gated.")
+    table = "\n".join(lines)
+    assert "| age | &lt;40 | 60 | 0.800 | 0.790 | 0.620 | 77.5 % (60.0–90.0 %) |" in table
+    assert "small group: not judged: 60 test patients, fewer than audit.fairness_min_patients = 100 |" in table
+    text = " ".join(parse(render_html(report)).body_text)
+    assert "Who pays for privacy? Most: age = 65+" in text
+
+
+def test_fairness_first_line_when_nothing_is_judged(report: dict[str, Any]) -> None:
+    report["fairness"] = {"sex": {"f": {"n": 20, "auroc": 0.7, "judged": False,
+                                        "reason": "20 test patients"}}}
+    report["fairness"]["worst_group"] = worst_group(report["fairness"])
+    assert _fairness_section(render_markdown(report))[0] == (
+        "Who pays for privacy? Not measured: no group was large enough to judge. 1 group too "
+        "small to judge is flagged below, not gated.")
+    del report["fairness"]["worst_group"]  # a report from before issue 20
+    assert "predates them" in _fairness_section(render_markdown(report))[0]
 
 
 def test_16_4_input_check_notes_and_leakage_warning_are_rendered(policy) -> None:
