@@ -75,7 +75,7 @@ def test_public_table_gets_its_own_ledger(tmp_path: Path) -> None:
     config = _config({"source": "public_table", "n_rows": 700,
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=200)
+                     n_queries=200, epsilon=6.0)
     report = _run(config, tmp_path / "run")
     transfer = report["run"]["transfer"]
     assert transfer["sources"][0]["kind"] == "public_table"
@@ -99,7 +99,7 @@ def test_mix_of_synthetic_and_public_rows(tmp_path: Path) -> None:
     config = _config({"source": "mix", "mix": {"dp_synthesizer": 600, "public_table": 300},
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=150)
+                     n_queries=150, epsilon=6.0)
     report = _run(config, tmp_path / "run")
     sizes = {p["kind"]: p["n_rows"] for p in report["run"]["transfer"]["sources"]}
     assert sizes == {"dp_synthesizer": 600, "public_table": 300}

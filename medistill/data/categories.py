@@ -77,12 +77,16 @@ def select_categories(features: pd.DataFrame, schema: TableSchema, *,
 def apply_categories(features: pd.DataFrame, schema: TableSchema,
                      categories: dict[str, tuple[str, ...]]) -> tuple[pd.DataFrame, TableSchema]:
     """The table and schema with each categorical column restricted to ``categories``
-    (other values become missing, which the models treat as unknown)."""
+    (other values become missing, which the models treat as unknown); a column left with no
+    category is dropped."""
     out = features.copy()
     specs = []
     for spec in schema.features:
         if spec.kind == CATEGORICAL and spec.name in categories:
             kept = categories[spec.name]
+            if not kept:          # nothing passed the threshold: the column carries nothing
+                out = out.drop(columns=[spec.name])
+                continue
             values = out[spec.name]
             out[spec.name] = values.where(values.astype(str).isin(kept) & values.notna(), None)
             spec = FeatureSpec(spec.name, CATEGORICAL, kept)

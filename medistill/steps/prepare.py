@@ -80,6 +80,11 @@ def _choose_categories(config: PipelineConfig, data: SensitiveData, split: Patie
         return data, train_X, selection.event
     features, schema = apply_categories(data.features, data.schema, selection.categories)
     caveats = tuple(c for c in data.caveats if not c.startswith("Category lists of "))
+    emptied = [c for c, kept in selection.categories.items() if not kept]
+    if emptied:
+        caveats += (f"No category of {', '.join(emptied)} has enough patients to pass the DP "
+                    "threshold at this budget, so the column was left out; declare its "
+                    "categories (transfer.categories) to keep it.",)
     data = replace(data, features=features, schema=schema, caveats=caveats)
     return data, data.rows(split.train)[0], selection.event
 

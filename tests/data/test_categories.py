@@ -45,3 +45,9 @@ def test_apply_restricts_values_and_schema() -> None:
     frame, schema = apply_categories(_rows(3), SCHEMA, {"dx": ("common",), "site": ("a",)})
     assert schema.feature("dx").categories == ("common",)
     assert frame["dx"].isna().sum() == 1 and frame["site"].notna().all()
+
+
+def test_a_column_with_no_category_left_is_dropped() -> None:
+    frame, schema = apply_categories(_rows(3), SCHEMA, {"dx": (), "site": ("a",)})
+    assert "dx" not in frame.columns and "dx" not in schema.feature_names
+    assert schema.feature_names == ["site", "age"]
