@@ -27,7 +27,7 @@ from medistill.registry import register_into
 from medistill.runfolder import AtomicRunFolder, check_destination
 from medistill.steps import baselines as baseline_steps
 from medistill.steps.prepare import Prepared, prepare, with_canaries
-from medistill.steps.student import Student, export, train_released_student
+from medistill.steps.student import Student, export, recalibrate, train_released_student
 from medistill.steps.teachers import Teachers, train_teachers
 from medistill.steps.transfer import (
     Labelled, label_transfer, make_transfer, public_individuals_ledger, transfer_summary)
@@ -154,6 +154,7 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
                        config, prepared, plan, labelled, transfer, randomness,
                        on_epoch=lambda e, loss: status.update(text.format(
                            e + 1, config.student.epochs, loss)))
+    student = step("recalibrate", recalibrate, config, prepared, plan, student, randomness)
     epsilon = prepared.ledger.epsilon()
     if prepared.ledger.formal_guarantee and epsilon > config.privacy.target_epsilon * 1.0001:
         raise PrivacyBudgetError(

@@ -84,6 +84,7 @@ class RunPlan:
     n_teacher_rows: int = 0                # transfer rows the DP teacher labels (free)
     transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
     student: StudentConfig | None = None   # the student's settings as realised (None: config's)
+    recalibration: DpSgdSchedule | None = None   # DP Platt scaling of the student, if planned
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -270,6 +271,14 @@ def distillation_student(student: StudentConfig) -> StudentConfig:
     return student.model_copy(update=unset)
 
 
+RECALIBRATION_BATCH, RECALIBRATION_EPOCHS = 256, 10
+
+
+def recalibration_schedule(n_train: int) -> DpSgdSchedule:
+    """DP-SGD schedule of the two-parameter recalibration, sized from the noisy count."""
+    return DpSgdSchedule.for_data(max(1, n_train), RECALIBRATION_BATCH, RECALIBRATION_EPOCHS)
+
+
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
     """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
     numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
@@ -288,6 +297,10 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     schedule = DpSgdSchedule.for_data(n_rows, student.resolved_batch_size(n_rows), student.epochs)
     ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features))
     plans = _stage_plans(active, shares, ctx)
+    recalibration = None
+    if config.student.recalibrate and facts.schema.n_classes == 2:
+        recalibration = recalibration_schedule(facts.n_train)
+        plans += _stage_plans(["recalibration"], shares, StageContext(schedule=recalibration))
     noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
                          accountant=config.privacy.accountant, spent=facts.spent)
     budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
@@ -298,7 +311,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
                    n_canaries=0, student_touches_sensitive=False, schedule=schedule,
                    notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
-                   n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student)
+                   n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
+                   recalibration=recalibration)
 
 
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:

@@ -108,3 +108,24 @@ def test_budget_spent_before_planning_is_left_out() -> None:
     assert _composed(plan, heavy) <= 3.0
     with pytest.raises(PrivacyBudgetError, match="already spent"):
         plan_run(_config(privacy={"target_epsilon": 0.5}), heavy)
+
+
+def test_dp_teacher_path_plans_the_teacher_and_the_marginals_for_ranges() -> None:
+    facts = _facts(n=5000)
+    plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
+    assert [s.name for s in plan.stages] == ["schema_statistics", "dp_teacher"]
+    assert plan.n_teacher_rows == 20_000 and plan.n_queries == 0 and plan.alpha == 1.0
+    assert not plan.student_touches_sensitive and plan.student_noise == 0.0
+    assert plan.student.epochs == 40 and 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
+    declared = _config(teachers={"dp_teacher": "dp_ebm"}, student={"epochs": 5},
+                       transfer={"priors": {n: {"min": 0, "max": 1} for n in ("age", "bp")}})
+    plan = plan_run(declared, facts)
+    assert [s.name for s in plan.stages] == ["dp_teacher"] and plan.student.epochs == 5
+
+
+def test_recalibration_is_a_charged_stage_when_asked_for() -> None:
+    facts = _facts(n=5000)
+    plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, student={"recalibrate": True}),
+                    facts)
+    assert "recalibration" in [s.name for s in plan.stages] and plan.recalibration is not None
+    assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0

@@ -157,6 +157,13 @@ register_stage(StageSpec(
     what=lambda ctx: f"DP-EBM teacher on {ctx.n_features} features (interpret)"))
 
 
+register_stage(StageSpec(
+    name="recalibration", default_share=0.05, event=lambda noise, ctx: ctx.schedule.event(noise),
+    max_noise=lambda _: 50.0,
+    what=lambda ctx: "DP logistic recalibration of the student's risks (Platt scaling, "
+                     "DP-SGD on one row per training patient)"))
+
+
 def _dp_sgd_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
     return ctx.schedule.event(noise)
 

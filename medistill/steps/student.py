@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class Student:
     preprocessor: object
     training: StudentData
     notes: tuple[str, ...] = ()
+    recalibration: tuple[float, float] | None = None    # (slope, intercept) folded in
 
 
 def fit_preprocessor(prepared: Prepared, transfer: TransferSet):
@@ -145,5 +146,60 @@ def student_test_metrics(network, preprocessor, prepared: Prepared) -> dict:
     return utility_metrics(y_test, proba)
 
 
+
+
+RECALIBRATION_LOGIT_RANGE = 10.0
+
+
+def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, student: Student,
+                randomness: Randomness) -> Student:
+    """DP Platt scaling: fit P(y = 1) = σ(a·d + c) on the student's logit difference d by
+    DP-SGD over one row per training patient (the plan's ``recalibration`` schedule and noise;
+    its privacy draws fresh), record it, and fold (a, c) into the student's last layer."""
+    if plan.recalibration is None:
+        return student
+    import torch
+
+    from medistill.config import StudentConfig
+    from medistill.plan import RECALIBRATION_EPOCHS
+
+    data = prepared.data
+    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+    inputs = torch.as_tensor(student.preprocessor.transform(as_model_input(rows, data.schema)),
+                             dtype=torch.float32)
+    with torch.no_grad():
+        logits = student.network(inputs).numpy()
+    d = (logits[:, 1] - logits[:, 0]).reshape(-1, 1).astype(np.float32)
+    settings = StudentConfig(hidden_layers=(), epochs=RECALIBRATION_EPOCHS, learning_rate=0.05,
+                             averaging_epochs=1.0, alpha=0.0)
+    bound = np.array([RECALIBRATION_LOGIT_RANGE])
+    line, record = train_student(d, prepared.train_y[prepared.dp_rows], n_classes=2,
+                                 config=settings, noise_multiplier=plan.noise("recalibration"),
+                                 seed=config.seed + 7, schedule=plan.recalibration,
+                                 privacy_rng=randomness.privacy("recalibration"),
+                                 input_bounds=(-bound, bound))
+    done = DpSgdSchedule(len(d), plan.recalibration.batch_size, record.sample_rate, record.steps)
+    prepared.ledger.record("recalibration", done.event(record.noise_multiplier),
+                           f"DP logistic recalibration of the student's risks on one row of each "
+                           f"of {len(prepared.dp_rows)} training patients")
+    layer = line.net[-1]
+    slope = float(layer.weight[1, 0] - layer.weight[0, 0])
+    intercept = float(layer.bias[1] - layer.bias[0])
+    if not slope > 0:     # noise swamped the fit: keep the distilled risks (budget is spent)
+        return replace(student, notes=(*student.notes, (
+            f"The DP recalibration gave a non-positive slope ({slope:.3g}); the student's "
+            "distilled risks were kept as they were.")))
+    head = student.network.net[-1]
+    with torch.no_grad():
+        head.weight.mul_(slope)
+        head.bias.mul_(slope)
+        head.bias[1] += intercept / 2
+        head.bias[0] -= intercept / 2
+    return replace(student, notes=(*student.notes, (
+        f"The student's risks were recalibrated with DP (Platt scaling on its logit: slope "
+        f"{slope:.3g}, intercept {intercept:.3g}), charged as ledger stage 'recalibration'."),),
+        recalibration=(slope, intercept))
+
+
 __all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data", "transfer_bounds",
-           "student_test_metrics", "train_released_student"]
+           "recalibrate", "student_test_metrics", "train_released_student"]
