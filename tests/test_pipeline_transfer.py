@@ -99,12 +99,12 @@ def test_mix_of_synthetic_and_public_rows(tmp_path: Path) -> None:
     config = _config({"source": "mix", "mix": {"dp_synthesizer": 600, "public_table": 300},
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=150, epsilon=6.0)
+                     n_queries=60, epsilon=6.0)
     report = _run(config, tmp_path / "run")
     sizes = {p["kind"]: p["n_rows"] for p in report["run"]["transfer"]["sources"]}
     assert sizes == {"dp_synthesizer": 600, "public_table": 300}
     labelled = {p["kind"]: p["n_labelled"] for p in report["run"]["transfer"]["sources"]}
-    assert sum(labelled.values()) == 150 and min(labelled.values()) > 0
+    assert sum(labelled.values()) == 60 and min(labelled.values()) > 0
     assert report["privacy"]["transfer_ledger"] is not None
     assert not any("preprocessing statistics" in c for c in report["privacy"]["caveats"])
 
