@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from typer.testing import CliRunner
 
 from medistill.cli import app

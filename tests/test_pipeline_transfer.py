@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow  # every test here runs the whole pipeline

@@ -75,7 +75,6 @@ def bootstrap_metrics(labels: np.ndarray, probabilities: np.ndarray, *, n_boot: 
         if len(groups) != len(labels):
             raise ValueError(f"groups ({len(groups)}) must have one id per row ({len(labels)}).")
         order, starts = _cluster_rows(groups)
-    n_clusters = len(starts) - 1
     sizes = np.diff(starts)
 
     values: dict[str, list[float]] = {m: [] for m in METRICS}

@@ -55,7 +55,7 @@ def rejudge_run(run_dir: Path, policy_path: Path | None) -> dict:
     listed = require_verified(run_dir, purpose="re-judge it")
     try:
         report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise RunFolderError(f"'{run_dir / 'report.json'}' is not valid JSON.") from None
     judged = rejudge_report(report, policy_path)
     with AtomicRunFolder(run_dir) as tmp:

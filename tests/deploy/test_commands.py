@@ -127,7 +127,6 @@ def test_package_namespace_is_lazy() -> None:
 
 def test_16_3_predict_refuses_unverified_model_unless_opted_out(tmp_path, app, run_dir,
                                                                 records_csv) -> None:
-    import shutil
 
     import onnx
 
