@@ -74,7 +74,7 @@ def test_public_table_gets_its_own_ledger(tmp_path: Path) -> None:
     config = _config({"source": "public_table", "n_rows": 700,
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=200, epsilon=6.0)
+                     n_queries=60, epsilon=6.0)  # K comes from noisy counts: stay well inside
     report = _run(config, tmp_path / "run")
     transfer = report["run"]["transfer"]
     assert transfer["sources"][0]["kind"] == "public_table"
@@ -84,7 +84,7 @@ def test_public_table_gets_its_own_ledger(tmp_path: Path) -> None:
     assert "preprocessing statistics" in caveats  # no synthetic rows to take them from
     second = report["privacy"]["transfer_ledger"]
     assert second is not None and second["unit"] == "public transfer individual"
-    assert second["epsilon"] > 0 and second["delta"] == pytest.approx(1 / (10 * 200), rel=0.05)
+    assert second["epsilon"] > 0 and second["delta"] == pytest.approx(1 / (10 * 60), rel=0.05)
     # Recomputable from its own entries, like the main ledger.
     ledger = PrivacyLedger.from_dict({"name": "x", "accountant": second["accountant"],
                                       "delta": second["delta"], "entries": second["ledger"]})
