@@ -356,6 +356,7 @@ def test_unknown_fairness_group_is_refused_before_training(tmp_path, write_pipel
                           "audit.groups", "'sitte' is not a feature column")
 
 
+@pytest.mark.slow
 def test_end_to_end_fairness_who_pays(finished_run) -> None:
     _, out = finished_run
     report = json.loads((out / "report.json").read_text())
