@@ -58,7 +58,8 @@ def temp_prefix(kind: str) -> str:
     return f"{TEMP_PREFIX}{kind}-{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid still runs (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +89,7 @@ def clear_stale_temp_dirs(folder: str | Path | None = None) -> list[Path]:
         except OSError:
             continue
         pid = int(parts[2])
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from medistill.errors import RunFolderError
+from medistill.housekeeping import pid_alive
 
 MANIFEST = "manifest.json"
 TMP_MARK = ".medistill-tmp"
@@ -198,23 +199,13 @@ def check_destination(path: str | Path) -> None:
         hint="Move the added or edited files elsewhere, or choose another --out folder.")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_stale(folder: Path) -> bool:
     """A temporary of a medistill process that is no longer running."""
     try:
         pid = int(json.loads((folder / TMP_MARK).read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return False  # not ours (or not readable): never touched
-    return pid != os.getpid() and not _pid_alive(pid)
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def clear_stale_temporaries(parent: str | Path) -> list[Path]:

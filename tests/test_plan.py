@@ -9,6 +9,7 @@ from medistill.errors import ConfigError, PrivacyBudgetError
 from medistill.plan import RunFacts, n_teachers_for, plan_run
 from medistill.privacy.ledger import epsilon_of
 from medistill.privacy.stages import resolved_shares
+from medistill.teachers.ensemble import auto_n_teachers
 
 SCHEMA = TableSchema(features=(FeatureSpec("age", NUMERIC), FeatureSpec("bp", NUMERIC),
                                FeatureSpec("smoker", BINARY)),
@@ -86,8 +87,9 @@ def test_15_4_k_is_unchanged_by_adding_a_patient_when_declared() -> None:
     config = _config(teachers={"n_teachers": 40})
     assert n_teachers_for(config, _facts(n=10000)) == n_teachers_for(config, _facts(n=10001)) == 40
     # auto: a function of the noisy counts only (the facts), never of the data itself.
-    auto = _config()
-    assert n_teachers_for(auto, _facts(n=10000)) == n_teachers_for(auto, _facts(n=10000))
+    facts = _facts(n=10000)
+    assert n_teachers_for(_config(), facts) == auto_n_teachers(facts.n_train,
+                                                               min(facts.class_counts))
 
 
 def test_15_8_schedule_comes_from_the_plan_not_from_answered_queries() -> None:

@@ -108,20 +108,19 @@ def _gaussian(noise: float, _: StageContext) -> dpa.DpEvent:
     return dpa.GaussianDpEvent(noise)
 
 
-register_stage(StageSpec(
-    name="patient_counts", default_share=0.0, event=_gaussian,
-    max_noise=lambda _: float("inf"), planned=False,
-    what=lambda _: "noisy per-class count of training patients (sizes the plan)"))
+def _charged_before_planning(name: str, what: str) -> None:
+    """A Gaussian release made before the plan, with its own fixed noise (not a share)."""
+    register_stage(StageSpec(name=name, default_share=0.0, event=_gaussian,
+                             max_noise=lambda _: float("inf"), planned=False,
+                             what=lambda _: what))
 
-register_stage(StageSpec(
-    name="feature_selection", default_share=0.0, event=_gaussian,
-    max_noise=lambda _: float("inf"), planned=False,
-    what=lambda _: "noisy person counts choosing OMOP concept features (charged by the loader)"))
 
-register_stage(StageSpec(
-    name="category_selection", default_share=0.0, event=_gaussian,
-    max_noise=lambda _: float("inf"), planned=False,
-    what=lambda _: "noisy patient counts choosing data-derived category lists"))
+_charged_before_planning("patient_counts",
+                         "noisy per-class count of training patients (sizes the plan)")
+_charged_before_planning("feature_selection", "noisy person counts choosing OMOP concept "
+                                              "features (charged by the loader)")
+_charged_before_planning("category_selection",
+                         "noisy patient counts choosing data-derived category lists")
 
 register_stage(StageSpec(
     name="schema_statistics", default_share=0.05, event=_gaussian,
