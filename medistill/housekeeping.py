@@ -49,7 +49,7 @@ def stop_workers() -> None:
     module = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(module, "_executor", None) if module else None
     if executor is not None:
-        executor.shutdown(wait=False, kill_workers=True)
+        executor.shutdown(wait=True, kill_workers=True)   # killed first, so the wait is short
 
 
 def temp_prefix(kind: str) -> str:
