@@ -372,7 +372,10 @@ def test_end_to_end_fairness_who_pays(finished_run) -> None:
                 # Bands: a broken teacher or student falls below, noise switched off above.
                 # ~100-patient groups, and the split is fresh each run: wide lower bounds.
                 assert 0.5 <= g["teacher_auroc"] <= 0.97 and 0.4 <= g["student_auroc"] <= 0.95
-                assert 0.5 <= g["retention"] <= 1.3
+                # Retention is the ratio of the two: a weak-teacher group (AUROC near 0.6) can
+                # exceed 1.3 by chance, so the band is the ratio of the bands' extremes.
+                assert g["retention"] == pytest.approx(g["student_auroc"] / g["teacher_auroc"])
+                assert 0.4 / 0.97 <= g["retention"] <= 0.95 / 0.5
                 # The teacher is well calibrated in every group; the DP student may under-
                 # predict a group badly (0.35 for one age band in this run), hence the width.
                 assert abs(g["teacher_calibration_in_the_large"]) <= 0.15
