@@ -252,7 +252,10 @@ class TeachersConfig(_Frozen):
     # A DP teacher trained on the sensitive training patients with its own ledger entry; its
     # outputs (labels of any number of transfer rows sampled from its own noisy histograms)
     # are free post-processing. "none": the PATE ensemble path (docs/teachers.md).
-    dp_teacher: Literal["none", "dp_ebm"] = "none"
+    # "select": a DP-EBM and a DP logistic regression are both fitted on most training
+    # patients and one is chosen by report-noisy-max on the others (a charged share, stage
+    # "teacher_selection"); the DP-EBM's histograms give the transfer rows either way.
+    dp_teacher: Literal["none", "dp_ebm", "select"] = "none"
     dp_teacher_rows: int = Field(20_000, ge=100, le=2_000_000)
 
 

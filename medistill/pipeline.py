@@ -82,7 +82,7 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
     inputs = AuditInputs(
         data=prepared.data, split=prepared.split, ledger=prepared.ledger,
         plan=plan.with_notes(*student.notes, *notes), reference=teachers.reference,
-        dp_teacher=teachers.dp_teacher,
+        dp_teacher=teachers.dp_teacher, dp_selection=teachers.dp_selection,
         teacher_selection=teachers.selection, ensemble=teachers.ensemble,
         student_path=folder / "student.onnx", network=student.network, record=student.record,
         member_rows=prepared.split.train[prepared.dp_rows], baselines=baselines,
@@ -154,7 +154,8 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
                        config, prepared, plan, labelled, transfer, randomness,
                        on_epoch=lambda e, loss: status.update(text.format(
                            e + 1, config.student.epochs, loss)))
-    student = step("recalibrate", recalibrate, config, prepared, plan, student, randomness)
+    student = step("recalibrate", recalibrate, config, prepared, plan, student, labelled,
+                   randomness)
     epsilon = prepared.ledger.epsilon()
     if prepared.ledger.formal_guarantee and epsilon > config.privacy.target_epsilon * 1.0001:
         raise PrivacyBudgetError(

@@ -21,8 +21,10 @@ from medistill.data.schema import TableSchema
 from medistill.errors import ConfigError, PrivacyBudgetError
 from medistill.privacy.planner import StagePlan, max_count, plan_budget
 from medistill.privacy.stages import StageContext, resolved_shares, stage
+from medistill.student.recalibration import n_bins_for
 from medistill.student.train import DpSgdSchedule
 from medistill.teachers.aggregators import Aggregator, make_aggregator
+from medistill.teachers.dp_linear import DPLinearSettings
 from medistill.teachers.ensemble import auto_n_teachers
 from medistill.transfer.schema_prior import columns_needing_marginals
 from medistill.transfer.sources import budget_is_tiny, synthesizer_for, synthesizer_snr
@@ -80,11 +82,15 @@ class RunPlan:
     student_touches_sensitive: bool
     schedule: DpSgdSchedule
     notes: tuple[str, ...] = field(default=())
-    dp_teacher: str | None = None          # "dp_ebm": the DP-teacher path
+    dp_teacher: str | None = None          # "dp_ebm" or "select": the DP-teacher path
+    # "select": the DP linear candidate's DP-SGD schedule and the patients it and the DP-EBM
+    # fit on (the rest of the training patients score them for the noisy selection)
+    linear_teacher_schedule: DpSgdSchedule | None = None
+    selection_validation_share: float = 0.0
     n_teacher_rows: int = 0                # transfer rows the DP teacher labels (free)
     transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
     student: StudentConfig | None = None   # the student's settings as realised (None: config's)
-    recalibration: DpSgdSchedule | None = None   # DP Platt scaling of the student, if planned
+    recalibration_bins: int | None = None   # bins of the DP reliability histogram, if planned
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -271,12 +277,8 @@ def distillation_student(student: StudentConfig) -> StudentConfig:
     return student.model_copy(update=unset)
 
 
-RECALIBRATION_BATCH, RECALIBRATION_EPOCHS = 256, 10
-
-
-def recalibration_schedule(n_train: int) -> DpSgdSchedule:
-    """DP-SGD schedule of the two-parameter recalibration, sized from the noisy count."""
-    return DpSgdSchedule.for_data(max(1, n_train), RECALIBRATION_BATCH, RECALIBRATION_EPOCHS)
+# Share of the training patients held out to score the DP teacher candidates ("select").
+SELECTION_VALIDATION_SHARE = 0.2
 
 
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
@@ -288,6 +290,16 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     marginal_columns = [f.name for f in facts.schema.features
                         if f.kind == "numeric" and f.name not in config.transfer.priors]
     active = (["schema_statistics"] if marginal_columns else []) + ["dp_teacher"]
+    linear_schedule, validation_share = None, 0.0
+    if config.teachers.dp_teacher == "select":
+        validation_share = SELECTION_VALIDATION_SHARE
+        settings = DPLinearSettings()
+        n_fit = max(1, round(facts.n_train * (1 - validation_share)))
+        linear_schedule = DpSgdSchedule.for_data(n_fit, settings.batch_size, settings.epochs)
+        active += ["dp_linear_teacher", "teacher_selection"]
+        notes.append(f"Teacher selection: a DP-EBM and a DP logistic regression are fitted on "
+                     f"{1 - validation_share:.0%} of the training patients; the other "
+                     f"{validation_share:.0%} score them (Brier) for a report-noisy-max choice.")
     if config.student.alpha < 1:
         notes.append("With teachers.dp_teacher the student learns only from the DP teacher's "
                      "labels on transfer rows (student.alpha is taken as 1): DP-SGD on "
@@ -295,12 +307,13 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     n_rows = config.teachers.dp_teacher_rows
     student = distillation_student(config.student)
     schedule = DpSgdSchedule.for_data(n_rows, student.resolved_batch_size(n_rows), student.epochs)
-    ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features))
+    ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features),
+                       teacher_schedule=linear_schedule)
     plans = _stage_plans(active, shares, ctx)
-    recalibration = None
+    bins = None
     if config.student.recalibrate and facts.schema.n_classes == 2:
-        recalibration = recalibration_schedule(facts.n_train)
-        plans += _stage_plans(["recalibration"], shares, StageContext(schedule=recalibration))
+        bins = n_bins_for(facts.n_train)
+        plans += _stage_plans(["recalibration"], shares, StageContext(delta=facts.delta))
     noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
                          accountant=config.privacy.accountant, spent=facts.spent)
     budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
@@ -312,7 +325,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    n_canaries=0, student_touches_sensitive=False, schedule=schedule,
                    notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
                    n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
-                   recalibration=recalibration)
+                   recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
+                   selection_validation_share=validation_share)
 
 
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:

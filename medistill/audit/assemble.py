@@ -166,6 +166,21 @@ class AuditInputs:
     student_trainer: object = None         # reference-student factory for LiRA/RMIA
     canary: dict | None = None             # {"rows": indices, "included": bits}
     dp_teacher: object | None = None       # the DP teacher the student learned from
+    dp_selection: object | None = None     # how it was chosen (private_selection.Selection)
+
+
+def _dp_teacher_section(plan, selection) -> dict:
+    """Which DP teacher labelled the transfer rows and, when chosen privately, the DP
+    selection's released figures (noisy score sums: post-processing of its event)."""
+    section = {"kind": plan.dp_teacher, "n_labelled": plan.n_teacher_rows,
+               "labels_cost": "free (post-processing of its ledger entry)"}
+    if selection is not None:
+        section.update(kind=selection.chosen, selection={
+            "candidates": sorted(selection.noisy_scores), "score": selection.score,
+            "noisy_score_sums": {k: round(v, 1) for k, v in selection.noisy_scores.items()},
+            "noise_std": selection.noise_std,
+            "validation_share": plan.selection_validation_share})
+    return section
 
 
 def build_report(config: PipelineConfig, inputs: AuditInputs,
@@ -277,8 +292,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                              "aggregator": config.labels.aggregator,
                              "sigma": plan.noise("labels"),
                              "n_queries": plan.n_queries},
-                "dp_teacher": ({"kind": plan.dp_teacher, "n_labelled": plan.n_teacher_rows,
-                                "labels_cost": "free (post-processing of its ledger entry)"}
+                "dp_teacher": (_dp_teacher_section(plan, inputs.dp_selection)
                                if plan.dp_teacher else None),
                 "plan": {"stages": [{"name": b.name, "share": b.share, "noise_multiplier": b.noise,
                                      "what": b.what} for b in plan.stages],

@@ -26,6 +26,7 @@ class StageContext:
     schedule: Any = None            # DpSgdSchedule for DP-SGD stages
     delta: float = 0.0
     n_features: int = 0
+    teacher_schedule: Any = None    # DpSgdSchedule of the DP linear teacher candidate
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,40 @@ register_stage(StageSpec(
     what=lambda ctx: f"DP-EBM teacher on {ctx.n_features} features (interpret)"))
 
 
+def _teacher_schedule_event(noise: float, ctx: StageContext) -> dpa.DpEvent:
+    return ctx.teacher_schedule.event(noise)
+
+
 register_stage(StageSpec(
-    name="recalibration", default_share=0.05, event=lambda noise, ctx: ctx.schedule.event(noise),
+    name="dp_linear_teacher", default_share=0.30, event=_teacher_schedule_event,
     max_noise=lambda _: 50.0,
-    what=lambda ctx: "DP logistic recalibration of the student's risks (Platt scaling, "
-                     "DP-SGD on one row per training patient)"))
+    what=lambda ctx: (f"DP logistic-regression teacher candidate (DP-SGD, "
+                      f"{ctx.teacher_schedule.steps} steps)" if ctx.teacher_schedule
+                      else "DP logistic-regression teacher candidate")))
+
+
+def _selection_event(noise: float, _: StageContext) -> dpa.DpEvent:
+    return dpa.GaussianDpEvent(noise)
+
+
+register_stage(StageSpec(
+    name="teacher_selection", default_share=0.05, event=_selection_event,
+    max_noise=lambda _: 1000.0, min_noise=0.05,
+    what=lambda _: "report-noisy-max over the DP teacher candidates' bounded validation "
+                   "scores (Gaussian, sensitivity 1 per candidate)"))
+
+
+def _recalibration_event(noise: float, _: StageContext) -> dpa.DpEvent:
+    from medistill.student.recalibration import histogram_event
+
+    return histogram_event(noise)
+
+
+register_stage(StageSpec(
+    name="recalibration", default_share=0.05, event=_recalibration_event,
+    max_noise=lambda _: 1000.0, min_noise=0.05,
+    what=lambda ctx: "DP recalibration of the student's risks (Platt scaling on a noisy "
+                     "histogram of outcomes by bins of the student's logit)"))
 
 
 def _dp_sgd_event(noise: float, ctx: StageContext) -> dpa.DpEvent:

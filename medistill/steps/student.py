@@ -15,12 +15,20 @@ from medistill.steps.prepare import Prepared
 from medistill.steps.transfer import Labelled
 from medistill.student.export import export_student
 from medistill.student.preprocess import as_model_input, make_preprocessor
+from medistill.student.recalibration import (
+    LogitBins,
+    histogram_event,
+    noisy_counts,
+    platt_from_counts,
+)
 from medistill.student.train import DpSgdRecord, DpSgdSchedule, train_student
 from medistill.transfer.sources import TransferSet
 
 # Below this many synthetic rows the student's preprocessing statistics come from all
 # transfer rows (a public table's included).
 MIN_PREPROCESSING_ROWS = 200
+# Transfer kinds sampled from paid-for statistics (no individual's values).
+SYNTHETIC_KINDS = ("dp_synthesizer", "schema_prior", "teacher_histograms")
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,7 @@ def fit_preprocessor(prepared: Prepared, transfer: TransferSet):
     are enough, so no public individual's values enter them unnoised; else all transfer
     rows, with a note."""
     schema = prepared.data.schema
-    synthetic = transfer.rows[np.isin(transfer.source, ["dp_synthesizer", "schema_prior",
-                                                         "teacher_histograms"])]
+    synthetic = transfer.rows[np.isin(transfer.source, SYNTHETIC_KINDS)]
     notes: tuple[str, ...] = ()
     rows = synthetic
     if len(synthetic) < MIN_PREPROCESSING_ROWS:
@@ -148,57 +155,60 @@ def student_test_metrics(network, preprocessor, prepared: Prepared) -> dict:
 
 
 
-RECALIBRATION_LOGIT_RANGE = 10.0
+def _logit_difference(network, preprocessor, rows, schema) -> np.ndarray:
+    import torch
+
+    x = torch.as_tensor(preprocessor.transform(as_model_input(rows, schema)), dtype=torch.float32)
+    with torch.no_grad():
+        logits = network(x).numpy()
+    return (logits[:, 1] - logits[:, 0]).astype(float)
 
 
 def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, student: Student,
-                randomness: Randomness) -> Student:
-    """DP Platt scaling: fit P(y = 1) = σ(a·d + c) on the student's logit difference d by
-    DP-SGD over one row per training patient (the plan's ``recalibration`` schedule and noise;
-    its privacy draws fresh), record it, and fold (a, c) into the student's last layer."""
-    if plan.recalibration is None:
+                labelled: Labelled, randomness: Randomness) -> Student:
+    """DP Platt scaling of a binary student: bins of its logit fixed on the labelled transfer
+    rows, one noisy (negatives, positives) histogram over one row per training patient
+    (charged as stage ``recalibration``, noise from a privacy generator), a logistic fit on
+    the noisy bins, folded into the student's last layer (see
+    :mod:`medistill.student.recalibration`)."""
+    if plan.recalibration_bins is None:
         return student
     import torch
 
-    from medistill.config import StudentConfig
-    from medistill.plan import RECALIBRATION_EPOCHS
-
-    data = prepared.data
-    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
-    inputs = torch.as_tensor(student.preprocessor.transform(as_model_input(rows, data.schema)),
-                             dtype=torch.float32)
-    with torch.no_grad():
-        logits = student.network(inputs).numpy()
-    d = (logits[:, 1] - logits[:, 0]).reshape(-1, 1).astype(np.float32)
-    settings = StudentConfig(hidden_layers=(), epochs=RECALIBRATION_EPOCHS, learning_rate=0.05,
-                             averaging_epochs=1.0, alpha=0.0)
-    bound = np.array([RECALIBRATION_LOGIT_RANGE])
-    line, record = train_student(d, prepared.train_y[prepared.dp_rows], n_classes=2,
-                                 config=settings, noise_multiplier=plan.noise("recalibration"),
-                                 seed=config.seed + 7, schedule=plan.recalibration,
-                                 privacy_rng=randomness.privacy("recalibration"),
-                                 input_bounds=(-bound, bound))
-    done = DpSgdSchedule(len(d), plan.recalibration.batch_size, record.sample_rate, record.steps)
-    prepared.ledger.record("recalibration", done.event(record.noise_multiplier),
-                           f"DP logistic recalibration of the student's risks on one row of each "
-                           f"of {len(prepared.dp_rows)} training patients")
-    layer = line.net[-1]
-    slope = float(layer.weight[1, 0] - layer.weight[0, 0])
-    intercept = float(layer.bias[1] - layer.bias[0])
-    if not slope > 0:     # noise swamped the fit: keep the distilled risks (budget is spent)
+    schema = prepared.data.schema
+    synthetic = labelled.rows[np.isin(labelled.sources, SYNTHETIC_KINDS)]
+    if not len(synthetic):
         return replace(student, notes=(*student.notes, (
-            f"The DP recalibration gave a non-positive slope ({slope:.3g}); the student's "
-            "distilled risks were kept as they were.")))
+            "No synthetic transfer rows to place the recalibration's bins on; the student "
+            "was not recalibrated and nothing was charged."),))
+    bins = LogitBins.from_transfer(
+        _logit_difference(student.network, student.preprocessor, synthetic, schema),
+        plan.recalibration_bins)
+    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+    counts = bins.counts(_logit_difference(student.network, student.preprocessor, rows, schema),
+                         prepared.train_y[prepared.dp_rows])
+    noise = plan.noise("recalibration")
+    released = noisy_counts(counts, noise, randomness.privacy("recalibration"))
+    prepared.ledger.record("recalibration", histogram_event(noise),
+                           f"noisy outcome histogram over {len(bins.centres)} bins of the "
+                           f"student's logit, one row of each of {len(prepared.dp_rows)} "
+                           "training patients")
+    fit = platt_from_counts(bins, released)
+    if fit is None:     # noise swamped the counts: keep the distilled risks (budget is spent)
+        return replace(student, notes=(*student.notes, (
+            "The DP recalibration found no increasing fit in its noisy histogram; the "
+            "student's distilled risks were kept as they were.")))
     head = student.network.net[-1]
     with torch.no_grad():
-        head.weight.mul_(slope)
-        head.bias.mul_(slope)
-        head.bias[1] += intercept / 2
-        head.bias[0] -= intercept / 2
+        head.weight.mul_(fit.slope)
+        head.bias.mul_(fit.slope)
+        head.bias[1] += fit.intercept / 2
+        head.bias[0] -= fit.intercept / 2
     return replace(student, notes=(*student.notes, (
-        f"The student's risks were recalibrated with DP (Platt scaling on its logit: slope "
-        f"{slope:.3g}, intercept {intercept:.3g}), charged as ledger stage 'recalibration'."),),
-        recalibration=(slope, intercept))
+        f"The student's risks were recalibrated with DP (Platt scaling on its logit from a "
+        f"noisy {len(bins.centres)}-bin outcome histogram: slope {fit.slope:.3g}, intercept "
+        f"{fit.intercept:.3g}), charged as ledger stage 'recalibration'."),),
+        recalibration=(fit.slope, fit.intercept))
 
 
 __all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data", "transfer_bounds",

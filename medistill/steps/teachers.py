@@ -23,8 +23,14 @@ class Teachers:
     reference: object
     selection: dict
     ensemble: PartitionedEnsemble | None     # None when the plan buys no labels
-    dp_teacher: object | None = None         # DPEBMTeacher on the DP-teacher path
+    dp_teacher: object | None = None         # the DP teacher that labels (DP-teacher path)
     dp_bounds: dict | None = None            # its public numeric ranges, and where from
+    histogram_teacher: object | None = None  # the DP-EBM whose histograms give transfer rows
+    dp_selection: object | None = None       # private_selection.Selection ("select")
+
+    @property
+    def histogram_source(self) -> object | None:
+        return self.histogram_teacher if self.histogram_teacher is not None else self.dp_teacher
 
 
 def train_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
@@ -46,11 +52,10 @@ def train_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
             n_teachers=plan.n_teachers, kind=config.teachers.kind, schema=data.schema,
             random_state=config.seed, n_jobs=config.teachers.n_jobs,
             partition_key=randomness.secret_key("partition")).fit(X, y, ids)
-    dp_teacher, bounds = None, None
-    if plan.dp_teacher is not None:
-        dp_teacher, bounds = train_dp_teacher(config, prepared, plan, randomness)
-    return Teachers(reference=reference, selection=selection, ensemble=ensemble,
-                    dp_teacher=dp_teacher, dp_bounds=bounds)
+    if plan.dp_teacher is None:
+        return Teachers(reference=reference, selection=selection, ensemble=ensemble)
+    dp = train_dp_teachers(config, prepared, plan, randomness)
+    return Teachers(reference=reference, selection=selection, ensemble=ensemble, **dp)
 
 
 def dp_teacher_bounds(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
@@ -87,25 +92,79 @@ def kept_range(marginal) -> tuple[float, float]:
     return float(GRID_EDGES[bins[0]]), float(GRID_EDGES[bins[-1] + 1])
 
 
-def train_dp_teacher(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
-                     randomness: Randomness):
-    """Fit the DP-EBM on one row per training patient within its planned share; record its
-    event. Its noise comes from interpret's own secure sampler (``random_state=None``)."""
+def train_dp_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
+                      randomness: Randomness) -> dict:
+    """The DP teacher(s), each event recorded: the DP-EBM alone, or ("select") a DP-EBM and a
+    DP logistic regression fitted on the same training patients and one of them chosen by
+    report-noisy-max on the remaining training patients (never test or holdout rows)."""
+    from medistill.teachers.private_selection import select_teacher
+
+    bounds = dp_teacher_bounds(config, prepared, plan, randomness)
+    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+    labels = prepared.train_y[prepared.dp_rows]
+    if plan.dp_teacher != "select":
+        ebm = _fit_ebm(config, prepared, plan, rows, labels, bounds)
+        return {"dp_teacher": ebm, "dp_bounds": bounds}
+    # Seeded: the guarantee does not rest on which patients validate (every event is
+    # composed over all training patients; parallel composition is not claimed).
+    order = randomness.seeded("teacher_selection").permutation(len(rows))
+    n_validation = int(round(plan.selection_validation_share * len(rows)))
+    validate, fit = order[:n_validation], order[n_validation:]
+    fit_rows = rows.iloc[fit].reset_index(drop=True)
+    candidates = {"dp_ebm": _fit_ebm(config, prepared, plan, fit_rows, labels[fit], bounds),
+                  "dp_linear": _fit_linear(prepared, plan, fit_rows, labels[fit], bounds,
+                                           randomness)}
+    ledger = prepared.ledger
+    selection = select_teacher(candidates, rows.iloc[validate].reset_index(drop=True),
+                               labels[validate], epsilon=_planned_epsilon(plan, ledger,
+                                                                          "teacher_selection"),
+                               delta=ledger.delta, accountant=ledger.accountant,
+                               rng=randomness.privacy("teacher_selection"))
+    ledger.record("teacher_selection", selection.event,
+                  f"report-noisy-max between {len(candidates)} DP teachers on held-out "
+                  "training patients (bounded Brier scores)")
+    return {"dp_teacher": candidates[selection.chosen], "dp_bounds": bounds,
+            "histogram_teacher": candidates["dp_ebm"], "dp_selection": selection}
+
+
+def _planned_epsilon(plan: RunPlan, ledger, name: str) -> float:
     from medistill.privacy.ledger import epsilon_of
+
+    planned = next(s for s in plan.stages if s.name == name)
+    return epsilon_of([planned.event], ledger.delta, ledger.accountant)
+
+
+def _fit_ebm(config: PipelineConfig, prepared: Prepared, plan: RunPlan, rows, labels, bounds):
+    """The DP-EBM within its planned share; its noise from interpret's own secure sampler
+    (``random_state=None``)."""
     from medistill.teachers.dp_ebm import fit_dp_ebm
 
     ledger = prepared.ledger
-    bounds = dp_teacher_bounds(config, prepared, plan, randomness)
-    planned = next(s for s in plan.stages if s.name == "dp_teacher")
-    epsilon = epsilon_of([planned.event], ledger.delta, ledger.accountant)
-    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
-    teacher = fit_dp_ebm(rows, prepared.train_y[prepared.dp_rows], prepared.data.schema,
-                         epsilon=epsilon, delta=ledger.delta, bounds=bounds,
-                         accountant=ledger.accountant, n_jobs=config.teachers.n_jobs)
+    teacher = fit_dp_ebm(rows, labels, prepared.data.schema,
+                         epsilon=_planned_epsilon(plan, ledger, "dp_teacher"), delta=ledger.delta,
+                         bounds=bounds, accountant=ledger.accountant,
+                         n_jobs=config.teachers.n_jobs)
     ledger.record("dp_teacher", teacher.event,
-                  f"DP-EBM (interpret) on one row of each training patient, {len(bounds)} "
-                  "public numeric ranges")
-    return teacher, bounds
+                  f"DP-EBM (interpret) on one row of each of its training patients, "
+                  f"{len(bounds)} public numeric ranges")
+    return teacher
+
+
+def _fit_linear(prepared: Prepared, plan: RunPlan, rows, labels, bounds, randomness: Randomness):
+    """The DP logistic regression with the plan's schedule and noise (sampling and noise
+    from a privacy generator)."""
+    from medistill.teachers.dp_linear import fit_dp_linear
+
+    ledger = prepared.ledger
+    noise = plan.noise("dp_linear_teacher")
+    teacher = fit_dp_linear(rows, labels, prepared.data.schema, delta=ledger.delta,
+                            epsilon=_planned_epsilon(plan, ledger, "dp_linear_teacher"),
+                            bounds=bounds, accountant=ledger.accountant,
+                            rng=randomness.privacy("dp_linear_teacher"),
+                            planned=(plan.linear_teacher_schedule, noise))
+    ledger.record("dp_linear_teacher", teacher.event,
+                  "DP logistic regression (DP-SGD) on one row of each of its training patients")
+    return teacher
 
 
 __all__ = ["Teachers", "train_teachers"]

@@ -52,7 +52,7 @@ def teacher_histogram_rows(plan: RunPlan, teachers: Teachers, randomness: Random
     from medistill.transfer.teacher_histograms import TeacherHistogramSampler
 
     n = plan.n_teacher_rows
-    rows = TeacherHistogramSampler(teachers.dp_teacher).sample(n, randomness.seeded("transfer"))
+    rows = TeacherHistogramSampler(teachers.histogram_source).sample(n, randomness.seeded("transfer"))
     return TransferSet(rows=rows, source=np.full(n, "teacher_histograms", dtype=object),
                        sizes={"teacher_histograms": n})
 

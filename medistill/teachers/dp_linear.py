@@ -132,10 +132,14 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
                   epsilon: float, delta: float, bounds: Mapping[str, tuple[float, float]],
                   settings: DPLinearSettings = DPLinearSettings(),
                   accountant: AccountantName = "pld",
-                  rng: np.random.Generator | None = None) -> DPLinearTeacher:
+                  rng: np.random.Generator | None = None,
+                  planned: tuple[DpSgdSchedule, float] | None = None) -> DPLinearTeacher:
     """Fit a DP logistic regression on one row per patient within (ε, δ).
 
     ``rng`` drives the Poisson sampling and the noise (default: a fresh secure generator).
+    ``planned`` — a (schedule, noise multiplier) pair decided from public or charged counts
+    — replaces the schedule and noise calibrated here from the exact row count (which the
+    recorded event would otherwise carry); ``epsilon`` is then not used.
     """
     encoding = PublicEncoding.build(schema, bounds)
     labels = np.asarray(labels)
@@ -144,8 +148,11 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
                             f" of '{schema.label}' per training row.")
     x = torch.from_numpy(encoding.linear_matrix(features))
     y = torch.from_numpy(labels.astype(np.int64))
-    schedule = DpSgdSchedule.for_data(len(x), settings.batch_size, settings.epochs)
-    noise = calibrate_noise(schedule, epsilon=epsilon, delta=delta, accountant=accountant)
+    if planned is None:
+        schedule = DpSgdSchedule.for_data(len(x), settings.batch_size, settings.epochs)
+        noise = calibrate_noise(schedule, epsilon=epsilon, delta=delta, accountant=accountant)
+    else:
+        schedule, noise = planned
     rng = secure_generator() if rng is None else rng
     linear = torch.nn.Linear(x.shape[1], schema.n_classes)
     torch.nn.init.zeros_(linear.weight)
