@@ -6,9 +6,9 @@ instead, per table, ε and seed, with 95 % intervals over seeds.
 
 **The pipeline, as a new user runs it.** Each cell (table, ε, seed) runs ``run_pipeline`` on
 a minimal document: the table's ``data`` section, ``privacy.target_epsilon`` and ``seed``.
-The default teacher path is the PATE ensemble (``teachers.dp_teacher: none``), so the
-document sets ``teachers.dp_teacher: dp_ebm`` explicitly (``--dp-teacher none`` runs the
-default instead). Only costs are trimmed: a light audit (no reference models, bootstrap or
+The document leaves ``teachers.dp_teacher`` at its default (``auto``: the DP-EBM for these
+binary outcomes); ``--dp-teacher`` sets it (``none``: the PATE path, ``select``: the private
+choice between the DP-EBM and the DP linear teacher). Only costs are trimmed: a light audit (no reference models, bootstrap or
 memory probe, short speed pass), ``audit.baseline_seeds`` = 1 (``--baseline-seeds``) and one
 process (``n_jobs`` 1); none changes the released student. From ``report.json``: the student
 (AUROC, ECE), its DP teacher, the direct DP-SGD student at the same total ε
@@ -258,7 +258,7 @@ def markdown(results: dict[str, dict[float, list[dict]]], command: str, notes: s
 class Options:
     """How each cell runs (command-line options)."""
 
-    dp_teacher: str = "dp_ebm"
+    dp_teacher: str = "auto"
     baseline_seeds: int = 1
     outside_train: str = "pipeline"     # or "all-but-test"
     cohort_patients: int = 10_000
@@ -567,8 +567,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             f"{k} {' '.join(map(str, v))}" for k, v in QUICK.items()))
     parser.add_argument("--resume", action="store_true",
                         help="reuse the cells already written in --out")
-    parser.add_argument("--dp-teacher", choices=("dp_ebm", "none"), default="dp_ebm",
-                        help="teachers.dp_teacher of every run (none: the default PATE path)")
+    parser.add_argument("--dp-teacher", choices=("auto", "dp_ebm", "select", "none"),
+                        default="auto", help="teachers.dp_teacher of every run (none: PATE)")
     parser.add_argument("--baseline-seeds", type=int, default=1,
                         help="audit.baseline_seeds: direct DP-SGD trainings per run")
     parser.add_argument("--outside-train", choices=("pipeline", "all-but-test"),

@@ -204,7 +204,7 @@ def pipeline_cell(section: dict, epsilon: float, seed: int, folder: Path,
     # Plain PATE buys whatever the budget affords (at least 10 queries), not medistill's
     # labels.min_queries threshold.
     pate = merge(base, {"labels": {"aggregator": "gnmax", "min_queries": 10},
-                        "student": {"alpha": 1.0}})
+                        "student": {"alpha": 1.0}, "teachers": {"dp_teacher": "none"}})
     note = None
     try:
         outcome, seconds = run_config(pate, folder / f"pate-{epsilon}-{seed}")

@@ -277,6 +277,19 @@ def distillation_student(student: StudentConfig) -> StudentConfig:
     return student.model_copy(update=unset)
 
 
+def resolved_dp_teacher(config: PipelineConfig, facts: RunFacts) -> str:
+    """``teachers.dp_teacher`` with "auto" resolved: the DP-EBM for binary outcomes (it
+    distils at ε ≤ 3 where PATE buys no labels, docs/teachers.md), else the PATE path."""
+    choice, n_classes = config.teachers.dp_teacher, facts.schema.n_classes
+    if choice == "auto":
+        return "dp_ebm" if n_classes == 2 else "none"
+    if choice in ("dp_ebm", "select") and n_classes != 2:
+        raise ConfigError(f"pipeline: field 'teachers.dp_teacher' is '{choice}', which needs a "
+                          f"binary outcome; the label has {n_classes} classes. Use 'auto' or "
+                          "'none' (the PATE ensemble).")
+    return choice
+
+
 # Share of the training patients held out to score the DP teacher candidates ("select").
 SELECTION_VALIDATION_SHARE = 0.2
 
@@ -291,7 +304,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                         if f.kind == "numeric" and f.name not in config.transfer.priors]
     active = (["schema_statistics"] if marginal_columns else []) + ["dp_teacher"]
     linear_schedule, validation_share = None, 0.0
-    if config.teachers.dp_teacher == "select":
+    if resolved_dp_teacher(config, facts) == "select":
         validation_share = SELECTION_VALIDATION_SHARE
         settings = DPLinearSettings()
         n_fit = max(1, round(facts.n_train * (1 - validation_share)))
@@ -323,7 +336,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    transfer_sizes={"teacher_histograms": n_rows},
                    marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
                    n_canaries=0, student_touches_sensitive=False, schedule=schedule,
-                   notes=tuple(notes), dp_teacher=config.teachers.dp_teacher,
+                   notes=tuple(notes), dp_teacher=resolved_dp_teacher(config, facts),
                    n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
                    recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
                    selection_validation_share=validation_share)
@@ -349,7 +362,7 @@ def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
     check_allowed(config)
     target, accountant = config.privacy.target_epsilon, config.privacy.accountant
     shares = resolved_shares(config.privacy.shares)
-    if config.teachers.dp_teacher != "none":
+    if resolved_dp_teacher(config, facts) != "none":
         return _plan_dp_teacher(config, facts, shares)
     notes: list[str] = []
     n_teachers = n_teachers_for(config, facts)

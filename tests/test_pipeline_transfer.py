@@ -14,7 +14,8 @@ from medistill.errors import ConfigError
 from medistill.privacy.ledger import PrivacyLedger
 from medistill.pipeline import run_pipeline
 
-FAST = {"teachers": {"reference": "logistic_regression"},
+# These tests cover the PATE path's transfer sources and labels (dp_teacher: none).
+FAST = {"teachers": {"reference": "logistic_regression", "dp_teacher": "none"},
         "student": {"epochs": 3},
         "audit": {"reference_models": 0, "bootstrap": 0, "memory": False, "speed_repeats": 20,
                   "throughput_batch": 500, "baselines": False}}
@@ -37,6 +38,11 @@ def test_dp_synthesizer_transfer_is_charged_and_reported(tmp_path: Path) -> None
     report = _run(_config({"source": "dp_synthesizer", "n_rows": 800}), tmp_path / "run")
     stages = [row["stage"] for row in report["privacy"]["ledger"]]
     assert "transfer_synthesizer" in stages and "schema_statistics" not in stages
+    # Canaries ride along where the student's DP-SGD touches sensitive rows (PATE, α < 1);
+    # the one-run bound never exceeds the ledger's ε.
+    canary = report["mia"]["student"]["canary"]
+    assert canary["n_canaries"] >= 20
+    assert canary["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
     transfer = report["run"]["transfer"]
     assert transfer["source"] == "dp_synthesizer" and transfer["n_rows"] == 800
     assert transfer["epsilon_cost"] > 0
@@ -75,7 +81,8 @@ def test_public_table_gets_its_own_ledger(tmp_path: Path) -> None:
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
                      n_queries=60, epsilon=6.0,  # K fixed: from noisy counts it can be 4
-                     teachers={"reference": "logistic_regression", "n_teachers": 10})
+                     teachers={"reference": "logistic_regression", "n_teachers": 10,
+                               "dp_teacher": "none"})
     report = _run(config, tmp_path / "run")
     transfer = report["run"]["transfer"]
     assert transfer["sources"][0]["kind"] == "public_table"

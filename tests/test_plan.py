@@ -1,5 +1,7 @@
 """The run plan: every planning branch as a millisecond-to-second unit test (no training)."""
 
+from dataclasses import replace
+
 import dp_accounting as dpa
 import pytest
 
@@ -18,7 +20,7 @@ SCHEMA = TableSchema(features=(FeatureSpec("age", NUMERIC), FeatureSpec("bp", NU
 
 def _config(**sections) -> object:
     raw = {"data": {"source": "builtin", "builtin": {"name": "cohort"}},
-           "privacy": {"target_epsilon": 3.0}}
+           "privacy": {"target_epsilon": 3.0}, "teachers": {"dp_teacher": "none"}}
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return parse_config(raw)
@@ -115,19 +117,44 @@ def test_budget_spent_before_planning_is_left_out() -> None:
 def test_dp_teacher_path_plans_the_teacher_and_the_marginals_for_ranges() -> None:
     facts = _facts(n=5000)
     plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
-    assert [s.name for s in plan.stages] == ["schema_statistics", "dp_teacher"]
+    assert [s.name for s in plan.stages] == ["schema_statistics", "dp_teacher", "recalibration"]
     assert plan.n_teacher_rows == 20_000 and plan.n_queries == 0 and plan.alpha == 1.0
     assert not plan.student_touches_sensitive and plan.student_noise == 0.0
     assert plan.student.epochs == 40 and 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
-    declared = _config(teachers={"dp_teacher": "dp_ebm"}, student={"epochs": 5},
+    declared = _config(teachers={"dp_teacher": "dp_ebm"}, student={"epochs": 5,
+                                                                  "recalibrate": False},
                        transfer={"priors": {n: {"min": 0, "max": 1} for n in ("age", "bp")}})
     plan = plan_run(declared, facts)
     assert [s.name for s in plan.stages] == ["dp_teacher"] and plan.student.epochs == 5
 
 
-def test_recalibration_is_a_charged_stage_when_asked_for() -> None:
+def test_recalibration_is_a_charged_stage_by_default() -> None:
     facts = _facts(n=5000)
-    plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, student={"recalibrate": True}),
-                    facts)
-    assert "recalibration" in [s.name for s in plan.stages] and plan.recalibration is not None
+    plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
+    assert "recalibration" in [s.name for s in plan.stages] and plan.recalibration_bins == 12
+    assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
+
+
+def test_auto_teacher_is_the_dp_ebm_for_binary_outcomes_and_pate_otherwise() -> None:
+    from medistill.plan import resolved_dp_teacher
+
+    binary = _facts(n=5000)
+    auto = parse_config({"data": {"source": "builtin", "builtin": {"name": "cohort"}},
+                         "privacy": {"target_epsilon": 3.0}})
+    assert resolved_dp_teacher(auto, binary) == "dp_ebm"
+    assert plan_run(auto, binary).dp_teacher == "dp_ebm"
+    three = replace(binary, schema=replace(SCHEMA, classes=("a", "b", "c")),
+                    class_counts=(3000, 1000, 1000))
+    assert resolved_dp_teacher(auto, three) == "none"
+    explicit = _config(teachers={"dp_teacher": "dp_ebm"})
+    with pytest.raises(ConfigError, match="teachers.dp_teacher.*binary outcome.*3 classes"):
+        plan_run(explicit, three)
+
+
+def test_select_plans_both_candidates_and_the_selection_within_target() -> None:
+    facts = _facts(n=5000)
+    plan = plan_run(_config(teachers={"dp_teacher": "select"}), facts)
+    names = [s.name for s in plan.stages]
+    assert {"dp_teacher", "dp_linear_teacher", "teacher_selection"} <= set(names)
+    assert plan.selection_validation_share == 0.2 and plan.linear_teacher_schedule is not None
     assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0

@@ -18,8 +18,8 @@ from medistill.student.preprocess import as_model_input, make_preprocessor
 from medistill.student.recalibration import (
     LogitBins,
     histogram_event,
-    noisy_counts,
-    platt_from_counts,
+    platt_from_release,
+    release,
 )
 from medistill.student.train import DpSgdRecord, DpSgdSchedule, train_student
 from medistill.transfer.sources import TransferSet
@@ -185,15 +185,16 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
         _logit_difference(student.network, student.preprocessor, synthetic, schema),
         plan.recalibration_bins)
     rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
-    counts = bins.counts(_logit_difference(student.network, student.preprocessor, rows, schema),
-                         prepared.train_y[prepared.dp_rows])
+    statistic = bins.statistic(
+        _logit_difference(student.network, student.preprocessor, rows, schema),
+        prepared.train_y[prepared.dp_rows])
     noise = plan.noise("recalibration")
-    released = noisy_counts(counts, noise, randomness.privacy("recalibration"))
+    released = release(statistic, noise, randomness.privacy("recalibration"))
     prepared.ledger.record("recalibration", histogram_event(noise),
-                           f"noisy outcome histogram over {len(bins.centres)} bins of the "
+                           f"noisy outcome counts and logit sums in {len(bins.centres)} bins of the "
                            f"student's logit, one row of each of {len(prepared.dp_rows)} "
                            "training patients")
-    fit = platt_from_counts(bins, released)
+    fit = platt_from_release(bins, released)
     if fit is None:     # noise swamped the counts: keep the distilled risks (budget is spent)
         return replace(student, notes=(*student.notes, (
             "The DP recalibration found no increasing fit in its noisy histogram; the "

@@ -22,7 +22,8 @@ from benchmarks.stages import instrument, stage_of
 
 TINY = {"student": {"epochs": 1},
         "privacy": {"accountant": "rdp"},  # faster planning than PLD; figures do not matter
-        "teachers": {"reference": "logistic_regression", "n_jobs": 1, "n_teachers": 8},  # the keyed partition is fresh each run: keep every part well above 20 patients
+        "teachers": {"reference": "logistic_regression", "n_jobs": 1, "n_teachers": 8,
+                     "dp_teacher": "none"},   # this test checks the PATE path's pieces  # the keyed partition is fresh each run: keep every part well above 20 patients
         # Fixed queries: the plan buys labels, so there is an ensemble and a direct baseline.
         "labels": {"n_queries": 10},
         "audit": {"n_jobs": 1, "speed_repeats": 10, "throughput_batch": 100,

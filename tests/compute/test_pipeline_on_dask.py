@@ -17,7 +17,9 @@ from medistill.pipeline import run_pipeline
 FAST = {"data": {"source": "builtin", "builtin": {"name": "cohort", "n_patients": 1500}},
         # The reproducible test mode: privacy draws follow the seed, so everything compares.
         "privacy": {"target_epsilon": 4.0, "reproducible_noise": True},
-        "teachers": {"reference": "logistic_regression"},
+        # The PATE path: its K teachers are what runs on the cluster; the DP-EBM's noise
+        # is interpret's own and cannot follow the seed.
+        "teachers": {"reference": "logistic_regression", "dp_teacher": "none"},
         "labels": {"n_queries": 20}, "transfer": {"source": "dp_synthesizer", "n_rows": 800},
         "student": {"epochs": 3},
         "audit": {"reference_models": 2, "bootstrap": 0, "memory": False, "speed_repeats": 20,

@@ -12,8 +12,8 @@ from medistill.student.recalibration import (
     LogitBins,
     histogram_event,
     n_bins_for,
-    noisy_counts,
-    platt_from_counts,
+    platt_from_release,
+    release,
 )
 
 
@@ -28,46 +28,74 @@ def _shrunken(n: int, rng: np.random.Generator, true_slope: float = 1.8, shift: 
 def test_bins_come_from_transfer_quantiles_and_count_every_row() -> None:
     rng = np.random.default_rng(0)
     bins = LogitBins.from_transfer(rng.normal(size=5000), 10)
-    assert len(bins.edges) == 9 and len(bins.centres) == 10
+    assert len(bins.edges) == 9 and len(bins.centres) == len(bins.half_widths) == 10
     assert np.all(np.diff(bins.edges) > 0) and np.all(np.diff(bins.centres) > 0)
     d, y = _shrunken(3000, rng)
-    counts = bins.counts(d, y)
-    assert counts.shape == (10, 2) and counts.sum() == 3000 and counts[:, 1].sum() == y.sum()
+    stat = bins.statistic(d, y)
+    assert stat.shape == (10, 3) and stat[:, :2].sum() == 3000 and stat[:, 1].sum() == y.sum()
+    assert np.all(np.abs(stat[:, 2]) <= stat[:, :2].sum(axis=1))
 
 
 def test_tied_transfer_logits_merge_bins() -> None:
     bins = LogitBins.from_transfer(np.r_[np.zeros(900), np.linspace(1, 2, 100)], 10)
     assert len(bins.centres) == len(bins.edges) + 1 < 10
-    assert not np.isnan(bins.centres).any()
+    assert not np.isnan(bins.centres).any() and np.all(bins.half_widths > 0)
 
 
-def test_one_patient_moves_one_count_by_one() -> None:
-    """Add/remove sensitivity 1 in L2 (and L1): what the Gaussian event assumes."""
+def test_one_patient_moves_the_statistic_by_at_most_root_two() -> None:
+    """Add/remove L2 sensitivity √2 — one count by 1 and one clipped sum by ≤ 1 — what the
+    noise (√2 · z) and the event GaussianDpEvent(z) assume; patients far outside the
+    transfer range included."""
     rng = np.random.default_rng(1)
     bins = LogitBins.from_transfer(rng.normal(size=2000), 8)
     d, y = _shrunken(500, rng)
-    full = bins.counts(d, y)
-    for i in rng.choice(500, 20, replace=False):
-        without = bins.counts(np.delete(d, i), np.delete(y, i))
-        assert np.abs(full - without).sum() == 1.0
+    d[:10] *= 25.0
+    full = bins.statistic(d, y)
+    worst = 0.0
+    for i in range(500):
+        change = full - bins.statistic(np.delete(d, i), np.delete(y, i))
+        assert np.abs(change[:, :2]).sum() == 1.0 and np.abs(change[:, 2]).sum() <= 1.0 + 1e-12
+        worst = max(worst, float(np.linalg.norm(change)))
+    assert worst <= np.sqrt(2) + 1e-12 and worst > 1.2
+
+
+def test_release_noise_has_the_planned_scale() -> None:
+    noisy = release(np.zeros((2000, 3)), 5.0, np.random.default_rng(3))
+    assert 0.95 * 5 * np.sqrt(2) <= noisy.std() <= 1.05 * 5 * np.sqrt(2)
 
 
 def test_platt_fit_recovers_a_known_miscalibration_through_noise() -> None:
     rng = np.random.default_rng(2)
     bins = LogitBins.from_transfer(rng.normal(0.0, 1.2, 20_000), n_bins_for(8000))
     d, y = _shrunken(8000, rng)
-    exact = platt_from_counts(bins, bins.counts(d, y))
+    exact = platt_from_release(bins, bins.statistic(d, y))
     assert exact is not None
     assert 1.6 <= exact.slope <= 2.0 and -0.55 <= exact.intercept <= -0.25
-    noisy = platt_from_counts(bins, noisy_counts(bins.counts(d, y), 20.0, rng))
+    noisy = platt_from_release(bins, release(bins.statistic(d, y), 20.0, rng))
     assert noisy is not None and 1.4 <= noisy.slope <= 2.2
 
 
+def test_patients_wider_than_the_transfer_rows_are_placed_where_they_are() -> None:
+    """Transfer logits narrower than the patients' (independently sampled features): the
+    released offset sums keep the fitted slope near the truth, where the transfer medians
+    alone would over-correct."""
+    rng = np.random.default_rng(4)
+    bins = LogitBins.from_transfer(rng.normal(0.0, 0.6, 20_000), 10)
+    d, y = _shrunken(8000, rng, true_slope=1.0, shift=0.0)
+    fit = platt_from_release(bins, bins.statistic(d, y))
+    assert fit is not None and 0.85 <= fit.slope <= 1.15
+    naive = bins.statistic(d, y)
+    naive[:, 2] = 0.0                      # every bin at its transfer median
+    biased = platt_from_release(bins, naive)
+    assert biased is not None and biased.slope > 1.3
+
+
 def test_no_fit_when_noise_leaves_one_class_or_a_decreasing_line() -> None:
-    bins = LogitBins(edges=np.array([0.0]), centres=np.array([-1.0, 1.0]))
-    assert platt_from_counts(bins, np.array([[50.0, -3.0], [40.0, -1.0]])) is None
-    assert platt_from_counts(bins, np.array([[10.0, 40.0], [40.0, 10.0]])) is None
-    fit = platt_from_counts(bins, np.array([[40.0, 10.0], [10.0, 40.0]]))
+    bins = LogitBins(edges=np.array([0.0]), centres=np.array([-1.0, 1.0]),
+                     half_widths=np.array([1.0, 1.0]))
+    assert platt_from_release(bins, np.array([[50.0, -3.0, 0.0], [40.0, -1.0, 0.0]])) is None
+    assert platt_from_release(bins, np.array([[10.0, 40.0, 0.0], [40.0, 10.0, 0.0]])) is None
+    fit = platt_from_release(bins, np.array([[40.0, 10.0, 0.0], [10.0, 40.0, 0.0]]))
     assert fit is not None and fit.slope == pytest.approx(np.log(16) / 2, rel=1e-3)
 
 

@@ -123,7 +123,8 @@ def test_tiny_budget_drowns_the_signal(dp_table, dp_test_table, dp_schema, dp_bo
     teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=0.02, delta=1e-6,
                          bounds=dp_bounds, settings=SETTINGS)
     test_frame, test_labels = dp_test_table
-    assert roc_auc_score(test_labels, teacher.predict_proba(test_frame)[:, 1]) < 0.68
+    # 15 fresh draws gave 0.35-0.61 (noise-free: ~0.8); one CI draw passed 0.68.
+    assert roc_auc_score(test_labels, teacher.predict_proba(test_frame)[:, 1]) < 0.72
 
 
 def test_noise_is_fresh_each_fit(dp_table, dp_schema, dp_bounds):

@@ -1,0 +1,88 @@
+"""The DP teachers (steps/teachers.py) on a real run: what they read, what they cost, how one
+is chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from medistill.config import parse_config
+from medistill.pipeline import run_pipeline
+
+
+class _Keep:
+    """Observer keeping each step's artifact."""
+
+    def __init__(self) -> None:
+        self.artifacts: dict[str, object] = {}
+
+    def started(self, step: str) -> None:
+        pass
+
+    def finished(self, step: str, artifact: object) -> None:
+        self.artifacts[step] = artifact
+
+
+@pytest.mark.slow
+def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
+        tmp_path: Path, cohort_table, monkeypatch) -> None:
+    """Every row either DP teacher fits on, and every row the private selection scores, is
+    a training patient's (never test or holdout); each fit and the selection are in the
+    ledger, which stays within the target; the report names the chosen teacher."""
+    import medistill.teachers.dp_ebm as dp_ebm
+    import medistill.teachers.dp_linear as dp_linear
+    import medistill.teachers.private_selection as private_selection
+
+    table = cohort_table.copy()
+    table["tag"] = np.arange(len(table), dtype=float)   # one distinct value per patient
+    csv = tmp_path / "tagged.csv"
+    table.to_csv(csv, index=False)
+    seen: dict[str, set[float]] = {"dp_ebm": set(), "dp_linear": set(), "selection": set()}
+
+    def spy(name, original, frame_arg: int = 0):
+        def wrapped(*args, **kwargs):
+            seen[name].update(args[frame_arg]["tag"].tolist())
+            return original(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(dp_ebm, "fit_dp_ebm", spy("dp_ebm", dp_ebm.fit_dp_ebm))
+    monkeypatch.setattr(dp_linear, "fit_dp_linear", spy("dp_linear", dp_linear.fit_dp_linear))
+    monkeypatch.setattr(private_selection, "select_teacher",
+                        spy("selection", private_selection.select_teacher, frame_arg=1))
+    raw = {"data": {"source": "csv", "path": str(csv), "label": "cv_event_1y",
+                    "id_column": "patient_id", "identifiers": ["name", "mrn", "phone"]},
+           "privacy": {"target_epsilon": 3.0},
+           "teachers": {"dp_teacher": "select", "reference": "logistic_regression",
+                        "dp_teacher_rows": 3000},
+           "audit": {"reference_models": 0, "baseline_seeds": 1, "speed_repeats": 10,
+                     "bootstrap": 0, "memory": False}}
+    keep = _Keep()
+    report = run_pipeline(parse_config(raw), tmp_path / "run", console=Console(quiet=True),
+                          observer=keep).report
+    prepared = keep.artifacts["prepare"]
+    tags = {name: set(prepared.data.rows(getattr(prepared.split, name))[0]["tag"].tolist())
+            for name in ("train", "test", "holdout")}
+    assert all(seen.values()), "a DP teacher or the selection was not called"
+    for name, rows in seen.items():
+        assert rows <= tags["train"], name
+        assert not rows & (tags["test"] | tags["holdout"]), name
+    # Candidates fit on the same patients; the selection scores the others.
+    assert seen["dp_ebm"] == seen["dp_linear"] and not seen["dp_ebm"] & seen["selection"]
+    assert 0.1 <= len(seen["selection"]) / len(seen["selection"] | seen["dp_ebm"]) <= 0.3
+
+    stages = [entry.stage for entry in prepared.ledger.entries]
+    # The DP-EBM records its binning and its boosting; the others one entry each.
+    assert stages.count("dp_teacher") == 2
+    assert stages.count("dp_linear_teacher") == stages.count("teacher_selection") == 1
+    assert 0.98 * 3.0 <= prepared.ledger.epsilon() <= 3.0
+    section = report["run"]["dp_teacher"]
+    assert section["kind"] in {"dp_ebm", "dp_linear"}
+    assert set(section["selection"]["noisy_score_sums"]) == {"dp_ebm", "dp_linear"}
+    assert section["n_labelled"] == 3000
+    # Bands: the chosen DP teacher learns (cohort AUROC ≈ 0.8 without noise) but is no
+    # better than the non-private reference allows.
+    dp, teacher = report["utility"]["dp_teacher"]["auroc"], report["utility"]["teacher"]["auroc"]
+    assert 0.6 <= dp <= teacher + 0.03
