@@ -23,7 +23,7 @@ demo: install
 # The whole suite: the fast tier (unit and property tests), then the end-to-end runs.
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --durations=10
 
 # The fast tier alone (under 2 minutes on an idle 2-core machine): run it on every change.
 test-fast: install

@@ -479,6 +479,9 @@ def run_cell(data_section: dict, alpha: float, label_share: float | None, seed: 
     raw = {"data": data_section,
            "privacy": privacy,
            "transfer": {"source": "dp_synthesizer"},
+           # The PATE path: this benchmark studies α, the mix of labelled transfer rows and
+           # DP-SGD on sensitive rows, which the DP-teacher path does not use.
+           "teachers": {"dp_teacher": "none"},
            "student": {"alpha": alpha, **parse_schedule(schedule)},
            "audit": {"reference_models": 0, "bootstrap": 0, "memory": False,
                      "speed_repeats": 50},

@@ -20,7 +20,7 @@ FAST = {"student": "epochs: 6\nbatch_size: 256",
         "audit": "speed_repeats: 40\nthroughput_batch: 2000\nreference_models: 2\nbootstrap: 50",
         "transfer": "n_rows: 1000",
         "labels": "n_queries: 30",
-        "teachers": "reference: hist_gradient_boosting"}
+        "teachers": "reference: hist_gradient_boosting\ndp_teacher_rows: 3000"}
 
 
 def _run(args: list[str]):
