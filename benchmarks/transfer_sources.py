@@ -83,6 +83,8 @@ def run_one(data: dict, public: Path, source: str, epsilon: float, seed: int, ou
     outcome, seconds = run_config({
         "data": data, "privacy": {"target_epsilon": epsilon}, "transfer": _transfer(source, public),
         "labels": {"min_queries": min_queries},
+        # The PATE path: the sources compared here are what its teachers label.
+        "teachers": {"dp_teacher": "none"},
         "audit": {"reference_models": 0, "bootstrap": 0, "memory": False, "speed_repeats": 30,
                   "throughput_batch": 2000},
         "seed": seed}, out)
