@@ -10,6 +10,7 @@ here, before any model is trained.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -294,6 +295,33 @@ def resolved_dp_teacher(config: PipelineConfig, facts: RunFacts) -> str:
 SELECTION_VALIDATION_SHARE = 0.2
 
 
+# The DP teacher's ranges: the share that puts the noise std of each histogram bin (all
+# zoom rounds together) near 1/150 of the training patients, between 3 % and 35 % of the
+# target ε alone — measured on the benchmark tables (docs/design.md, "The budget split").
+RANGES_NOISE_DIVISOR = 150.0
+RANGES_FRACTION = (0.03, 0.35)
+
+
+def ranges_share(config: PipelineConfig, facts: RunFacts, n_columns: int,
+                 other_shares: float) -> float:
+    """The share of ``dp_teacher_ranges`` next to ``other_shares`` (the other active stages'):
+    the user's ``privacy.shares`` entry when given, else one sized from the charged number
+    of training patients and the ``n_columns`` to range (few patients or many columns need
+    a larger part of ε to find each column above the noise)."""
+    from medistill.privacy.ledger import epsilon_of
+    from medistill.privacy.stages import canonical_name
+    from medistill.teachers.dp_ranges import ranges_event
+
+    given = {canonical_name(k): v for k, v in config.privacy.shares.items()}
+    if "dp_teacher_ranges" in given:
+        return given["dp_teacher_ranges"]
+    noise = max(facts.n_train, 1) / (RANGES_NOISE_DIVISOR * math.sqrt(max(n_columns, 1)))
+    alone = epsilon_of([ranges_event(noise)], facts.delta, config.privacy.accountant)
+    low, high = RANGES_FRACTION
+    fraction = min(high, max(low, alone / config.privacy.target_epsilon))
+    return fraction * other_shares / (1 - fraction)
+
+
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
     """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
     numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
@@ -302,7 +330,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     notes: list[str] = []
     marginal_columns = [f.name for f in facts.schema.features
                         if f.kind == "numeric" and f.name not in config.transfer.priors]
-    active = (["schema_statistics"] if marginal_columns else []) + ["dp_teacher"]
+    active = (["dp_teacher_ranges"] if marginal_columns else []) + ["dp_teacher"]
     linear_schedule, validation_share = None, 0.0
     if resolved_dp_teacher(config, facts) == "select":
         validation_share = SELECTION_VALIDATION_SHARE
@@ -322,9 +350,15 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     schedule = DpSgdSchedule.for_data(n_rows, student.resolved_batch_size(n_rows), student.epochs)
     ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features),
                        teacher_schedule=linear_schedule)
+    recalibrates = config.student.recalibrate and facts.schema.n_classes == 2
+    if marginal_columns:
+        others = [s for s in active if s != "dp_teacher_ranges"] + (
+            ["recalibration"] if recalibrates else [])
+        shares = {**shares, "dp_teacher_ranges": ranges_share(
+            config, facts, len(marginal_columns), sum(shares[s] for s in others))}
     plans = _stage_plans(active, shares, ctx)
     bins = None
-    if config.student.recalibrate and facts.schema.n_classes == 2:
+    if recalibrates:
         bins = n_bins_for(facts.n_train)
         plans += _stage_plans(["recalibration"], shares, StageContext(delta=facts.delta))
     noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,

@@ -114,10 +114,10 @@ def test_budget_spent_before_planning_is_left_out() -> None:
         plan_run(_config(privacy={"target_epsilon": 0.5}), heavy)
 
 
-def test_dp_teacher_path_plans_the_teacher_and_the_marginals_for_ranges() -> None:
+def test_dp_teacher_path_plans_the_teacher_and_the_histograms_for_ranges() -> None:
     facts = _facts(n=5000)
     plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
-    assert [s.name for s in plan.stages] == ["schema_statistics", "dp_teacher", "recalibration"]
+    assert [s.name for s in plan.stages] == ["dp_teacher_ranges", "dp_teacher", "recalibration"]
     assert plan.n_teacher_rows == 20_000 and plan.n_queries == 0 and plan.alpha == 1.0
     assert not plan.student_touches_sensitive and plan.student_noise == 0.0
     assert plan.student.epochs == 40 and 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
@@ -126,6 +126,38 @@ def test_dp_teacher_path_plans_the_teacher_and_the_marginals_for_ranges() -> Non
                        transfer={"priors": {n: {"min": 0, "max": 1} for n in ("age", "bp")}})
     plan = plan_run(declared, facts)
     assert [s.name for s in plan.stages] == ["dp_teacher"] and plan.student.epochs == 5
+
+
+def _ranges_fraction(plan, facts) -> float:
+    """ε of the ranges stage alone over the ε of every planned stage alone (its part)."""
+    alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages}
+    return alone["dp_teacher_ranges"] / sum(alone.values())
+
+
+def test_ranges_share_grows_with_fewer_patients_and_is_bounded() -> None:
+    from medistill.plan import RANGES_FRACTION
+
+    config = _config(teachers={"dp_teacher": "dp_ebm"})
+    fractions = [_ranges_fraction(plan_run(config, f), f)
+                 for f in (_facts(n=400), _facts(n=3000), _facts(n=200_000))]
+    assert fractions[0] > fractions[1] > fractions[2]
+    low, high = RANGES_FRACTION
+    assert high * 0.8 <= fractions[0] <= high * 1.05 and low * 0.8 <= fractions[2] <= low * 1.2
+    noises = [plan_run(config, f).noise("dp_teacher_ranges") for f in (_facts(n=400),
+                                                                       _facts(n=3000))]
+    assert noises[0] < noises[1]
+    for facts in (_facts(n=400), _facts(n=200_000)):
+        assert 0.98 * 3.0 <= _composed(plan_run(config, facts), facts) <= 3.0
+
+
+def test_ranges_share_given_by_the_user_is_kept() -> None:
+    facts = _facts(n=400)
+    mine = plan_run(_config(teachers={"dp_teacher": "dp_ebm"},
+                            privacy={"target_epsilon": 3.0,
+                                     "shares": {"dp_teacher_ranges": 0.01}}), facts)
+    auto = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
+    assert next(s.share for s in mine.stages if s.name == "dp_teacher_ranges") == 0.01
+    assert mine.noise("dp_teacher_ranges") > 3 * auto.noise("dp_teacher_ranges")
 
 
 def test_recalibration_is_a_charged_stage_by_default() -> None:

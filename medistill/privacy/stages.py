@@ -127,6 +127,20 @@ register_stage(StageSpec(
     name="schema_statistics", default_share=0.05, event=_gaussian,
     max_noise=lambda _: 1e4, what=lambda _: "noisy marginals for transfer data"))
 
+def _ranges_event(noise: float, _: StageContext) -> dpa.DpEvent:
+    from medistill.teachers.dp_ranges import ranges_event
+
+    return ranges_event(noise)
+
+
+# Its default share is set per run by the plan from the (charged) number of training
+# patients and the number of columns (medistill.plan.ranges_share); this value is the
+# fallback when a plan has nothing to size it by.
+register_stage(StageSpec(
+    name="dp_teacher_ranges", default_share=0.10, event=_ranges_event,
+    max_noise=lambda _: 1e4,
+    what=lambda _: "noisy histograms that zoom in on the DP teacher's numeric ranges"))
+
 register_stage(StageSpec(
     name="transfer_synthesizer", aliases=("synthesizer",), default_share=0.15,
     event=_gaussian, max_noise=lambda _: 1e3, what=lambda _: "DP marginal synthesizer"))

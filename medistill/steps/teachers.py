@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from medistill.config import PipelineConfig
 from medistill.plan import RunPlan
@@ -60,36 +59,22 @@ def train_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
 
 def dp_teacher_bounds(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                       randomness: Randomness) -> dict[str, tuple[float, float]]:
-    """Public numeric ranges: declared priors, else the quantiles of charged noisy marginals
-    (ledger stage ``schema_statistics``) — never the data's min/max."""
-    from medistill.teachers.dp_inputs import bounds_from_marginals
-    from medistill.transfer.dp_marginals import marginals_event, release_marginals
+    """Public numeric ranges: declared priors, else noisy histograms that zoom in on each
+    column (ledger stage ``dp_teacher_ranges``) — never the data's min/max."""
+    from medistill.teachers.dp_ranges import bounds_of, ranges_event, release_ranges
 
     bounds = {name: (p.min, p.max) for name, p in config.transfer.priors.items()}
     columns = list(plan.marginal_columns)
     if columns:
-        noise = plan.noise("schema_statistics")
+        noise = plan.noise("dp_teacher_ranges")
         rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
-        marginals = release_marginals(rows, prepared.data.schema, columns, noise_multiplier=noise,
-                                      rng=randomness.privacy("schema_statistics"))
-        prepared.ledger.record("schema_statistics", marginals_event(noise),
-                               f"noisy one-way marginals of {len(columns)} numeric columns "
+        released = release_ranges(rows, columns, noise_multiplier=noise,
+                                  rng=randomness.privacy("dp_teacher_ranges"))
+        prepared.ledger.record("dp_teacher_ranges", ranges_event(noise),
+                               f"noisy zooming histograms of {len(columns)} numeric columns "
                                "(the DP teacher's ranges)")
-        bounds.update(bounds_from_marginals(marginals))
-        for name in columns:     # no bin stood out: the range of the bins the cleaning kept
-            if name not in bounds:
-                bounds[name] = kept_range(marginals[name])
+        bounds.update(bounds_of(released))
     return bounds
-
-
-def kept_range(marginal) -> tuple[float, float]:
-    """The span of the non-empty bins of a released numeric marginal (post-processing)."""
-    from medistill.transfer.dp_marginals import GRID_EDGES
-
-    bins = np.flatnonzero(np.asarray(marginal.probabilities[:-1]) > 0)
-    if not len(bins):
-        return (-1.0, 1.0)
-    return float(GRID_EDGES[bins[0]]), float(GRID_EDGES[bins[-1] + 1])
 
 
 def train_dp_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,

@@ -4,8 +4,8 @@ A DP teacher may not read ranges, category lists or missingness patterns off the
 rows: each is a channel (see ``docs/teachers.md``). This module turns a feature frame into
 model inputs using only the table schema (public metadata: names, kinds, declared category
 lists) and **declared bounds** for every numeric feature — a public range from the pipeline
-file, or one post-processed from already-charged noisy marginals
-(:func:`bounds_from_marginals`). Never the data's min/max.
+file, or one read off charged noisy histograms (:mod:`medistill.teachers.dp_ranges`). Never
+the data's min/max.
 
 - numeric: clipped to its bounds; a missing value is mapped to a reserved slot just below
   the lower bound (the DP-EBM gives it its own bins; the linear teacher gets an indicator);
@@ -24,7 +24,6 @@ import pandas as pd
 
 from medistill.data.schema import BINARY, NUMERIC, TableSchema
 from medistill.errors import ConfigError, DataError
-from medistill.transfer.dp_marginals import GRID_EDGES, NoisyMarginal
 
 MISSING = "__missing__"
 OTHER = "__other__"
@@ -43,7 +42,7 @@ def check_bounds(schema: TableSchema, bounds: Bounds) -> dict[str, tuple[float, 
             f"for {shown}. A DP teacher may not read ranges off the sensitive rows (their "
             "min/max would leak the most extreme patients).",
             hint="Declare one per column (e.g. transfer.priors.<column>: {min: ..., max: ...}) "
-                 "or derive them from charged noisy marginals (bounds_from_marginals).")
+                 "or have them estimated from charged noisy histograms (release_ranges).")
     checked = {}
     for name in numeric:
         try:
@@ -56,33 +55,6 @@ def check_bounds(schema: TableSchema, bounds: Bounds) -> dict[str, tuple[float, 
                               f"max. Got ({lo}, {hi}) instead.")
         checked[name] = (lo, hi)
     return checked
-
-
-def bounds_from_marginals(marginals: Mapping[str, NoisyMarginal], *, lower: float = 0.005,
-                          upper: float = 0.995) -> dict[str, tuple[float, float]]:
-    """Numeric ranges from released noisy marginals (post-processing: no further charge).
-
-    The range runs from the fine-grid edge below the ``lower`` quantile to the edge above the
-    ``upper`` quantile of each numeric marginal's non-missing mass. Uninformative marginals
-    (no bin above the noise) are skipped: declare those columns' ranges instead.
-    """
-    if not 0 <= lower < upper <= 1:
-        raise ValueError(f"lower and upper must satisfy 0 <= lower < upper <= 1. Got {lower}, "
-                         f"{upper} instead.")
-    out = {}
-    for name, marginal in marginals.items():
-        if marginal.kind != NUMERIC or not marginal.informative:
-            continue
-        mass = np.asarray(marginal.probabilities[:-1], dtype=float)
-        if mass.sum() <= 0:
-            continue
-        cdf = np.cumsum(mass) / mass.sum()
-        lo_bin = int(np.searchsorted(cdf, lower, side="right"))
-        hi_bin = int(np.searchsorted(cdf, upper, side="left"))
-        lo, hi = float(GRID_EDGES[lo_bin]), float(GRID_EDGES[min(hi_bin + 1, len(GRID_EDGES) - 1)])
-        if lo < hi:
-            out[name] = (lo, hi)
-    return out
 
 
 @dataclass(frozen=True)
@@ -180,4 +152,4 @@ class PublicEncoding:
                    for f in self.schema.features)
 
 
-__all__ = ["MISSING", "OTHER", "PublicEncoding", "bounds_from_marginals", "check_bounds"]
+__all__ = ["MISSING", "OTHER", "PublicEncoding", "check_bounds"]

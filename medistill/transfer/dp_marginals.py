@@ -94,12 +94,13 @@ def release_marginals(features: pd.DataFrame, schema: TableSchema, columns: list
     return released
 
 
-def clean_numeric_histogram(noisy: np.ndarray, std: float) -> tuple[np.ndarray, bool]:
+def clean_numeric_histogram(noisy: np.ndarray, std: float, *,
+                            stray_bins: float = _STRAY_BINS) -> tuple[np.ndarray, bool]:
     """Non-negative bin weights on the fine grid from unclipped noisy counts (post-processing).
 
     At each merge level (neighbouring fine bins summed in groups of 1, 2, 4, … ``_MAX_MERGE``;
     noise std grows by √width) the bins above z noise standard deviations are kept, z chosen
-    so that a level keeps a noise-only bin with probability about ``_STRAY_BINS``.
+    so that a level keeps a noise-only bin with probability about ``stray_bins``.
     The finest level whose kept count reaches ``_MIN_KEPT`` of the best level's is used; a kept
     merged bin spreads its count evenly over its fine bins. When no bin stands out at any
     level, the largest coarsest bin is kept alone, so a column is never empty or spread
@@ -114,7 +115,7 @@ def clean_numeric_histogram(noisy: np.ndarray, std: float) -> tuple[np.ndarray, 
         padded[:n_fine] = noisy
         merged = padded.reshape(groups, width).sum(axis=1)
         # Bonferroni over this level's bins: z ≈ 3.8 for 800 bins, 2.7 for 13.
-        z = NormalDist().inv_cdf(1.0 - _STRAY_BINS / groups)
+        z = NormalDist().inv_cdf(1.0 - stray_bins / groups)
         keep = merged > z * std * math.sqrt(width)
         levels.append((width, merged, keep, float(merged[keep].sum())))
         width *= 2

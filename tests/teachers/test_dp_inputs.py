@@ -1,4 +1,4 @@
-"""Public-only encoding of the DP teachers' inputs, and ranges from charged marginals."""
+"""Public-only encoding of the DP teachers' inputs (ranges: tests/teachers/test_dp_ranges.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from medistill.teachers.dp_inputs import (
     MISSING,
     OTHER,
     PublicEncoding,
-    bounds_from_marginals,
     check_bounds,
 )
-from medistill.transfer.dp_marginals import GRID_EDGES, NoisyMarginal
 
 
 def test_every_numeric_feature_needs_a_declared_range(dp_schema):
@@ -52,26 +50,3 @@ def test_encoding_maps_values_into_the_public_domain(dp_schema, dp_bounds):
     assert np.abs(linear).max() <= 1.0
     with pytest.raises(DataError, match="site"):
         encoding.ebm_frame(frame.drop(columns=["site"]))
-
-
-def _marginal(kind: str, mass: dict[int, float], informative: bool = True) -> NoisyMarginal:
-    probs = np.zeros(len(GRID_EDGES))        # fine bins + the missing bin
-    for index, value in mass.items():
-        probs[index] = value
-    return NoisyMarginal("x", kind, probs / probs.sum(), (), informative)
-
-
-def test_bounds_from_marginals_cover_the_released_mass():
-    lo_bin = int(np.searchsorted(GRID_EDGES, 10.0)) - 1
-    hi_bin = int(np.searchsorted(GRID_EDGES, 20.0)) - 1
-    marginal = _marginal("numeric", {b: 1.0 for b in range(lo_bin, hi_bin + 1)} | {800: 0.5})
-    lo, hi = bounds_from_marginals({"x": marginal})["x"]
-    assert GRID_EDGES[lo_bin] == lo and lo <= 10.0
-    assert 20.0 <= hi == GRID_EDGES[hi_bin + 1]
-
-
-def test_bounds_from_marginals_skip_what_they_cannot_bound():
-    assert bounds_from_marginals({"x": _marginal("numeric", {400: 1.0}, informative=False)}) == {}
-    assert bounds_from_marginals({"x": _marginal("binary", {0: 1.0})}) == {}
-    with pytest.raises(ValueError, match="lower"):
-        bounds_from_marginals({}, lower=0.9, upper=0.1)

@@ -1,0 +1,112 @@
+"""The DP teacher's charged numeric ranges: zooming noisy histograms."""
+
+from __future__ import annotations
+
+import math
+
+import dp_accounting as dpa
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from medistill.privacy.ledger import epsilon_of, make_accountant
+from medistill.teachers.dp_ranges import (
+    LOCATE_EDGES,
+    ZOOM_BINS,
+    ranges_event,
+    release_ranges,
+)
+
+
+def _gaussian_delta(epsilon: float, mu: float) -> float:
+    """δ(ε) of a μ-GDP mechanism (Balle & Wang 2018, Thm. 8; Dong, Roth & Su 2022)."""
+    return float(norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2))
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_event_is_one_gaussian_of_the_planned_multiplier(rounds: int) -> None:
+    z, delta = 2.5, 1e-5
+    event = ranges_event(z, rounds)
+    assert isinstance(event, dpa.ComposedDpEvent) and len(event.events) == rounds
+    assert all(e.noise_multiplier == pytest.approx(z * math.sqrt(rounds)) for e in event.events)
+    for accountant in ("pld", "rdp"):
+        assert epsilon_of([event], delta, accountant) == pytest.approx(
+            epsilon_of([dpa.GaussianDpEvent(z)], delta, accountant), rel=2e-3)
+    # Against the analytic Gaussian: the accountant's δ at its own ε is the 1/z-GDP δ.
+    pld = make_accountant("pld")
+    pld.compose(event)
+    epsilon = pld.get_epsilon(delta)
+    assert _gaussian_delta(epsilon, 1 / z) == pytest.approx(delta, rel=0.05)
+
+
+def _patients(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(62, 12, n)
+    age[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame({"year": rng.integers(1975, 1996, n).astype(float),
+                         "marker": rng.lognormal(np.log(3.0), 1.5, n),
+                         "age": age, "offset": rng.normal(-40, 3, n)})
+
+
+def test_ranges_find_a_calendar_year_a_heavy_tail_and_a_negative_column() -> None:
+    frame = _patients(600)
+    columns = list(frame.columns)
+    for _ in range(5):       # fresh noise each time: every draw must land
+        found = release_ranges(frame, columns, noise_multiplier=2.0,
+                               rng=np.random.default_rng())
+        year, marker = found["year"], found["marker"]
+        assert 1955 <= year.low <= 1978 and 1992 <= year.high <= 2015, year
+        assert year.informative and year.rounds_used == 2
+        assert marker.low <= 0.5 and 20 <= marker.high <= 1500, marker   # p90 ≈ 20.5
+        assert 15 <= found["age"].low <= 45 and 80 <= found["age"].high <= 140
+        assert -65 <= found["offset"].low <= -44 and -36 <= found["offset"].high <= -15
+
+
+def test_one_extreme_patient_does_not_set_the_range() -> None:
+    frame = _patients(600)
+    frame.loc[0, "marker"] = 1e5              # the data's max: a range must not be it
+    found = release_ranges(frame, ["marker"], noise_multiplier=2.0,
+                           rng=np.random.default_rng())
+    assert found["marker"].high < 5_000
+
+
+def test_noise_is_drawn_the_same_way_whatever_the_data() -> None:
+    """Every round counts every column: the number of noise draws, and so the mechanism,
+    does not depend on what the rounds found."""
+
+    class Counting:
+        def __init__(self) -> None:
+            self.draws, self._rng = 0, np.random.default_rng()
+
+        def normal(self, loc, scale, size):
+            self.draws += int(size)
+            return self._rng.normal(loc, scale, size)
+
+    draws = []
+    for frame in (_patients(600), _patients(30) * 1e3, _patients(600).assign(age=np.nan)):
+        rng = Counting()
+        release_ranges(frame, ["year", "age"], noise_multiplier=2.0, rng=rng, rounds=3)
+        draws.append(rng.draws)
+    assert draws == [2 * ((len(LOCATE_EDGES) - 1) + 2 * ZOOM_BINS)] * 3
+
+
+def test_under_overwhelming_noise_a_column_is_marked_uninformative() -> None:
+    # A noise-only bin stands out now and then (≈ 5 % per merge level, by design); most
+    # releases of 50 patients under noise of std ≈ 700 per bin say they found nothing.
+    found = [release_ranges(_patients(50), ["age"], noise_multiplier=500.0,
+                            rng=np.random.default_rng())["age"] for _ in range(20)]
+    assert sum(not r.informative for r in found) >= 10
+    assert all(r.rounds_used == 1 for r in found if not r.informative)
+    assert all(r.low < r.high for r in found)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="rounds"):
+        release_ranges(_patients(10), ["age"], noise_multiplier=1.0,
+                       rng=np.random.default_rng(), rounds=0)
+    with pytest.raises(ValueError, match="lower"):
+        release_ranges(_patients(10), ["age"], noise_multiplier=1.0,
+                       rng=np.random.default_rng(), lower=0.9, upper=0.1)
+    assert release_ranges(_patients(10), [], noise_multiplier=1.0,
+                          rng=np.random.default_rng()) == {}
