@@ -177,7 +177,7 @@ def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     assert recomputed == pytest.approx(report["privacy"]["epsilon"], rel=1e-9)
     stages = {row["stage"] for row in ledger["entries"]}
     # The default path: the DP-EBM teacher, its ranges, the student's recalibration.
-    assert {"dp_teacher", "schema_statistics", "recalibration"} <= stages
+    assert {"dp_teacher", "dp_teacher_ranges", "recalibration"} <= stages
     assert not stages & {"labels", "student_dp_sgd"}
     assert len(report["privacy"]["ledger"]) == len(ledger["entries"])
 
