@@ -295,31 +295,63 @@ def resolved_dp_teacher(config: PipelineConfig, facts: RunFacts) -> str:
 SELECTION_VALIDATION_SHARE = 0.2
 
 
-# The DP teacher's ranges: the share that puts the noise std of each histogram bin (all
-# zoom rounds together) near 1/150 of the training patients, between 3 % and 35 % of the
-# target ε alone — measured on the benchmark tables (docs/design.md, "The budget split").
+# Shares sized per run from the charged number of training patients (docs/design.md, "The
+# budget split"; measured on the benchmark tables). Gaussian costs compose in quadrature, so
+# a fixed few % of ε buys a noise multiplier of 15–50, far too much for a few hundred
+# patients. Each sized stage targets a noise std per released count, as a part of the
+# patients behind that count, and gets the ε-share that buys it alone, within bounds.
+# The DP teacher's ranges: noise std per histogram bin (both zoom rounds together) near
+# 1/150 of the training patients, 3–35 % of the target ε.
 RANGES_NOISE_DIVISOR = 150.0
 RANGES_FRACTION = (0.03, 0.35)
+# The recalibration: noise std per count near 1/8 of the patients in a logit bin, 5–25 %.
+RECALIBRATION_NOISE_DIVISOR = 8.0
+RECALIBRATION_FRACTION = (0.05, 0.25)
 
 
-def ranges_share(config: PipelineConfig, facts: RunFacts, n_columns: int,
-                 other_shares: float) -> float:
-    """The share of ``dp_teacher_ranges`` next to ``other_shares`` (the other active stages'):
-    the user's ``privacy.shares`` entry when given, else one sized from the charged number
-    of training patients and the ``n_columns`` to range (few patients or many columns need
-    a larger part of ε to find each column above the noise)."""
-    from medistill.privacy.ledger import epsilon_of
+def _user_gave(config: PipelineConfig, name: str) -> bool:
     from medistill.privacy.stages import canonical_name
+
+    return name in {canonical_name(k) for k in config.privacy.shares}
+
+
+def _sized_fraction(config: PipelineConfig, facts: RunFacts, event: dpa.DpEvent,
+                    bounds: tuple[float, float]) -> float:
+    """The part of the target ε that ``event`` costs alone, within ``bounds``."""
+    from medistill.privacy.ledger import epsilon_of
+
+    alone = epsilon_of([event], facts.delta, config.privacy.accountant)
+    return min(bounds[1], max(bounds[0], alone / config.privacy.target_epsilon))
+
+
+def ranges_fraction(config: PipelineConfig, facts: RunFacts, n_columns: int) -> float:
+    """The part of ε for ``dp_teacher_ranges`` over ``n_columns`` columns: few patients or
+    many columns need more to find each column above the noise."""
     from medistill.teachers.dp_ranges import ranges_event
 
-    given = {canonical_name(k): v for k, v in config.privacy.shares.items()}
-    if "dp_teacher_ranges" in given:
-        return given["dp_teacher_ranges"]
     noise = max(facts.n_train, 1) / (RANGES_NOISE_DIVISOR * math.sqrt(max(n_columns, 1)))
-    alone = epsilon_of([ranges_event(noise)], facts.delta, config.privacy.accountant)
-    low, high = RANGES_FRACTION
-    fraction = min(high, max(low, alone / config.privacy.target_epsilon))
-    return fraction * other_shares / (1 - fraction)
+    return _sized_fraction(config, facts, ranges_event(noise), RANGES_FRACTION)
+
+
+def recalibration_fraction(config: PipelineConfig, facts: RunFacts, n_bins: int) -> float:
+    """The part of ε for ``recalibration`` with ``n_bins`` logit bins (noise std √2·z per
+    count, aimed at 1/``RECALIBRATION_NOISE_DIVISOR`` of a bin's patients)."""
+    from medistill.student.recalibration import SENSITIVITY, histogram_event
+
+    per_bin = max(facts.n_train, 1) / max(n_bins, 1)
+    noise = per_bin / (RECALIBRATION_NOISE_DIVISOR * SENSITIVITY)
+    return _sized_fraction(config, facts, histogram_event(noise), RECALIBRATION_FRACTION)
+
+
+def sized_shares(shares: dict[str, float], fixed: list[str],
+                 fractions: dict[str, float]) -> dict[str, float]:
+    """``shares`` with each stage of ``fractions`` given the share that makes it that part
+    of the total next to the ``fixed`` stages' shares."""
+    if not fractions:
+        return shares
+    base = sum(shares[s] for s in fixed)
+    rest = 1.0 - sum(fractions.values())
+    return {**shares, **{name: f * base / rest for name, f in fractions.items()}}
 
 
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
@@ -351,15 +383,16 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features),
                        teacher_schedule=linear_schedule)
     recalibrates = config.student.recalibrate and facts.schema.n_classes == 2
-    if marginal_columns:
-        others = [s for s in active if s != "dp_teacher_ranges"] + (
-            ["recalibration"] if recalibrates else [])
-        shares = {**shares, "dp_teacher_ranges": ranges_share(
-            config, facts, len(marginal_columns), sum(shares[s] for s in others))}
+    bins = n_bins_for(facts.n_train) if recalibrates else None
+    fractions = {}
+    if marginal_columns and not _user_gave(config, "dp_teacher_ranges"):
+        fractions["dp_teacher_ranges"] = ranges_fraction(config, facts, len(marginal_columns))
+    if recalibrates and not _user_gave(config, "recalibration"):
+        fractions["recalibration"] = recalibration_fraction(config, facts, bins)
+    spending = active + (["recalibration"] if recalibrates else [])
+    shares = sized_shares(shares, [s for s in spending if s not in fractions], fractions)
     plans = _stage_plans(active, shares, ctx)
-    bins = None
     if recalibrates:
-        bins = n_bins_for(facts.n_train)
         plans += _stage_plans(["recalibration"], shares, StageContext(delta=facts.delta))
     noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
                          accountant=config.privacy.accountant, spent=facts.spent)

@@ -1,5 +1,6 @@
 """The run plan: every planning branch as a millisecond-to-second unit test (no training)."""
 
+import math
 from dataclasses import replace
 
 import dp_accounting as dpa
@@ -148,6 +149,25 @@ def test_ranges_share_grows_with_fewer_patients_and_is_bounded() -> None:
     assert noises[0] < noises[1]
     for facts in (_facts(n=400), _facts(n=200_000)):
         assert 0.98 * 3.0 <= _composed(plan_run(config, facts), facts) <= 3.0
+
+
+def test_recalibration_share_grows_with_fewer_patients_and_is_bounded() -> None:
+    from medistill.plan import RECALIBRATION_FRACTION
+
+    config = _config(teachers={"dp_teacher": "dp_ebm"})
+
+    def part(plan, facts) -> float:
+        alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages}
+        return alone["recalibration"] / sum(alone.values())
+
+    small, large = _facts(n=400), _facts(n=200_000)
+    parts = [part(plan_run(config, f), f) for f in (small, large)]
+    low, high = RECALIBRATION_FRACTION
+    assert parts[0] > parts[1] and low * 0.8 <= parts[1] and parts[0] <= high * 1.05
+    # At 400 patients (4 bins of ~100) the noise std per count stays below a third of a bin.
+    plan = plan_run(config, small)
+    assert plan.recalibration_bins == 4
+    assert math.sqrt(2) * plan.noise("recalibration") <= 400 / 4 / 3
 
 
 def test_ranges_share_given_by_the_user_is_kept() -> None:
