@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import datasets
@@ -118,3 +119,15 @@ def test_one_cell_end_to_end(tmp_path: Path):
     assert cell["ledger_epsilon"] <= 3.0 + 1e-6
     assert (tmp_path / "dp_teacher_matrix.md").exists()
     assert (tmp_path / "cells" / "pima_eps3_seed0.json").exists()
+
+
+def test_ece_floor_shrinks_with_the_test_set_and_matches_the_binomial_scale() -> None:
+    from benchmarks.ece_floor import ece_of_calibrated
+
+    rng = np.random.default_rng(0)
+    risks = rng.beta(2, 5, 5000)
+    small = ece_of_calibrated(risks, 100, 400, rng)
+    large = ece_of_calibrated(risks, 10_000, 100, rng)
+    assert 0.03 <= np.median(small) <= 0.12          # ~ sqrt(p(1-p)/n_bin) summed over bins
+    assert np.median(large) < np.median(small) / 5
+    assert np.median(large) < 0.012
