@@ -306,7 +306,7 @@ RANGES_NOISE_DIVISOR = 150.0
 RANGES_FRACTION = (0.03, 0.35)
 # The recalibration: noise std per count near 1/8 of the patients in a logit bin, 5–25 %.
 RECALIBRATION_NOISE_DIVISOR = 8.0
-RECALIBRATION_FRACTION = (0.05, 0.25)
+RECALIBRATION_FRACTION = (0.05, 0.10)
 
 
 def _user_gave(config: PipelineConfig, name: str) -> bool:
