@@ -315,12 +315,19 @@ def _user_gave(config: PipelineConfig, name: str) -> bool:
     return name in {canonical_name(k) for k in config.privacy.shares}
 
 
-def _sized_fraction(config: PipelineConfig, facts: RunFacts, event: dpa.DpEvent,
+# Sizing is a heuristic: its ε is read with RDP (fast at any noise; a PLD of a Gaussian at
+# noise below ~1 has millions of points and once took 1 GB) and the noise it is asked about
+# is at least this (any smaller noise costs more than the largest fraction anyway).
+SIZING_MIN_NOISE = 1.0
+
+
+def _sized_fraction(config: PipelineConfig, facts: RunFacts,
+                    event_for: Callable[[float], dpa.DpEvent], noise: float,
                     bounds: tuple[float, float]) -> float:
-    """The part of the target ε that ``event`` costs alone, within ``bounds``."""
+    """The part of the target ε that ``event_for(noise)`` costs alone, within ``bounds``."""
     from medistill.privacy.ledger import epsilon_of
 
-    alone = epsilon_of([event], facts.delta, config.privacy.accountant)
+    alone = epsilon_of([event_for(max(noise, SIZING_MIN_NOISE))], facts.delta, "rdp")
     return min(bounds[1], max(bounds[0], alone / config.privacy.target_epsilon))
 
 
@@ -330,7 +337,7 @@ def ranges_fraction(config: PipelineConfig, facts: RunFacts, n_columns: int) -> 
     from medistill.teachers.dp_ranges import ranges_event
 
     noise = max(facts.n_train, 1) / (RANGES_NOISE_DIVISOR * math.sqrt(max(n_columns, 1)))
-    return _sized_fraction(config, facts, ranges_event(noise), RANGES_FRACTION)
+    return _sized_fraction(config, facts, ranges_event, noise, RANGES_FRACTION)
 
 
 def recalibration_fraction(config: PipelineConfig, facts: RunFacts, n_bins: int) -> float:
@@ -340,7 +347,7 @@ def recalibration_fraction(config: PipelineConfig, facts: RunFacts, n_bins: int)
 
     per_bin = max(facts.n_train, 1) / max(n_bins, 1)
     noise = per_bin / (RECALIBRATION_NOISE_DIVISOR * SENSITIVITY)
-    return _sized_fraction(config, facts, histogram_event(noise), RECALIBRATION_FRACTION)
+    return _sized_fraction(config, facts, histogram_event, noise, RECALIBRATION_FRACTION)
 
 
 def sized_shares(shares: dict[str, float], fixed: list[str],

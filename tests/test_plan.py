@@ -210,3 +210,28 @@ def test_select_plans_both_candidates_and_the_selection_within_target() -> None:
     assert {"dp_teacher", "dp_linear_teacher", "teacher_selection"} <= set(names)
     assert plan.selection_validation_share == 0.2 and plan.linear_teacher_schedule is not None
     assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
+
+
+def test_sizing_a_tiny_table_asks_rdp_about_bounded_noise(monkeypatch) -> None:
+    """A few dozen noisy patients over many columns would ask the PLD accountant about a
+    Gaussian of noise ≈ 0.1 (a 1 GB PLD, seen in a benchmark run); sizing reads RDP at
+    noise ≥ 1 instead."""
+    import medistill.privacy.ledger as ledger
+    from medistill.plan import RANGES_FRACTION, ranges_fraction, recalibration_fraction
+
+    asked = []
+    real = ledger.epsilon_of
+
+    def spy(events, delta, accountant="pld"):
+        asked.append((accountant, events))
+        return real(events, delta, accountant)
+
+    monkeypatch.setattr(ledger, "epsilon_of", spy)
+    facts = _facts(n=60)
+    config = _config(teachers={"dp_teacher": "dp_ebm"})
+    assert ranges_fraction(config, facts, 40) == RANGES_FRACTION[1]
+    assert 0 < recalibration_fraction(config, facts, 4)
+    assert [a for a, _ in asked] == ["rdp", "rdp"]
+    ranges_events = asked[0][1][0].events
+    assert min(e.noise_multiplier for e in ranges_events) >= 1.0
+    assert asked[1][1][0].noise_multiplier >= 1.0
