@@ -22,10 +22,8 @@ the plan budgeted.
 
 Reading a range off a noisy histogram is post-processing: only bins that stand out of the
 noise are kept (:func:`~medistill.transfer.dp_marginals.clean_numeric_histogram`, which
-merges neighbours when single bins are too weak, at a strict Bonferroni threshold), only the
-run of kept bins around the heaviest counts (:func:`main_segment`: a noise-only bin far
-from the data once stretched a calendar year's range to 951–4,121), the range runs between
-the ``lower`` and ``upper`` (2 % and 98 %) quantiles of the kept mass, and is then widened by ``RANGE_MARGIN`` of its asinh
+merges neighbours when single bins are too weak), the range runs between the ``lower`` and
+``upper`` quantiles of the kept mass, and is then widened by ``RANGE_MARGIN`` of its asinh
 width each side, because keeping only bins above the noise cuts thin tails (a normal
 column's kept bins can end near ±1 standard deviation at 600 patients; widened, its range
 runs to about ±2.5). Releasing the coarse grid directly,
@@ -52,10 +50,8 @@ DEFAULT_ROUNDS = 2
 ZOOM_MARGIN = 0.25      # each side, in parts of the located range's asinh width
 RANGE_MARGIN = 0.5     # the released range's widening, each side, in the same parts
 # Expected noise-only bins kept per column and merge level: a stray bin far from the data
-# would stretch a range, so ranges ask for 10 times fewer than the transfer marginals, and
-# keep only the run of kept bins around the heaviest (gaps under MAX_GAP empty bins).
-STRAY_BINS = 0.0005
-MAX_GAP = 16    # fine bins: a factor of 7 in value on the locating grid, a quarter of a zoom
+# would stretch a range, so ranges ask for 10 times fewer than the transfer marginals.
+STRAY_BINS = 0.005
 
 
 @dataclass(frozen=True)
@@ -95,27 +91,6 @@ def _zoom_edges(low: float, high: float) -> np.ndarray:
     return np.sinh(np.linspace(a - margin, b + margin, ZOOM_BINS + 1))
 
 
-def main_segment(weights: np.ndarray, max_gap: int = MAX_GAP) -> np.ndarray:
-    """``weights`` outside the run of kept bins around the heaviest one set to zero: kept
-    bins join the run while fewer than ``max_gap`` empty bins separate them from it. A
-    noise-only bin that stood out far from the data (a few % of the releases of a table
-    with many columns) would otherwise stretch the range to it — a calendar year's once
-    ran from −60 to 157,048."""
-    kept = np.flatnonzero(weights > 0)
-    if not len(kept):
-        return weights
-    centre = int(np.argmax(weights))
-    position = int(np.searchsorted(kept, centre))
-    start = stop = position
-    while start > 0 and kept[start] - kept[start - 1] <= max_gap:
-        start -= 1
-    while stop < len(kept) - 1 and kept[stop + 1] - kept[stop] <= max_gap:
-        stop += 1
-    out = np.zeros_like(weights)
-    out[kept[start]:kept[stop] + 1] = weights[kept[start]:kept[stop] + 1]
-    return out
-
-
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """One count per value; values outside the grid go to its end bins."""
     bins = np.searchsorted(edges, values, side="right") - 1
@@ -124,7 +99,7 @@ def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multiplier: float,
                    rng: np.random.Generator, rounds: int = DEFAULT_ROUNDS,
-                   lower: float = 0.02, upper: float = 0.98) -> dict[str, ColumnRange]:
+                   lower: float = 0.01, upper: float = 0.99) -> dict[str, ColumnRange]:
     """Noisy ranges of the numeric ``columns`` from one row per patient (the caller
     guarantees it), costing :func:`ranges_event` (``noise_multiplier``, ``rounds``).
 
@@ -152,7 +127,6 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
             edges = grids[column]
             noisy = _counts(values[column], edges) + rng.normal(0.0, std, len(edges) - 1)
             weights, informative = clean_numeric_histogram(noisy, std, stray_bins=STRAY_BINS)
-            weights = main_segment(weights)
             previous = found.get(column)
             if round_ == 0:
                 low, high = _quantile_range(edges, weights, lower, upper)
@@ -178,4 +152,4 @@ def bounds_of(ranges: Mapping[str, ColumnRange]) -> dict[str, tuple[float, float
 
 
 __all__ = ["ColumnRange", "DEFAULT_ROUNDS", "LOCATE_EDGES", "ZOOM_BINS", "bounds_of",
-           "main_segment", "ranges_event", "release_ranges"]
+           "ranges_event", "release_ranges"]
