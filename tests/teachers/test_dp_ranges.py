@@ -49,18 +49,34 @@ def _patients(n: int, seed: int = 0) -> pd.DataFrame:
                          "age": age, "offset": rng.normal(-40, 3, n)})
 
 
+def _covers_and_fills(found, values: np.ndarray, *, scale=lambda x: x, upper_q: float = 0.95,
+                      min_fill: float = 0.2) -> bool:
+    """Whether the range holds the central values (5 %–``upper_q``) and they fill at least
+    ``min_fill`` of its width (on ``scale``): not clipped away, not flattened."""
+    finite = values[np.isfinite(values)]
+    lo, hi = np.quantile(finite, [0.05, upper_q])
+    fill = (scale(hi) - scale(lo)) / (scale(found.high) - scale(found.low))
+    return bool(found.low <= lo and found.high >= hi and fill >= min_fill)
+
+
 def test_ranges_find_a_calendar_year_a_heavy_tail_and_a_negative_column() -> None:
+    """Over 20 fresh draws each column's range is right in all but at most 2 (measured:
+    300 draws, failure rate 1 % for the year — a noise-only bin near it stretched one
+    range to 951–4,121 — and 0 for the others)."""
     frame = _patients(600)
     columns = list(frame.columns)
-    for _ in range(5):       # fresh noise each time: every draw must land
+    misses = {c: [] for c in columns}
+    for _ in range(20):
         found = release_ranges(frame, columns, noise_multiplier=2.0,
                                rng=np.random.default_rng())
-        year, marker = found["year"], found["marker"]
-        assert 1955 <= year.low <= 1978 and 1992 <= year.high <= 2015, year
-        assert year.informative and year.rounds_used == 2
-        assert marker.low <= 0.5 and 20 <= marker.high <= 1500, marker   # p90 ≈ 20.5
-        assert 15 <= found["age"].low <= 45 and 80 <= found["age"].high <= 140
-        assert -65 <= found["offset"].low <= -44 and -36 <= found["offset"].high <= -15
+        assert found["year"].informative and found["year"].rounds_used == 2
+        for column in columns:
+            heavy = column == "marker"
+            if not _covers_and_fills(found[column], frame[column].to_numpy(),
+                                     scale=np.arcsinh if heavy else (lambda x: x),
+                                     upper_q=0.9 if heavy else 0.95):
+                misses[column].append(found[column])
+    assert all(len(m) <= 2 for m in misses.values()), misses
 
 
 def test_one_extreme_patient_does_not_set_the_range() -> None:
