@@ -133,9 +133,9 @@ def _ranges_event(noise: float, _: StageContext) -> dpa.DpEvent:
     return ranges_event(noise)
 
 
-# Its default share is set per run by the plan from the (charged) number of training
-# patients and the number of columns (medistill.plan.ranges_share); this value is the
-# fallback when a plan has nothing to size it by.
+# The plan sizes this stage's share (and the recalibration's) per run from the charged
+# number of training patients (medistill.plan.ranges_fraction, recalibration_fraction)
+# unless privacy.shares gives one; the default share here is not used as is.
 register_stage(StageSpec(
     name="dp_teacher_ranges", default_share=0.10, event=_ranges_event,
     max_noise=lambda _: 1e4,

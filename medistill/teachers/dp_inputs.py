@@ -42,7 +42,9 @@ def check_bounds(schema: TableSchema, bounds: Bounds) -> dict[str, tuple[float, 
             f"for {shown}. A DP teacher may not read ranges off the sensitive rows (their "
             "min/max would leak the most extreme patients).",
             hint="Declare one per column (e.g. transfer.priors.<column>: {min: ..., max: ...}) "
-                 "or have them estimated from charged noisy histograms (release_ranges).")
+                 "or leave the column out of transfer.priors: the pipeline then estimates its "
+                 "range from noisy histograms charged to the privacy budget (ledger stage "
+                 "'dp_teacher_ranges').")
     checked = {}
     for name in numeric:
         try:

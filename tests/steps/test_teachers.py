@@ -9,21 +9,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from benchmarks.common import Artifacts
 from medistill.config import parse_config
 from medistill.pipeline import run_pipeline
-
-
-class _Keep:
-    """Observer keeping each step's artifact."""
-
-    def __init__(self) -> None:
-        self.artifacts: dict[str, object] = {}
-
-    def started(self, step: str) -> None:
-        pass
-
-    def finished(self, step: str, artifact: object) -> None:
-        self.artifacts[step] = artifact
 
 
 @pytest.mark.slow
@@ -59,10 +47,10 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
                         "dp_teacher_rows": 3000},
            "audit": {"reference_models": 0, "baseline_seeds": 1, "speed_repeats": 10,
                      "bootstrap": 0, "memory": False}}
-    keep = _Keep()
+    keep = Artifacts("prepare")
     report = run_pipeline(parse_config(raw), tmp_path / "run", console=Console(quiet=True),
                           observer=keep).report
-    prepared = keep.artifacts["prepare"]
+    prepared = keep.get("prepare")
     tags = {name: set(prepared.data.rows(getattr(prepared.split, name))[0]["tag"].tolist())
             for name in ("train", "test", "holdout")}
     assert all(seen.values()), "a DP teacher or the selection was not called"

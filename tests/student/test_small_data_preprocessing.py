@@ -28,6 +28,7 @@ import pytest
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.common import Artifacts
 from medistill.config import parse_config
 from medistill.data.schema import TableSchema
 from medistill.pipeline import run_pipeline
@@ -53,19 +54,6 @@ def small_table(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"patient_id": np.arange(n), "year": year, "marker": marker.round(3),
                          "age": age, "sbp": sbp, "sex": rng.choice(["female", "male"], n),
                          "outcome": outcome})
-
-
-class _Keep:
-    """Pipeline observer that keeps every step's artifact."""
-
-    def __init__(self) -> None:
-        self.artifacts: dict[str, object] = {}
-
-    def started(self, step: str) -> None:
-        pass
-
-    def finished(self, step: str, artifact: object) -> None:
-        self.artifacts[step] = artifact
 
 
 @dataclass(frozen=True)
@@ -104,11 +92,11 @@ def _score(tmp: Path, declared: bool) -> Run:
                      "memory": False, "speed_repeats": 10}}
     if declared:
         raw["transfer"] = {"priors": PRIORS}
-    keep = _Keep()
+    keep = Artifacts("prepare", "teachers", "student")
     outcome = run_pipeline(parse_config(raw), tmp / "run", console=Console(quiet=True),
                            observer=keep)
-    schema: TableSchema = keep.artifacts["prepare"].data.schema
-    teachers, student = keep.artifacts["teachers"], keep.artifacts["student"]
+    schema: TableSchema = keep.get("prepare").data.schema
+    teachers, student = keep.get("teachers"), keep.get("student")
     fresh = small_table(4000, seed=1)
     X, y = fresh[list(schema.feature_names)], fresh["outcome"].to_numpy()
     session = ort.InferenceSession(str(outcome.run_dir / "student.onnx"),
