@@ -409,6 +409,14 @@ class StudentConfig(_Frozen):
     # distilled DP-EBM inherits its shrunken risks (calibration slope 2.0-2.2 on the cohort
     # at ε = 1); the recalibration brought it to 1.05-1.10 (docs/benchmarks.md).
     recalibrate: bool = True
+    # DP-teacher path: after distillation (free), fine-tune the student by DP-SGD on one row
+    # per training patient with its own share of ε (stage "student_dp_sgd"), starting from
+    # the distilled weights. It repairs what the DP teacher gets wrong (a linear table, a
+    # column the teacher's noisy ranges miss) at the price of the teacher's share
+    # (docs/design.md, "Fine-tuning the distilled student").
+    fine_tune: bool = True
+    fine_tune_epochs: int = Field(15, ge=1, le=1000)
+    fine_tune_learning_rate: float = Field(0.01, gt=0)
     alpha_schedule: str = "linear"
     alpha_end: float | None = Field(0.0, ge=0.0, le=1.0)
 

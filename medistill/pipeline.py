@@ -77,7 +77,7 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
             distillation = baseline_steps.distillation_gain(
                 config, prepared, plan, student, direct.metrics)
     watch.finished("baselines", {"direct": direct, "distillation": distillation})
-    public_ledger, notes = public_individuals_ledger(config, plan, labelled, student.record)
+    public_ledger, notes = public_individuals_ledger(config, plan, labelled, student.transfer_record)
     synthetic = transfer.rows[transfer.source != "munge"]
     inputs = AuditInputs(
         data=prepared.data, split=prepared.split, ledger=prepared.ledger,

@@ -92,6 +92,11 @@ class RunPlan:
     transfer_student_noise: float = STUDENT_NOISE_WITHOUT_SENSITIVE_ROWS
     student: StudentConfig | None = None   # the student's settings as realised (None: config's)
     recalibration_bins: int | None = None   # bins of the DP reliability histogram, if planned
+    # DP-teacher path: DP-SGD fine-tuning of the distilled student on one row per training
+    # patient (stage "student_dp_sgd"), its schedule sized from the charged patient count
+    fine_tune_schedule: DpSgdSchedule | None = None
+    # teacher-labelled transfer rows mixed into the fine-tuning's batches, per sensitive row
+    fine_tune_anchor_ratio: float = 0.0
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -99,8 +104,12 @@ class RunPlan:
 
     @property
     def student_noise(self) -> float:
+        """The noise of the student's (first) training: the DP-teacher path distils without
+        noise, and only its fine-tuning is stage ``student_dp_sgd``."""
         noise = self.noise("student_dp_sgd")
-        return self.transfer_student_noise if noise is None else noise
+        if noise is None or self.fine_tune_schedule is not None:
+            return self.transfer_student_noise
+        return noise
 
     @property
     def learns_from_teacher(self) -> bool:
@@ -309,6 +318,18 @@ RECALIBRATION_NOISE_DIVISOR = 8.0
 RECALIBRATION_FRACTION = (0.05, 0.10)
 
 
+# The DP-teacher path's fine-tuning (stage student_dp_sgd; docs/design.md, "Fine-tuning the
+# distilled student", measured on the benchmark tables): its part of the total ε next to
+# the teacher's. When its planned noise per averaged row (noise multiplier / expected batch
+# of patients) is above NOISY_FINE_TUNE — few patients, small ε — DP-SGD mostly adds noise
+# to a good start: it then takes the smaller part and mixes FINE_TUNE_ANCHOR_RATIO
+# teacher-labelled transfer rows per patient into its batches.
+FINE_TUNE_FRACTION = 0.5
+ANCHORED_FINE_TUNE_FRACTION = 0.25
+NOISY_FINE_TUNE = 0.04
+FINE_TUNE_ANCHOR_RATIO = 1.0
+
+
 def _user_gave(config: PipelineConfig, name: str) -> bool:
     from medistill.privacy.stages import canonical_name
 
@@ -362,10 +383,11 @@ def sized_shares(shares: dict[str, float], fixed: list[str],
 
 
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
-    """The DP-teacher path: the budget goes to the DP teacher (and to noisy marginals for the
-    numeric ranges nobody declared); the teacher labels ``teachers.dp_teacher_rows`` rows
-    sampled from its own noisy histograms, for free, and the student learns only from them
-    (post-processing: its training needs no noise)."""
+    """The DP-teacher path: the budget goes to the DP teacher (and to noisy histograms for
+    the numeric ranges nobody declared), the student's DP-SGD fine-tuning and its
+    recalibration; the teacher labels ``teachers.dp_teacher_rows`` rows sampled from its own
+    noisy histograms, for free, and the student is distilled from them without noise
+    (post-processing), then fine-tuned on the patients (``student.fine_tune``)."""
     notes: list[str] = []
     marginal_columns = [f.name for f in facts.schema.features
                         if f.kind == "numeric" and f.name not in config.transfer.priors]
@@ -380,31 +402,66 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
         notes.append(f"Teacher selection: a DP-EBM and a DP logistic regression are fitted on "
                      f"{1 - validation_share:.0%} of the training patients; the other "
                      f"{validation_share:.0%} score them (Brier) for a report-noisy-max choice.")
-    if config.student.alpha < 1:
-        notes.append("With teachers.dp_teacher the student learns only from the DP teacher's "
-                     "labels on transfer rows (student.alpha is taken as 1): DP-SGD on "
-                     "sensitive rows would spend budget the teacher uses better.")
     n_rows = config.teachers.dp_teacher_rows
     student = distillation_student(config.student)
     schedule = DpSgdSchedule.for_data(n_rows, student.resolved_batch_size(n_rows), student.epochs)
+    fine_tune_schedule = None
+    if config.student.fine_tune:
+        n_dp = max(1, facts.n_train)
+        fine_tune_schedule = DpSgdSchedule.for_data(
+            n_dp, student.resolved_batch_size(n_dp), student.fine_tune_epochs)
+        active.append("student_dp_sgd")
+        notes.append(f"The distilled student is fine-tuned by DP-SGD on one row of each "
+                     f"training patient ({student.fine_tune_epochs} epochs, stage "
+                     "student_dp_sgd); student.alpha does not apply on the DP-teacher path.")
+    elif config.student.alpha < 1:
+        notes.append("With teachers.dp_teacher and student.fine_tune off, the student learns "
+                     "only from the DP teacher's labels on transfer rows (student.alpha is "
+                     "taken as 1).")
     ctx = StageContext(delta=facts.delta, n_features=len(facts.schema.features),
-                       teacher_schedule=linear_schedule)
+                       teacher_schedule=linear_schedule, schedule=fine_tune_schedule)
     recalibrates = config.student.recalibrate and facts.schema.n_classes == 2
     bins = n_bins_for(facts.n_train) if recalibrates else None
-    fractions = {}
+    sized: dict[str, float] = {}
     if marginal_columns and not _user_gave(config, "dp_teacher_ranges"):
-        fractions["dp_teacher_ranges"] = ranges_fraction(config, facts, len(marginal_columns))
+        sized["dp_teacher_ranges"] = ranges_fraction(config, facts, len(marginal_columns))
     if recalibrates and not _user_gave(config, "recalibration"):
-        fractions["recalibration"] = recalibration_fraction(config, facts, bins)
+        sized["recalibration"] = recalibration_fraction(config, facts, bins)
     spending = active + (["recalibration"] if recalibrates else [])
-    shares = sized_shares(shares, [s for s in spending if s not in fractions], fractions)
-    plans = _stage_plans(active, shares, ctx)
-    if recalibrates:
-        plans += _stage_plans(["recalibration"], shares, StageContext(delta=facts.delta))
-    noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon, delta=facts.delta,
-                         accountant=config.privacy.accountant, spent=facts.spent)
-    budgets = tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
-                                p.what) for p in plans)
+
+    def budget(fine_tune_fraction: float) -> tuple[StageBudget, ...]:
+        fractions = dict(sized)
+        if fine_tune_schedule is not None and not _user_gave(config, "student_dp_sgd"):
+            # the ranges keep their part of the teacher's side; the fine-tuning and the
+            # recalibration (which follows it) take their parts of the total
+            if "dp_teacher_ranges" in fractions:
+                fractions["dp_teacher_ranges"] *= 1 - fine_tune_fraction
+            fractions["student_dp_sgd"] = fine_tune_fraction
+        split = sized_shares(shares, [s for s in spending if s not in fractions], fractions)
+        plans = _stage_plans(active, split, ctx)
+        if recalibrates:
+            plans += _stage_plans(["recalibration"], split, StageContext(delta=facts.delta))
+        noises = plan_budget(plans, target_epsilon=config.privacy.target_epsilon,
+                             delta=facts.delta, accountant=config.privacy.accountant,
+                             spent=facts.spent)
+        return tuple(StageBudget(p.name, p.share, noises[p.name], p.event_for(noises[p.name]),
+                                 p.what) for p in plans)
+
+    budgets = budget(FINE_TUNE_FRACTION)
+    anchor_ratio = 0.0
+    if fine_tune_schedule is not None:
+        noise = next(b.noise for b in budgets if b.name == "student_dp_sgd")
+        noise_per_row = noise / fine_tune_schedule.batch_size
+        if noise_per_row > NOISY_FINE_TUNE:
+            anchor_ratio = FINE_TUNE_ANCHOR_RATIO
+            if not _user_gave(config, "student_dp_sgd"):
+                budgets = budget(ANCHORED_FINE_TUNE_FRACTION)
+            notes.append(
+                f"The fine-tuning's gradient noise would be {noise_per_row:.3f} per averaged "
+                f"row (noise multiplier / expected batch; above {NOISY_FINE_TUNE:g}): it takes "
+                f"a smaller part of ε and mixes {FINE_TUNE_ANCHOR_RATIO:g} teacher-labelled "
+                "transfer row per patient into its batches, which holds the student to its "
+                "teacher where the patients' noisy gradients say little.")
     return RunPlan(stages=budgets, delta=facts.delta, n_teachers=0,
                    transfer_kinds=("teacher_histograms",),
                    transfer_sizes={"teacher_histograms": n_rows},
@@ -413,7 +470,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    notes=tuple(notes), dp_teacher=resolved_dp_teacher(config, facts),
                    n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
                    recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
-                   selection_validation_share=validation_share)
+                   selection_validation_share=validation_share,
+                   fine_tune_schedule=fine_tune_schedule, fine_tune_anchor_ratio=anchor_ratio)
 
 
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:

@@ -176,9 +176,11 @@ def test_end_to_end_epsilon_recomputes_from_ledger(finished_run) -> None:
     recomputed = PrivacyLedger.from_dict(ledger).epsilon()
     assert recomputed == pytest.approx(report["privacy"]["epsilon"], rel=1e-9)
     stages = {row["stage"] for row in ledger["entries"]}
-    # The default path: the DP-EBM teacher, its ranges, the student's recalibration.
-    assert {"dp_teacher", "dp_teacher_ranges", "recalibration"} <= stages
-    assert not stages & {"labels", "student_dp_sgd"}
+    # The default path: the DP-EBM teacher, its ranges, the student's DP-SGD fine-tuning and
+    # its recalibration; no PATE labels.
+    assert {"dp_teacher", "dp_teacher_ranges", "student_dp_sgd", "recalibration"} <= stages
+    assert [row["stage"] for row in ledger["entries"]].count("student_dp_sgd") == 1
+    assert "labels" not in stages
     assert len(report["privacy"]["ledger"]) == len(ledger["entries"])
 
 

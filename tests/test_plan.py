@@ -118,21 +118,69 @@ def test_budget_spent_before_planning_is_left_out() -> None:
 def test_dp_teacher_path_plans_the_teacher_and_the_histograms_for_ranges() -> None:
     facts = _facts(n=5000)
     plan = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
-    assert [s.name for s in plan.stages] == ["dp_teacher_ranges", "dp_teacher", "recalibration"]
+    assert [s.name for s in plan.stages] == ["dp_teacher_ranges", "dp_teacher", "student_dp_sgd",
+                                             "recalibration"]
     assert plan.n_teacher_rows == 20_000 and plan.n_queries == 0 and plan.alpha == 1.0
+    # distillation needs no noise; only the fine-tuning on sensitive rows is DP-SGD
     assert not plan.student_touches_sensitive and plan.student_noise == 0.0
     assert plan.student.epochs == 40 and 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
     declared = _config(teachers={"dp_teacher": "dp_ebm"}, student={"epochs": 5,
-                                                                  "recalibrate": False},
+                                                                  "recalibrate": False,
+                                                                  "fine_tune": False},
                        transfer={"priors": {n: {"min": 0, "max": 1} for n in ("age", "bp")}})
     plan = plan_run(declared, facts)
     assert [s.name for s in plan.stages] == ["dp_teacher"] and plan.student.epochs == 5
 
 
+def _part(plan, facts, name: str, without: tuple[str, ...] = ()) -> float:
+    """ε of stage ``name`` alone over the ε of every planned stage alone but ``without``."""
+    alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages
+             if s.name not in without}
+    return alone[name] / sum(alone.values())
+
+
 def _ranges_fraction(plan, facts) -> float:
-    """ε of the ranges stage alone over the ε of every planned stage alone (its part)."""
-    alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages}
-    return alone["dp_teacher_ranges"] / sum(alone.values())
+    """The ranges' part of everything but the fine-tuning (they are sized on the teacher's
+    side; the fine-tuning takes its own part of the total)."""
+    return _part(plan, facts, "dp_teacher_ranges", without=("student_dp_sgd",))
+
+
+def test_fine_tuning_takes_its_fraction_next_to_the_teacher_and_is_sized_from_the_patients() -> None:
+    from medistill.plan import (
+        ANCHORED_FINE_TUNE_FRACTION,
+        FINE_TUNE_ANCHOR_RATIO,
+        FINE_TUNE_FRACTION,
+        NOISY_FINE_TUNE,
+    )
+
+    config = _config(teachers={"dp_teacher": "dp_ebm"})
+    for n, anchored in ((400, True), (5000, False), (200_000, False)):
+        facts = _facts(n=n)
+        plan = plan_run(config, facts)
+        alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages}
+        part = alone["student_dp_sgd"] / sum(alone.values())
+        fraction = ANCHORED_FINE_TUNE_FRACTION if anchored else FINE_TUNE_FRACTION
+        assert fraction * 0.9 <= part <= fraction * 1.1
+        assert plan.fine_tune_anchor_ratio == (FINE_TUNE_ANCHOR_RATIO if anchored else 0.0)
+        # the rule: the noise per averaged row at the unanchored split
+        noise_per_row = plan.noise("student_dp_sgd") / plan.fine_tune_schedule.batch_size
+        assert (noise_per_row > NOISY_FINE_TUNE) == anchored
+        schedule = plan.fine_tune_schedule
+        assert schedule.n_examples == n
+        assert schedule.steps == plan.student.fine_tune_epochs * round(1 / schedule.sample_rate)
+        budget = next(s for s in plan.stages if s.name == "student_dp_sgd")
+        assert budget.event == schedule.event(budget.noise)
+        assert 0.98 * 3.0 <= _composed(plan, facts) <= 3.0
+    off = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, student={"fine_tune": False}),
+                   _facts(n=5000))
+    assert off.fine_tune_schedule is None and off.noise("student_dp_sgd") is None
+    # a share the user gives is used as given
+    facts = _facts(n=5000)
+    mine = plan_run(_config(teachers={"dp_teacher": "dp_ebm"},
+                            privacy={"target_epsilon": 3.0,
+                                     "shares": {"student_dp_sgd": 0.1}}), facts)
+    assert next(s.share for s in mine.stages if s.name == "student_dp_sgd") == 0.1
+    assert mine.noise("student_dp_sgd") > plan_run(config, facts).noise("student_dp_sgd")
 
 
 def test_ranges_share_grows_with_fewer_patients_and_is_bounded() -> None:
@@ -157,8 +205,7 @@ def test_recalibration_share_grows_with_fewer_patients_and_is_bounded() -> None:
     config = _config(teachers={"dp_teacher": "dp_ebm"})
 
     def part(plan, facts) -> float:
-        alone = {s.name: epsilon_of([s.event], facts.delta, "pld") for s in plan.stages}
-        return alone["recalibration"] / sum(alone.values())
+        return _part(plan, facts, "recalibration")
 
     small, large = _facts(n=400), _facts(n=200_000)
     parts = [part(plan_run(config, f), f) for f in (small, large)]

@@ -183,6 +183,16 @@ def _dp_teacher_section(plan, selection) -> dict:
     return section
 
 
+def _fine_tune_section(config: PipelineConfig, plan: RunPlan) -> dict | None:
+    if plan.fine_tune_schedule is None:
+        return None
+    student = plan.student or config.student
+    return {"epochs": student.fine_tune_epochs, "learning_rate": student.fine_tune_learning_rate,
+            "planned_steps": plan.fine_tune_schedule.steps,
+            "planned_sample_rate": plan.fine_tune_schedule.sample_rate,
+            "noise_multiplier": plan.noise("student_dp_sgd")}
+
+
 def build_report(config: PipelineConfig, inputs: AuditInputs,
                  rng: np.random.Generator) -> tuple[dict, pd.DataFrame]:
     """Everything the audit measures, in the ``report.json`` contract's shape, and the raw
@@ -309,7 +319,10 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                             # resolved per-sample clipping mode, and for "fused" the check
                             # against Opacus's hooks made before training (None otherwise)
                             "grad_sample_mode": getattr(record, "grad_sample_mode", None),
-                            "clipping_check_rel_diff": getattr(record, "clipping_check", None)},
+                            "clipping_check_rel_diff": getattr(record, "clipping_check", None),
+                            # DP-teacher path: distilled (no noise), then fine-tuned by DP-SGD
+                            # on the sensitive patients; the DP-SGD figures above are its
+                            "fine_tune": _fine_tune_section(config, plan)},
                 "transfer": {"source": transfer.get("source", config.transfer.source),
                              "resolved": transfer.get("resolved"),
                              "n_rows": sum(p["n_rows"] for p in transfer.get("sources", [])),

@@ -13,9 +13,16 @@ from medistill.plan import RunPlan
 from medistill.privacy.ledger import epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
 from medistill.steps.prepare import Prepared
-from medistill.steps.student import Student, student_test_metrics, transfer_bounds
+from medistill.steps.student import (
+    Student,
+    anchor_rows,
+    labelled_transfer,
+    sensitive_inputs,
+    student_test_metrics,
+    transfer_bounds,
+)
 from medistill.student.preprocess import as_model_input
-from medistill.student.train import DpSgdSchedule, train_student
+from medistill.student.train import DpSgdSchedule, fine_tune, train_student
 
 # Ledger stages whose cost the direct baseline pays too (it trains on the same
 # preprocessing, made from the same transfer rows).
@@ -86,17 +93,35 @@ def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
     only, never written); the difference of means with its standard error."""
     train = student.training
     auroc = [student_test_metrics(student.network, student.preprocessor, prepared)["auroc"]]
+    sensitive = (sensitive_inputs(prepared, student.preprocessor)
+                 if plan.fine_tune_schedule is not None else None)
     for i in range(1, config.audit.baseline_seeds):
+        seed = replicate_seed(config.seed, 2, i)
         replicate, _ = train_student(train.inputs, train.targets,
                                      n_classes=prepared.data.schema.n_classes,
                                      config=plan.student or config.student,
                                      is_transfer=train.is_transfer,
-                                     noise_multiplier=student.record.noise_multiplier,
-                                     seed=replicate_seed(config.seed, 2, i),
-                                     schedule=plan.schedule, alpha=plan.alpha,
+                                     noise_multiplier=student.transfer_record.noise_multiplier,
+                                     seed=seed, schedule=plan.schedule, alpha=plan.alpha,
                                      input_bounds=transfer_bounds(train))
+        if sensitive is not None:
+            replicate = _fine_tuned(replicate, *sensitive, config, plan, student, seed + 1)
         auroc.append(student_test_metrics(replicate, student.preprocessor, prepared)["auroc"])
     return seed_comparison(auroc, direct["auroc_per_seed"])
+
+
+def _fine_tuned(network, inputs: np.ndarray, labels: np.ndarray, config: PipelineConfig,
+                plan: RunPlan, student: Student, seed: int):
+    """An audit-only replicate of the released student's fine-tuning (seeded noise)."""
+    tuned, _ = fine_tune(network, inputs, labels, n_classes=len(student.training.targets[0]),
+                         config=plan.student or config.student,
+                         noise_multiplier=student.record.noise_multiplier, seed=seed,
+                         schedule=plan.fine_tune_schedule,
+                         input_bounds=transfer_bounds(student.training),
+                         anchor=anchor_rows(*labelled_transfer(student.training), len(inputs),
+                                            plan.fine_tune_anchor_ratio,
+                                            np.random.default_rng(seed)))
+    return tuned
 
 
 def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
@@ -110,8 +135,13 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
     transfer_x, transfer_y = train.inputs[train.is_transfer], train.targets[train.is_transfer]
     preprocessor = student.preprocessor
     bounds = transfer_bounds(train)
-    student_config, noise = plan.student or config.student, student.record.noise_multiplier
+    student_config = plan.student or config.student
+    noise = student.transfer_record.noise_multiplier
     batch, alpha = plan.schedule.batch_size, plan.alpha
+    # DP-teacher path: the population rows enter only the fine-tuning, as the released
+    # student's patients did
+    tune = plan.fine_tune_schedule
+    tune_noise, anchor_ratio = student.record.noise_multiplier, plan.fine_tune_anchor_ratio
 
     def factory(features: pd.DataFrame, labels: np.ndarray):
         population = preprocessor.transform(as_model_input(features, schema))
@@ -119,12 +149,27 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
         def fit(indices: np.ndarray, seed: int):
             import torch
 
-            x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
-            y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
-            flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
-            net, _ = train_student(x, y, n_classes=n_classes, config=student_config,
-                                   is_transfer=flags, noise_multiplier=noise, seed=seed,
-                                   batch_size=batch, alpha=alpha, input_bounds=bounds)
+            if tune is not None:
+                net, _ = train_student(transfer_x, transfer_y, n_classes=n_classes,
+                                       config=student_config,
+                                       is_transfer=np.ones(len(transfer_x), bool),
+                                       noise_multiplier=noise, seed=seed, batch_size=batch,
+                                       alpha=alpha, input_bounds=bounds)
+                x = population[indices].astype(np.float32)
+                schedule = DpSgdSchedule(len(x), tune.batch_size, tune.sample_rate, tune.steps)
+                net, _ = fine_tune(net, x, labels[indices], n_classes=n_classes,
+                                   config=student_config, noise_multiplier=tune_noise,
+                                   seed=seed + 1, schedule=schedule, input_bounds=bounds,
+                                   anchor=anchor_rows(transfer_x, transfer_y, len(x),
+                                                      anchor_ratio,
+                                                      np.random.default_rng(seed)))
+            else:
+                x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
+                y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])
+                flags = np.r_[np.ones(len(transfer_x), bool), np.zeros(len(indices), bool)]
+                net, _ = train_student(x, y, n_classes=n_classes, config=student_config,
+                                       is_transfer=flags, noise_multiplier=noise, seed=seed,
+                                       batch_size=batch, alpha=alpha, input_bounds=bounds)
 
             def predict(rows: pd.DataFrame) -> np.ndarray:
                 z = preprocessor.transform(as_model_input(rows, schema))

@@ -21,7 +21,7 @@ from medistill.student.recalibration import (
     platt_from_release,
     release,
 )
-from medistill.student.train import DpSgdRecord, DpSgdSchedule, train_student
+from medistill.student.train import DpSgdRecord, DpSgdSchedule, fine_tune, train_student
 from medistill.transfer.sources import TransferSet
 
 # Below this many synthetic rows the student's preprocessing statistics come from all
@@ -46,11 +46,19 @@ class Student:
     """The released network, what DP-SGD did, its preprocessing and training data."""
 
     network: object
-    record: DpSgdRecord
+    record: DpSgdRecord          # the DP-SGD that touched sensitive rows, if any
     preprocessor: object
     training: StudentData
     notes: tuple[str, ...] = ()
     recalibration: tuple[float, float] | None = None    # (slope, intercept) folded in
+    # DP-teacher path: the distillation's own record (no noise: only transfer rows) when the
+    # student was then fine-tuned on sensitive rows (``record`` is the fine-tuning's)
+    distillation_record: DpSgdRecord | None = None
+
+    @property
+    def transfer_record(self) -> DpSgdRecord:
+        """The training that saw the labelled transfer rows."""
+        return self.distillation_record or self.record
 
 
 def fit_preprocessor(prepared: Prepared, transfer: TransferSet):
@@ -124,8 +132,62 @@ def train_released_student(config: PipelineConfig, prepared: Prepared, plan: Run
             f"DP-SGD on one row of each of {len(prepared.dp_rows)} sensitive patients"
             + (f", mixed with {labelled.n_answered} labelled transfer rows"
                if labelled.n_answered else ""))
-    return Student(network=network, record=record, preprocessor=preprocessor,
-                   training=training, notes=notes)
+    student = Student(network=network, record=record, preprocessor=preprocessor,
+                      training=training, notes=notes)
+    if plan.fine_tune_schedule is not None:
+        student = fine_tune_released(config, prepared, plan, student, randomness)
+    return student
+
+
+def sensitive_inputs(prepared: Prepared, preprocessor) -> tuple[np.ndarray, np.ndarray]:
+    """One row per sensitive training patient (``prepared.dp_rows``), preprocessed, and its
+    class code."""
+    schema = prepared.data.schema
+    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+    inputs = preprocessor.transform(as_model_input(rows, schema)).astype(np.float32)
+    return inputs, prepared.train_y[prepared.dp_rows]
+
+
+def anchor_rows(transfer_inputs: np.ndarray, transfer_targets: np.ndarray, n_sensitive: int,
+                ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """``ratio`` labelled transfer rows per sensitive row (the plan's
+    ``fine_tune_anchor_ratio``), drawn without replacement by ``rng`` (seeded: nothing
+    relies on it), with the teacher's probabilities; None when there are none to draw."""
+    n = min(len(transfer_inputs), round(ratio * n_sensitive))
+    if n == 0:
+        return None
+    chosen = np.sort(rng.choice(len(transfer_inputs), size=n, replace=False))
+    return transfer_inputs[chosen], transfer_targets[chosen]
+
+
+def labelled_transfer(training: StudentData) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled transfer rows of the student's training data and their targets."""
+    return training.inputs[training.is_transfer], training.targets[training.is_transfer]
+
+
+def fine_tune_released(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
+                       student: Student, randomness: Randomness) -> Student:
+    """DP-SGD fine-tuning of the distilled student on the sensitive training patients (with
+    teacher-labelled anchor rows in the same batches) at the plan's noise and schedule
+    (noise and sampling from a privacy generator), recorded in the ledger as stage
+    ``student_dp_sgd``."""
+    inputs, labels = sensitive_inputs(prepared, student.preprocessor)
+    noise = plan.noise("student_dp_sgd")
+    network, record = fine_tune(
+        student.network, inputs, labels, n_classes=prepared.data.schema.n_classes,
+        config=plan.student or config.student, noise_multiplier=noise, seed=config.seed + 1,
+        schedule=plan.fine_tune_schedule, privacy_rng=randomness.privacy("student_fine_tune"),
+        input_bounds=transfer_bounds(student.training),
+        anchor=anchor_rows(*labelled_transfer(student.training), len(inputs),
+                           plan.fine_tune_anchor_ratio, randomness.seeded("anchor")))
+    done = DpSgdSchedule(len(inputs), plan.fine_tune_schedule.batch_size, record.sample_rate,
+                         record.steps)
+    prepared.ledger.record(
+        "student_dp_sgd", done.event(record.noise_multiplier),
+        f"DP-SGD fine-tuning of the distilled student on one row of each of {len(inputs)} "
+        "sensitive patients")
+    return replace(student, network=network, record=record,
+                   distillation_record=student.record)
 
 
 def export(config: PipelineConfig, prepared: Prepared, student: Student, path: Path) -> None:
@@ -212,5 +274,7 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
         recalibration=(fit.slope, fit.intercept))
 
 
-__all__ = ["Student", "StudentData", "export", "fit_preprocessor", "student_data", "transfer_bounds",
-           "recalibrate", "student_test_metrics", "train_released_student"]
+__all__ = ["Student", "StudentData", "anchor_rows", "export",
+           "fine_tune_released", "fit_preprocessor", "labelled_transfer",
+           "recalibrate", "sensitive_inputs", "student_data", "student_test_metrics",
+           "transfer_bounds", "train_released_student"]

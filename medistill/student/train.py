@@ -170,6 +170,7 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   privacy_rng: np.random.Generator | None = None,
                   schedule: DpSgdSchedule | None = None,
                   input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+                  init_state: dict | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
 
@@ -196,6 +197,9 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     ``config.averaging_epochs`` epochs (``medistill.student.averaging``; post-processing),
     or the last iterate when that is 0.
 
+    ``init_state`` (a state dict of a network of the same shape) replaces the seeded
+    initial weights: :func:`fine_tune` starts from the distilled student.
+
     Randomness: with ``privacy_rng`` (a privacy generator from
     ``medistill.privacy.randomness``: fresh OS entropy through ChaCha20) the Poisson sampling
     and the gradient noise are drawn from it; without it (audit-only trainings, never
@@ -207,6 +211,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     model = StudentMLP(inputs.shape[1], n_classes,
                        config.resolved_hidden_layers(inputs.shape[1], n_classes),
                        generator=init_generator, input_bounds=input_bounds)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if targets.ndim == 1:
         targets = np.eye(n_classes, dtype=np.float32)[targets]
@@ -304,5 +310,43 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                                 physical_batches=physical, clipping_check=clipping_check)
 
 
+def fine_tune(network: StudentMLP, inputs: np.ndarray, labels: np.ndarray, *, n_classes: int,
+              config: StudentConfig, noise_multiplier: float, seed: int,
+              schedule: DpSgdSchedule,
+              privacy_rng: np.random.Generator | None = None,
+              input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+              anchor: tuple[np.ndarray, np.ndarray] | None = None,
+              ) -> tuple[StudentMLP, DpSgdRecord]:
+    """DP-SGD on sensitive rows (``inputs``, class codes ``labels``) starting from the
+    distilled ``network``'s weights, for ``config.fine_tune_epochs`` epochs at
+    ``config.fine_tune_learning_rate`` with the plan's ``schedule`` (its sample rate and
+    steps). The starting weights are post-processing of the DP teacher, so they cost
+    nothing; only this training is charged (stage ``student_dp_sgd``). The network given
+    is not changed. Randomness as in :func:`train_student`.
+
+    ``anchor`` (preprocessed transfer rows and the teacher's probabilities on them) are
+    mixed into the same Poisson batches with the distillation loss, as the PATE path mixes
+    its labelled rows: they hold the student to its teacher where the patients' noisy
+    gradients say little. They are post-processing, so the sensitive rows' accounting (the
+    schedule's sample rate, steps and noise) is unchanged."""
+    tuned = config.model_copy(update={"epochs": config.fine_tune_epochs,
+                                      "learning_rate": config.fine_tune_learning_rate,
+                                      "alpha_schedule": "constant"})
+    targets = np.eye(n_classes, dtype=np.float32)[labels]
+    flags = np.zeros(len(inputs), dtype=bool)
+    alpha = 0.0
+    if anchor is not None and len(anchor[0]):
+        inputs = np.vstack([inputs, anchor[0]]).astype(np.float32)
+        targets = np.vstack([targets, anchor[1].astype(np.float32)])
+        flags = np.r_[flags, np.ones(len(anchor[0]), dtype=bool)]
+        alpha = float(flags.mean())
+    return train_student(inputs, targets, n_classes=n_classes, config=tuned,
+                         is_transfer=flags, alpha=alpha,
+                         noise_multiplier=noise_multiplier, seed=seed, schedule=schedule,
+                         privacy_rng=privacy_rng, input_bounds=input_bounds,
+                         init_state=network.state_dict())
+
+
 __all__ = ["CLIPPING_CHECK_ROWS", "DpSgdRecord", "DpSgdSchedule",
-           "check_fused_clipping", "epoch_weights", "resolve_grad_sample_mode", "train_student"]
+           "check_fused_clipping", "epoch_weights", "fine_tune", "resolve_grad_sample_mode",
+           "train_student"]

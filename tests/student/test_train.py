@@ -2,21 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medistill.config import DataConfig, StudentConfig
-from medistill.data.splits import split_patients
-from medistill.data.table import load_sensitive
-from medistill.student.preprocess import as_model_input, make_preprocessor
+from medistill.config import StudentConfig
 from medistill.student.train import DpSgdSchedule, train_student
-
-
-@pytest.fixture(scope="module")
-def arrays():
-    data = load_sensitive(DataConfig(source="builtin", builtin={"n_patients": 2500}), seed=0)
-    split = split_patients(data.patient_ids, data.labels, test=0.25, holdout=0.05, seed=0)
-    X = as_model_input(data.features, data.schema)
-    pre = make_preprocessor(data.schema).fit(X.iloc[split.train])
-    to = lambda idx: pre.transform(X.iloc[idx]).astype(np.float32)  # noqa: E731
-    return to(split.train), data.labels[split.train], to(split.test), data.labels[split.test]
 
 
 def _auroc(network, x, y) -> float:
