@@ -64,8 +64,7 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) 
     ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC."""
     ledger, data = prepared.ledger, prepared.data
     spent = tuple(event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES)
-    rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
-    inputs = student.preprocessor.transform(as_model_input(rows, data.schema)).astype(np.float32)
+    inputs, labels = sensitive_inputs(prepared, student.preprocessor)
     schedule = DpSgdSchedule.for_data(len(inputs), config.student.resolved_batch_size(len(inputs)),
                                       config.student.epochs)
     noise = plan_budget([StagePlan("student_dp_sgd", 1.0, schedule.event, 50.0, "direct DP-SGD")],
@@ -73,7 +72,7 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student) 
                         accountant=config.privacy.accountant, spent=spent)["student_dp_sgd"]
     per_seed, networks = [], []
     for i in range(config.audit.baseline_seeds):
-        network, _ = train_student(inputs, prepared.train_y[prepared.dp_rows],
+        network, _ = train_student(inputs, labels,
                                    n_classes=data.schema.n_classes, config=config.student,
                                    noise_multiplier=noise, seed=replicate_seed(config.seed, 1, i),
                                    batch_size=schedule.batch_size)

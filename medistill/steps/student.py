@@ -129,7 +129,7 @@ def train_released_student(config: PipelineConfig, prepared: Prepared, plan: Run
                              record.steps)
         prepared.ledger.record(
             "student_dp_sgd", done.event(record.noise_multiplier),
-            f"DP-SGD on one row of each of {len(prepared.dp_rows)} sensitive patients"
+            "DP-SGD on one row of each sensitive training patient"
             + (f", mixed with {labelled.n_answered} labelled transfer rows"
                if labelled.n_answered else ""))
     student = Student(network=network, record=record, preprocessor=preprocessor,
@@ -184,8 +184,9 @@ def fine_tune_released(config: PipelineConfig, prepared: Prepared, plan: RunPlan
                          record.steps)
     prepared.ledger.record(
         "student_dp_sgd", done.event(record.noise_multiplier),
-        f"DP-SGD fine-tuning of the distilled student on one row of each of {len(inputs)} "
-        "sensitive patients")
+        "DP-SGD fine-tuning of the distilled student on one row of each sensitive training "
+        "patient" + (", with teacher-labelled transfer rows in its batches"
+                     if plan.fine_tune_anchor_ratio else ""))
     return replace(student, network=network, record=record,
                    distillation_record=student.record)
 
@@ -254,8 +255,7 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
     released = release(statistic, noise, randomness.privacy("recalibration"))
     prepared.ledger.record("recalibration", histogram_event(noise),
                            f"noisy outcome counts and logit sums in {len(bins.centres)} bins of the "
-                           f"student's logit, one row of each of {len(prepared.dp_rows)} "
-                           "training patients")
+                           "student's logit, one row of each training patient")
     fit = platt_from_release(bins, released)
     if fit is None:     # noise swamped the counts: keep the distilled risks (budget is spent)
         return replace(student, notes=(*student.notes, (

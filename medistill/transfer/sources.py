@@ -128,7 +128,7 @@ def build_transfer(sizes: dict[str, int], *, config: PipelineConfig, schema: Tab
             synthesizer.fit(sensitive_rows, schema)
             ledger.record(LEDGER_STAGE[kind], synthesizer.privacy_events(),
                           f"DP marginal synthesizer: {synthesizer.n_marginals_} noisy marginals "
-                          f"of one row per patient ({len(sensitive_rows)} patients)")
+                          "of one row per patient")
             parts.append((kind, synthesizer.sample(n)))
         elif kind == "schema_prior":
             transfer = config.transfer
