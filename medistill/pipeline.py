@@ -71,7 +71,7 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
     distillation, direct = None, None
     if config.audit.baselines and plan.learns_from_teacher:
         with console.status("Training the direct DP-SGD baseline (no teacher)…"):
-            direct = baseline_steps.direct_dp_sgd(config, prepared, student)
+            direct = baseline_steps.direct_dp_sgd(config, prepared, student, plan)
             baselines["dp_sgd_direct"] = direct.metrics
         with console.status("Retraining the student with other seeds (audit only)…"):
             distillation = baseline_steps.distillation_gain(

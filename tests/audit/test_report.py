@@ -444,6 +444,22 @@ def test_distillation_against_direct_dp_sgd_over_seeds(report: dict[str, Any]) -
     assert "so the two are compared over seeds" in markdown
     html = " ".join(parse(render_html(report)).body_text)
     assert "Distillation against direct DP-SGD" in html and "+0.0352 ± 0.0061" in html
+    assert "preprocessing" not in markdown.split("Distillation against direct DP-SGD")[1]
+
+
+def test_direct_baseline_says_what_its_borrowed_preprocessing_costs(report: dict[str, Any]) -> None:
+    report["utility"]["baselines"]["dp_sgd_direct"].update(
+        seeds=3, auroc_per_seed=[0.77, 0.78, 0.79], epsilon=4.21, epsilon_calibrated=2.999,
+        uncharged_stages=["dp_teacher", "dp_teacher_ranges"])
+    report["utility"]["distillation"] = {
+        "seeds": 3, "student_auroc": [0.81, 0.81, 0.82], "direct_auroc": [0.77, 0.78, 0.79],
+        "student_mean": 0.813, "direct_mean": 0.78, "difference": 0.033, "difference_se": 0.006}
+    expected = ("the released student's, fitted on the DP teacher's transfer rows: counting "
+                "their stages (dp_teacher, dp_teacher_ranges) its ε is 4.210, not the 2.999 its "
+                "noise was set for, so this comparison favours the baseline")
+    markdown = render_markdown(report)
+    assert f"| Direct DP-SGD's preprocessing | {expected} |" in markdown
+    assert expected in " ".join(parse(render_html(report)).body_text)
 
 
 def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[str, Any]) -> None:

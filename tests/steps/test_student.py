@@ -14,6 +14,7 @@ from benchmarks.common import Artifacts
 from medistill.config import parse_config
 from medistill.pipeline import run_pipeline
 from medistill.privacy.ledger import epsilon_of, event_from_entry
+from medistill.student.train import DpSgdSchedule
 
 
 @pytest.mark.slow
@@ -69,3 +70,19 @@ def test_fine_tuning_reads_only_training_patients_and_is_charged_once(
     utility = report["utility"]
     assert 0.65 <= utility["student"]["auroc"] <= utility["teacher"]["auroc"] + 0.03
     assert utility["baselines"]["dp_sgd_direct"]["auroc"] > 0.5
+    # The direct baseline reuses the student's preprocessing, fitted on the DP teacher's
+    # rows: its noise is set for the run's ε without them, and its reported ε counts them.
+    direct = utility["baselines"]["dp_sgd_direct"]
+    assert {"dp_teacher", "dp_teacher_ranges"} <= set(direct["uncharged_stages"])
+    config, n = parse_config(raw), len(prepared.dp_rows)
+    sgd = DpSgdSchedule.for_data(n, config.student.resolved_batch_size(n), config.student.epochs)
+    entries = prepared.ledger.entries
+    paid = [*(event_from_entry(e) for e in entries if e.stage in baselines_step.TRANSFER_STAGES),
+            sgd.event(direct["noise_multiplier"])]
+    borrowed = [event_from_entry(e) for e in entries if e.stage in direct["uncharged_stages"]]
+    delta = prepared.ledger.delta
+    assert direct["epsilon_calibrated"] == pytest.approx(epsilon_of(paid, delta, "pld"), rel=1e-6)
+    assert 0.98 * 3.0 <= direct["epsilon_calibrated"] <= 3.0
+    true_epsilon = epsilon_of([*paid, *borrowed], delta, "pld")
+    assert direct["epsilon"] == pytest.approx(true_epsilon, rel=1e-6)
+    assert direct["epsilon"] > 3.0
