@@ -416,6 +416,7 @@ class StudentConfig(_Frozen):
     # (docs/design.md, "Fine-tuning the distilled student").
     fine_tune: bool = True
     fine_tune_epochs: int = Field(15, ge=1, le=1000)
+    # Left unset, the plan lowers it to 0.003 where it does not anchor (plan.py).
     fine_tune_learning_rate: float = Field(0.01, gt=0)
     alpha_schedule: str = "linear"
     alpha_end: float | None = Field(0.0, ge=0.0, le=1.0)

@@ -151,6 +151,7 @@ def test_fine_tuning_takes_its_fraction_next_to_the_teacher_and_is_sized_from_th
         FINE_TUNE_ANCHOR_RATIO,
         FINE_TUNE_FRACTION,
         NOISY_FINE_TUNE,
+        QUIET_FINE_TUNE_LEARNING_RATE,
     )
 
     config = _config(teachers={"dp_teacher": "dp_ebm"})
@@ -162,6 +163,9 @@ def test_fine_tuning_takes_its_fraction_next_to_the_teacher_and_is_sized_from_th
         fraction = ANCHORED_FINE_TUNE_FRACTION if anchored else FINE_TUNE_FRACTION
         assert fraction * 0.9 <= part <= fraction * 1.1
         assert plan.fine_tune_anchor_ratio == (FINE_TUNE_ANCHOR_RATIO if anchored else 0.0)
+        # the step size: the default where anchored, the quieter one where not
+        assert plan.student.fine_tune_learning_rate == (
+            config.student.fine_tune_learning_rate if anchored else QUIET_FINE_TUNE_LEARNING_RATE)
         # the rule: the noise per averaged row at the unanchored split
         noise_per_row = plan.noise("student_dp_sgd") / plan.fine_tune_schedule.batch_size
         assert (noise_per_row > NOISY_FINE_TUNE) == anchored
@@ -181,6 +185,10 @@ def test_fine_tuning_takes_its_fraction_next_to_the_teacher_and_is_sized_from_th
                                      "shares": {"student_dp_sgd": 0.1}}), facts)
     assert next(s.share for s in mine.stages if s.name == "student_dp_sgd") == 0.1
     assert mine.noise("student_dp_sgd") > plan_run(config, facts).noise("student_dp_sgd")
+    # a learning rate the user gives is kept where the plan would lower it
+    rate = plan_run(_config(teachers={"dp_teacher": "dp_ebm"},
+                            student={"fine_tune_learning_rate": 0.02}), facts)
+    assert rate.fine_tune_anchor_ratio == 0.0 and rate.student.fine_tune_learning_rate == 0.02
 
 
 def test_ranges_share_grows_with_fewer_patients_and_is_bounded() -> None:
