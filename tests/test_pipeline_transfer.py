@@ -36,7 +36,8 @@ def _run(config, folder: Path) -> dict:
 
 def test_dp_synthesizer_transfer_is_charged_and_reported(tmp_path: Path) -> None:
     # K pinned: with "auto" it follows the noisy count, and at 4 teachers the 20 labels'
-    # share would need more noise than is useful (a refusal; seen once in CI-like runs).
+    # share would need more noise than is useful (a refusal, max noise 4·K; seen in CI-like
+    # runs here and, at 3 teachers, in test_mix_of_synthetic_and_public_rows).
     report = _run(_config({"source": "dp_synthesizer", "n_rows": 800},
                           teachers={**FAST["teachers"], "n_teachers": 6}), tmp_path / "run")
     stages = [row["stage"] for row in report["privacy"]["ledger"]]
@@ -109,7 +110,8 @@ def test_mix_of_synthetic_and_public_rows(tmp_path: Path) -> None:
     config = _config({"source": "mix", "mix": {"dp_synthesizer": 600, "public_table": 300},
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=60, epsilon=6.0)
+                     n_queries=60, epsilon=6.0,
+                     teachers={**FAST["teachers"], "n_teachers": 8})   # K pinned, as above
     report = _run(config, tmp_path / "run")
     sizes = {p["kind"]: p["n_rows"] for p in report["run"]["transfer"]["sources"]}
     assert sizes == {"dp_synthesizer": 600, "public_table": 300}

@@ -31,7 +31,10 @@ def test_gibleed_pipeline_writes_a_report_with_a_charged_concept_selection(tmp_p
     assert dataset["source"] == "omop" and 2400 <= dataset["n_patients"] <= 2694
     assert 12 <= dataset["n_features"] <= 82          # age, sex and >= 10 concept features
     teacher = report["utility"]["teacher"]["auroc"]
-    assert 0.55 <= teacher <= 0.85                     # above chance, not implausibly high
+    # Above chance, not implausibly high. GiBleed's outcome is weakly predictable and the
+    # split (fresh key) and the noisy concept selection move it: 0.534-0.636 over five local
+    # runs and 0.548 in one CI run (the old lower end, 0.55, failed there).
+    assert 0.50 < teacher <= 0.85
     low, high = report["utility"]["confidence_intervals"]["teacher"]["auroc"]
     assert low < teacher < high
     (selection,) = [e for e in report["privacy"]["ledger"] if e["stage"] == "feature_selection"]
