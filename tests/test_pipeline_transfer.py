@@ -15,7 +15,10 @@ from medistill.privacy.ledger import PrivacyLedger
 from medistill.pipeline import run_pipeline
 
 # These tests cover the PATE path's transfer sources and labels (dp_teacher: none).
-FAST = {"teachers": {"reference": "logistic_regression", "dp_teacher": "none"},
+# K is pinned: with "auto" it follows the noisy patient count, and at 3-4 teachers the
+# labels' share needs more noise than is useful (max 4·K): a refusal, seen in CI runs of
+# three tests here.
+FAST = {"teachers": {"reference": "logistic_regression", "dp_teacher": "none", "n_teachers": 8},
         "student": {"epochs": 3},
         "audit": {"reference_models": 0, "bootstrap": 0, "memory": False, "speed_repeats": 20,
                   "throughput_batch": 500, "baselines": False}}
@@ -35,11 +38,7 @@ def _run(config, folder: Path) -> dict:
 
 
 def test_dp_synthesizer_transfer_is_charged_and_reported(tmp_path: Path) -> None:
-    # K pinned: with "auto" it follows the noisy count, and at 4 teachers the 20 labels'
-    # share would need more noise than is useful (a refusal, max noise 4·K; seen in CI-like
-    # runs here and, at 3 teachers, in test_mix_of_synthetic_and_public_rows).
-    report = _run(_config({"source": "dp_synthesizer", "n_rows": 800},
-                          teachers={**FAST["teachers"], "n_teachers": 6}), tmp_path / "run")
+    report = _run(_config({"source": "dp_synthesizer", "n_rows": 800}), tmp_path / "run")
     stages = [row["stage"] for row in report["privacy"]["ledger"]]
     assert "transfer_synthesizer" in stages and "schema_statistics" not in stages
     # Canaries ride along where the student's DP-SGD touches sensitive rows (PATE, α < 1);
@@ -110,8 +109,7 @@ def test_mix_of_synthetic_and_public_rows(tmp_path: Path) -> None:
     config = _config({"source": "mix", "mix": {"dp_synthesizer": 600, "public_table": 300},
                       "public": {"path": str(path), "missing": "impute",
                                  "column_map": {"AGE_YEARS": "age", "systolic": "sbp"}}},
-                     n_queries=60, epsilon=6.0,
-                     teachers={**FAST["teachers"], "n_teachers": 8})   # K pinned, as above
+                     n_queries=60, epsilon=6.0)
     report = _run(config, tmp_path / "run")
     sizes = {p["kind"]: p["n_rows"] for p in report["run"]["transfer"]["sources"]}
     assert sizes == {"dp_synthesizer": 600, "public_table": 300}
