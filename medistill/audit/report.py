@@ -396,7 +396,8 @@ def _distillation_rows(utility: Mapping[str, Any],
         (f"Student AUROC, mean of {seeds} DP-SGD seeds (the first is the released model; "
          "the others are audit-only retrainings)",
          f"{fmt_num(gain.get('student_mean'))} ({seeds_text(gain.get('student_auroc'))})"),
-        (f"Direct DP-SGD AUROC (no teacher, same ε and architecture), mean of {seeds} seeds",
+        (f"Direct DP-SGD AUROC (no teacher, noise set for the same ε, same architecture), "
+         f"mean of {seeds} seeds",
          f"{fmt_num(gain.get('direct_mean'))} ({seeds_text(gain.get('direct_auroc'))})"),
         ("Difference (student − direct) ± standard error", difference),
         *_direct_preprocessing_rows(utility),
