@@ -11,11 +11,11 @@ binary outcomes); ``--dp-teacher`` sets it (``none``: the PATE path, ``select``:
 choice between the DP-EBM and the DP linear teacher). Only costs are trimmed: a light audit (no reference models, bootstrap or
 memory probe, short speed pass), ``audit.baseline_seeds`` = 1 (``--baseline-seeds``) and one
 process (``n_jobs`` 1); none changes the released student. From ``report.json``: the student
-(AUROC, ECE), its DP teacher, the direct DP-SGD student with noise set for the same total ε
-(``utility.baselines.dp_sgd_direct``; it reuses the student's preprocessing, fitted on the DP
-teacher's rows, without paying for it: its true ε, shown in brackets after the ledger's, is
-higher, so the arm is favoured), the non-private reference teacher and logistic regression,
-and the ledger ε and δ.
+(AUROC, ECE), its DP teacher, the direct DP-SGD student at the same total ε
+(``utility.baselines.dp_sgd_direct``; on the DP-teacher path it buys its own noisy ranges for
+its preprocessing within that ε; its ε is shown in brackets after the ledger's; reports from
+before 2026-12-01 show a higher one, when it reused the student's preprocessing unpaid), the
+non-private reference teacher and logistic regression, and the ledger ε and δ.
 
 **The arms outside the pipeline** are fitted on the *same* patients: the run's split (a keyed
 hash under a fresh secret key, different in every run and never written) is read from the
@@ -202,8 +202,8 @@ def fmt_interval(interval: Interval, digits: int = 3, signed: bool = False) -> s
 
 
 def _epsilons(summary: dict) -> str:
-    """The ledger's ε, then the direct DP-SGD baseline's true ε where the report has it
-    (above the target when it reused the DP teacher's preprocessing unpaid)."""
+    """The ledger's ε, then the direct DP-SGD baseline's ε where the report has it (above
+    the target in reports where it reused the DP teacher's preprocessing unpaid)."""
     ledger, direct = summary["ledger_epsilon"], summary.get("direct_epsilon")
     text = "–" if ledger is None else f"{ledger:.3f}"
     return text + ("" if direct is None else f" ({direct:.2f})")

@@ -405,17 +405,20 @@ def _distillation_rows(utility: Mapping[str, Any],
 
 
 def _direct_preprocessing_rows(utility: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Where the direct baseline reused a preprocessing it did not pay for: its true ε."""
+    """Whose preprocessing the direct baseline used, and that its ε is the run's total."""
     baselines = utility.get("baselines")
     direct = baselines.get("dp_sgd_direct") if isinstance(baselines, Mapping) else None
-    stages = direct.get("uncharged_stages") if isinstance(direct, Mapping) else None
-    if not isinstance(stages, list) or not stages:
+    own = direct.get("preprocessing") if isinstance(direct, Mapping) else None
+    if not isinstance(own, Mapping) or own.get("source") != "own_ranges":
         return []
-    true_eps, set_for = fmt_num(direct.get("epsilon")), fmt_num(direct.get("epsilon_calibrated"))
+    columns = fmt_int(own.get("ranged_columns"))
+    bought = (f"noisy ranges of {columns} numeric columns bought for ε "
+              f"{fmt_num(own.get('ranges_epsilon'))} alone, the rest of ε to its DP-SGD"
+              if number(own.get("ranged_columns")) else "the declared ranges, all of ε to its "
+                                                       "DP-SGD")
     return [("Direct DP-SGD's preprocessing",
-             f"the released student's, fitted on the DP teacher's transfer rows: counting "
-             f"their stages ({', '.join(str(s) for s in stages)}) its ε is {true_eps}, not "
-             f"the {set_for} its noise was set for, so this comparison favours the baseline")]
+             f"its own, not the student's (fitted on the DP teacher's rows): {bought}; "
+             f"ε {fmt_num(direct.get('epsilon'))} in all")]
 
 
 def _ledger_rows(entries: Any) -> list[dict[str, Any]]:

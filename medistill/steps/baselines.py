@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medistill.config import PipelineConfig
-from medistill.plan import RunPlan
+from medistill.plan import RunPlan, ranges_fraction
 from medistill.privacy.ledger import epsilon_of, event_from_entry
 from medistill.privacy.planner import StagePlan, plan_budget
 from medistill.steps.prepare import Prepared
@@ -24,17 +24,15 @@ from medistill.steps.student import (
 from medistill.student.preprocess import as_model_input
 from medistill.student.train import DpSgdSchedule, fine_tune, train_student
 
-# Ledger stages whose cost the direct baseline pays too (it trains on the same
-# preprocessing, made from the same transfer rows).
+# Ledger stages whose cost the direct baseline pays too (off the DP-teacher path it trains on
+# the student's preprocessing, made from the transfer rows these stages paid for).
 TRANSFER_STAGES = ("patient_counts", "feature_selection", "category_selection",
                    "schema_statistics",
                    "transfer_synthesizer", "transfer_munge")
-# On the DP-teacher path the released student's preprocessing is fitted on rows drawn from
-# the DP teacher's own noisy histograms, so it depends on these stages too. The direct
-# baseline reuses that preprocessing without paying for them (its noise is set for the run's
-# ε over the transfer stages alone): its true ε, counting them, is reported beside.
-TEACHER_HISTOGRAM_STAGES = ("dp_teacher_ranges", "dp_teacher", "dp_linear_teacher",
-                            "teacher_selection")
+# On the DP-teacher path the student's preprocessing is fitted on rows drawn from the DP
+# teacher's own noisy histograms: the baseline does not reuse it (that would borrow the
+# teacher's ε) but buys noisy ranges of its own within the same total ε.
+OWN_RANGES = "direct_ranges"
 
 
 def replicate_seed(seed: int, arm: int, index: int) -> int:
@@ -67,41 +65,77 @@ class DirectBaseline:
 def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
                   plan: RunPlan) -> DirectBaseline:
     """Students of the same architecture trained by DP-SGD on sensitive rows only (no
-    teacher) with noise set for the same total ε: what distillation has to beat. One per
-    seed of ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC.
+    teacher) at the same total ε: what distillation has to beat. One per seed of
+    ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC.
 
-    ``epsilon`` is the baseline's true ε: where it reuses a preprocessing fitted on the DP
-    teacher's rows (``uncharged_stages``) it counts those stages, and is then above
-    ``epsilon_calibrated``, the ε its noise was set for — a comparison that favours it."""
+    Off the DP-teacher path the baseline uses the student's preprocessing and pays the
+    stages of the transfer rows it was fitted on. On it, the baseline buys its own noisy
+    ranges of the undeclared numeric columns (sized as the DP teacher's are,
+    :func:`~medistill.plan.ranges_fraction`) and fits the same kind of preprocessing on
+    them; its DP-SGD takes the rest of the target ε."""
+    from medistill.teachers.dp_ranges import ranges_event
+
     ledger, data = prepared.ledger, prepared.data
     spent = tuple(event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES)
-    borrowed = ([e for e in ledger.entries if e.stage in TEACHER_HISTOGRAM_STAGES]
-                if "teacher_histograms" in plan.transfer_kinds else [])
-    inputs, labels = sensitive_inputs(prepared, student.preprocessor)
-    schedule = DpSgdSchedule.for_data(len(inputs), config.student.resolved_batch_size(len(inputs)),
+    own_preprocessing = "teacher_histograms" in plan.transfer_kinds
+    columns = list(plan.marginal_columns) if own_preprocessing else []
+    n = len(prepared.dp_rows)
+    schedule = DpSgdSchedule.for_data(n, config.student.resolved_batch_size(n),
                                       config.student.epochs)
-    noise = plan_budget([StagePlan("student_dp_sgd", 1.0, schedule.event, 50.0, "direct DP-SGD")],
-                        target_epsilon=config.privacy.target_epsilon, delta=ledger.delta,
-                        accountant=config.privacy.accountant, spent=spent)["student_dp_sgd"]
+    ranges_share = ranges_fraction(config, prepared.facts, len(columns)) if columns else 0.0
+    stages = [StagePlan("student_dp_sgd", 1.0 - ranges_share, schedule.event, 50.0,
+                        "direct DP-SGD")]
+    if columns:
+        stages.append(StagePlan(OWN_RANGES, ranges_share, ranges_event, 1e4,
+                                "the direct baseline's numeric ranges"))
+    noises = plan_budget(stages, target_epsilon=config.privacy.target_epsilon,
+                         delta=ledger.delta, accountant=config.privacy.accountant, spent=spent)
+    noise = noises["student_dp_sgd"]
     per_seed, networks = [], []
     for i in range(config.audit.baseline_seeds):
+        seed = replicate_seed(config.seed, 1, i)
+        preprocessor = (_own_preprocessor(config, prepared, columns, noises.get(OWN_RANGES),
+                                          np.random.default_rng(seed + 3))
+                        if own_preprocessing else student.preprocessor)
+        inputs, labels = sensitive_inputs(prepared, preprocessor)
         network, _ = train_student(inputs, labels,
                                    n_classes=data.schema.n_classes, config=config.student,
-                                   noise_multiplier=noise, seed=replicate_seed(config.seed, 1, i),
+                                   noise_multiplier=noise, seed=seed,
                                    batch_size=schedule.batch_size)
-        per_seed.append(student_test_metrics(network, student.preprocessor, prepared))
+        per_seed.append(student_test_metrics(network, preprocessor, prepared))
         networks.append(network)
     own = [*spent, schedule.event(noise)]
-    calibrated = epsilon_of(own, ledger.delta, config.privacy.accountant)
-    eps = (epsilon_of([*own, *(event_from_entry(e) for e in borrowed)], ledger.delta,
-                      config.privacy.accountant) if borrowed else calibrated)
+    if columns:
+        own.append(ranges_event(noises[OWN_RANGES]))
     means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
+    preprocessing = {"source": "own_ranges" if own_preprocessing else "student",
+                     "ranged_columns": len(columns)}
+    if columns:
+        preprocessing.update(ranges_noise_multiplier=noises[OWN_RANGES],
+                             ranges_epsilon=epsilon_of([ranges_event(noises[OWN_RANGES])],
+                                                       ledger.delta, config.privacy.accountant))
     return DirectBaseline({**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
-                           "seeds": len(per_seed), "epsilon": eps,
-                           "epsilon_calibrated": calibrated,
-                           "uncharged_stages": sorted({e.stage for e in borrowed}),
-                           "noise_multiplier": noise},
+                           "seeds": len(per_seed),
+                           "epsilon": epsilon_of(own, ledger.delta, config.privacy.accountant),
+                           "noise_multiplier": noise, "preprocessing": preprocessing},
                           tuple(networks))
+
+
+def _own_preprocessor(config: PipelineConfig, prepared: Prepared, columns: list[str],
+                      noise: float | None, rng: np.random.Generator):
+    """The baseline's preprocessing: declared ranges, and noisy ranges of ``columns`` released
+    from one row per training patient (audit only, never written: seeded noise like the
+    rest of the baseline), their histograms sampled to fit the student's kind of
+    preprocessor."""
+    from medistill.student.range_preprocessing import preprocessor_from_ranges
+    from medistill.teachers.dp_ranges import release_ranges
+
+    declared = {name: (p.min, p.max) for name, p in config.transfer.priors.items()}
+    released = {}
+    if columns:
+        rows = prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True)
+        released = release_ranges(rows, columns, noise_multiplier=noise, rng=rng)
+    return preprocessor_from_ranges(prepared.data.schema, released, declared, rng)
 
 
 def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,

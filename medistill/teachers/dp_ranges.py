@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import dp_accounting as dpa
 import numpy as np
@@ -56,12 +56,16 @@ STRAY_BINS = 0.005
 
 @dataclass(frozen=True)
 class ColumnRange:
-    """One column's released range and whether any bin stood above the noise."""
+    """One column's released range and whether any bin stood above the noise; ``edges`` and
+    ``weights`` are the cleaned noisy histogram of the round that set it (post-processing of
+    the release, so sampling from it is free)."""
 
     low: float
     high: float
     informative: bool
     rounds_used: int
+    edges: np.ndarray | None = field(default=None, repr=False, compare=False)
+    weights: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def ranges_event(noise_multiplier: float, rounds: int = DEFAULT_ROUNDS) -> dpa.DpEvent:
@@ -130,10 +134,10 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
             previous = found.get(column)
             if round_ == 0:
                 low, high = _quantile_range(edges, weights, lower, upper)
-                found[column] = ColumnRange(low, high, informative, 1)
+                found[column] = ColumnRange(low, high, informative, 1, edges, weights)
             elif informative and previous.informative:
                 low, high = _quantile_range(edges, weights, lower, upper)
-                found[column] = ColumnRange(low, high, True, round_ + 1)
+                found[column] = ColumnRange(low, high, True, round_ + 1, edges, weights)
             current = found[column]
             grids[column] = _zoom_edges(current.low, current.high)
     return {name: _widened(r) for name, r in found.items()}
@@ -142,8 +146,17 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
 def _widened(found: ColumnRange) -> ColumnRange:
     a, b = math.asinh(found.low), math.asinh(found.high)
     margin = RANGE_MARGIN * (b - a)
-    return ColumnRange(math.sinh(a - margin), math.sinh(b + margin), found.informative,
-                       found.rounds_used)
+    return replace(found, low=math.sinh(a - margin), high=math.sinh(b + margin))
+
+
+def sample_range(found: ColumnRange, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` values drawn from a released range's noisy histogram (a bin by its cleaned
+    weight, then uniformly within it), or uniformly over the range when no bin stood above
+    the noise or no histogram is kept. Post-processing: ``rng`` may be seeded."""
+    if not found.informative or found.weights is None or found.weights.sum() <= 0:
+        return rng.uniform(found.low, found.high, n)
+    bins = rng.choice(len(found.weights), size=n, p=found.weights / found.weights.sum())
+    return rng.uniform(found.edges[bins], found.edges[bins + 1])
 
 
 def bounds_of(ranges: Mapping[str, ColumnRange]) -> dict[str, tuple[float, float]]:
@@ -152,4 +165,4 @@ def bounds_of(ranges: Mapping[str, ColumnRange]) -> dict[str, tuple[float, float
 
 
 __all__ = ["ColumnRange", "DEFAULT_ROUNDS", "LOCATE_EDGES", "ZOOM_BINS", "bounds_of",
-           "ranges_event", "release_ranges"]
+           "ranges_event", "release_ranges", "sample_range"]

@@ -447,19 +447,24 @@ def test_distillation_against_direct_dp_sgd_over_seeds(report: dict[str, Any]) -
     assert "Direct DP-SGD's preprocessing" not in markdown      # nothing borrowed here
 
 
-def test_direct_baseline_says_what_its_borrowed_preprocessing_costs(report: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("ranged", "bought"), [
+    (4, "noisy ranges of 4 numeric columns bought for ε 0.210 alone, the rest of ε to its DP-SGD"),
+    (0, "the declared ranges, all of ε to its DP-SGD")])
+def test_direct_baseline_says_it_paid_for_its_own_preprocessing(report: dict[str, Any], ranged: int,
+                                                                 bought: str) -> None:
     report["utility"]["baselines"]["dp_sgd_direct"].update(
-        seeds=3, auroc_per_seed=[0.77, 0.78, 0.79], epsilon=4.21, epsilon_calibrated=2.999,
-        uncharged_stages=["dp_teacher", "dp_teacher_ranges"])
+        seeds=3, auroc_per_seed=[0.77, 0.78, 0.79], epsilon=2.994,
+        preprocessing={"source": "own_ranges", "ranged_columns": ranged, "ranges_epsilon": 0.21})
     report["utility"]["distillation"] = {
         "seeds": 3, "student_auroc": [0.81, 0.81, 0.82], "direct_auroc": [0.77, 0.78, 0.79],
         "student_mean": 0.813, "direct_mean": 0.78, "difference": 0.033, "difference_se": 0.006}
-    expected = ("the released student's, fitted on the DP teacher's transfer rows: counting "
-                "their stages (dp_teacher, dp_teacher_ranges) its ε is 4.210, not the 2.999 its "
-                "noise was set for, so this comparison favours the baseline")
+    expected = (f"its own, not the student's (fitted on the DP teacher's rows): {bought}; "
+                "ε 2.994 in all")
     markdown = render_markdown(report)
     assert f"| Direct DP-SGD's preprocessing | {expected} |" in markdown
     assert expected in " ".join(parse(render_html(report)).body_text)
+    report["utility"]["baselines"]["dp_sgd_direct"]["preprocessing"]["source"] = "student"
+    assert "Direct DP-SGD's preprocessing" not in render_markdown(report)
 
 
 def test_a_student_without_teacher_labels_says_it_is_a_direct_one(report: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from medistill.config import parse_config
 from medistill.pipeline import run_pipeline
 from medistill.privacy.ledger import epsilon_of, event_from_entry
 from medistill.student.train import DpSgdSchedule
+from medistill.teachers.dp_ranges import ranges_event
 
 
 @pytest.mark.slow
@@ -70,19 +71,19 @@ def test_fine_tuning_reads_only_training_patients_and_is_charged_once(
     utility = report["utility"]
     assert 0.65 <= utility["student"]["auroc"] <= utility["teacher"]["auroc"] + 0.03
     assert utility["baselines"]["dp_sgd_direct"]["auroc"] > 0.5
-    # The direct baseline reuses the student's preprocessing, fitted on the DP teacher's
-    # rows: its noise is set for the run's ε without them, and its reported ε counts them.
+    # The direct baseline does not reuse the student's preprocessing (fitted on the DP
+    # teacher's rows): it buys its own ranges, and with them its ε is the run's target.
     direct = utility["baselines"]["dp_sgd_direct"]
-    assert {"dp_teacher", "dp_teacher_ranges"} <= set(direct["uncharged_stages"])
+    own = direct["preprocessing"]
+    assert own["source"] == "own_ranges" and own["ranged_columns"] == len(plan.marginal_columns) > 0
     config, n = parse_config(raw), len(prepared.dp_rows)
     sgd = DpSgdSchedule.for_data(n, config.student.resolved_batch_size(n), config.student.epochs)
-    entries = prepared.ledger.entries
+    entries, delta = prepared.ledger.entries, prepared.ledger.delta
     paid = [*(event_from_entry(e) for e in entries if e.stage in baselines_step.TRANSFER_STAGES),
-            sgd.event(direct["noise_multiplier"])]
-    borrowed = [event_from_entry(e) for e in entries if e.stage in direct["uncharged_stages"]]
-    delta = prepared.ledger.delta
-    assert direct["epsilon_calibrated"] == pytest.approx(epsilon_of(paid, delta, "pld"), rel=1e-6)
-    assert 0.98 * 3.0 <= direct["epsilon_calibrated"] <= 3.0
-    true_epsilon = epsilon_of([*paid, *borrowed], delta, "pld")
-    assert direct["epsilon"] == pytest.approx(true_epsilon, rel=1e-6)
-    assert direct["epsilon"] > 3.0
+            sgd.event(direct["noise_multiplier"]), ranges_event(own["ranges_noise_multiplier"])]
+    assert "patient_counts" in {e.stage for e in entries}
+    assert direct["epsilon"] == pytest.approx(epsilon_of(paid, delta, "pld"), rel=1e-6)
+    assert 0.98 * 3.0 <= direct["epsilon"] <= 3.0
+    assert own["ranges_epsilon"] == pytest.approx(
+        epsilon_of([ranges_event(own["ranges_noise_multiplier"])], delta, "pld"), rel=1e-6)
+    assert 0.8 * 0.03 * 3.0 <= own["ranges_epsilon"] < direct["epsilon"]   # alone, sub-additive

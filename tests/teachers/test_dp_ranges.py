@@ -14,8 +14,10 @@ from medistill.privacy.ledger import epsilon_of, make_accountant
 from medistill.teachers.dp_ranges import (
     LOCATE_EDGES,
     ZOOM_BINS,
+    ColumnRange,
     ranges_event,
     release_ranges,
+    sample_range,
 )
 
 
@@ -130,6 +132,34 @@ def test_under_overwhelming_noise_a_column_is_marked_uninformative() -> None:
     assert sum(not r.informative for r in found) >= 10
     assert all(r.rounds_used == 1 for r in found if not r.informative)
     assert all(r.low < r.high for r in found)
+
+
+def test_samples_follow_the_released_histogram() -> None:
+    """A released range keeps the histogram that set it; draws land in its kept bins, in
+    proportion to their weights, and their median is near the data's (a year, a heavy tail)."""
+    frame = _patients(600)
+    found = release_ranges(frame, ["year", "marker"], noise_multiplier=2.0,
+                           rng=np.random.default_rng(3))
+    for column in ("year", "marker"):
+        released = found[column]
+        draws = sample_range(released, 20_000, np.random.default_rng(0))
+        kept = np.flatnonzero(released.weights > 0)
+        assert draws.min() >= released.edges[kept[0]] and draws.max() <= released.edges[kept[-1] + 1]
+        true_median = np.nanmedian(frame[column])
+        assert abs(np.median(draws) - true_median) <= 0.25 * np.subtract(
+            *np.nanquantile(frame[column], [0.75, 0.25]))
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    skewed = ColumnRange(0.0, 3.0, True, 2, edges, np.array([0.0, 3.0, 1.0]))
+    draws = sample_range(skewed, 40_000, np.random.default_rng(1))
+    assert draws.min() >= 1.0 and abs(np.mean(draws < 2.0) - 0.75) < 0.01
+
+
+def test_without_an_informative_histogram_samples_are_uniform_over_the_range() -> None:
+    for released in (ColumnRange(-2.0, 6.0, False, 1, np.array([0.0, 1.0]), np.array([1.0])),
+                     ColumnRange(-2.0, 6.0, True, 1)):
+        draws = sample_range(released, 20_000, np.random.default_rng(0))
+        assert -2.0 <= draws.min() < -1.9 and 5.9 < draws.max() <= 6.0
+        assert abs(draws.mean() - 2.0) < 0.1
 
 
 def test_bad_arguments_are_refused() -> None:
