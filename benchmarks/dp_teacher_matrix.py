@@ -514,6 +514,22 @@ def run_matrix(tables: list[str], epsilons: list[float], seeds: list[int], out: 
     return {name: by_eps for name, by_eps in results.items() if name in sections}
 
 
+def pooled_results(folders: list[Path], tables: list[str], epsilons: list[float]) -> dict:
+    """The cells of earlier runs (each folder a ``--out`` of this benchmark) of ``tables`` at
+    ``epsilons``, grouped as :func:`run_matrix` returns them: independent replicates, since
+    every run draws fresh splits and noise. A folder without cells is an error."""
+    results: dict[str, dict[float, list[dict]]] = {t: {e: [] for e in epsilons} for t in tables}
+    for folder in folders:
+        paths = sorted((folder / "cells").glob("*.json"))
+        if not paths:
+            raise SystemExit(f"--pool: {folder / 'cells'} holds no cell files (*.json).")
+        for path in paths:
+            cell = json.loads(path.read_text())
+            if cell["table"] in results and cell["epsilon"] in results[cell["table"]]:
+                results[cell["table"]][cell["epsilon"]].append(cell)
+    return {t: by_eps for t, by_eps in results.items() if any(by_eps.values())}
+
+
 def cell_line(cell: dict) -> str:
     """One line of progress: every arm's AUROC, the ECE and the time."""
     a = cell["arms"]
@@ -586,6 +602,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="audit.baseline_seeds: direct DP-SGD trainings per run")
     parser.add_argument("--outside-train", choices=("pipeline", "all-but-test"),
                         default="pipeline", help="training patients of the outside arms")
+    parser.add_argument("--pool", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="run nothing: summarise the cells of earlier runs' --out folders "
+                             "together (of --tables at --epsilons), written to --out")
     parser.add_argument("--cohort-patients", type=int, default=10_000)
     parser.add_argument("--no-diffprivlib", action="store_true",
                         help="do not create or use the diffprivlib environment")
@@ -610,6 +629,8 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console(stderr=True)
     command = "python -m benchmarks.dp_teacher_matrix " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.pool:
+        return write_pooled(args, command)
     if args.no_diffprivlib:
         python, reason = None, "not requested (--no-diffprivlib)"
     else:
@@ -635,6 +656,24 @@ def main(argv: list[str] | None = None) -> dict:
     console.log(f"wrote {args.out / 'dp_teacher_matrix.md'}, summary.json and "
                 f"{sum(len(c) for b in results.values() for c in b.values())} cell file(s) in "
                 f"{args.out / 'cells'} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def write_pooled(args: argparse.Namespace, command: str) -> dict:
+    """``--pool``: the Markdown and summary of earlier runs' cells, taken together."""
+    results = pooled_results(args.pool, args.tables, args.epsilons)
+    runs = ", ".join(str(p) for p in args.pool)
+    text = markdown(results, command, f"Pooled from {len(args.pool)} runs ({runs}); each "
+                                      "summary's seeds are its runs.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "dp_teacher_matrix.md").write_text(text)
+    summary = {name: {f"{eps:g}": summary_json(name, eps, cells)
+                      for eps, cells in by_eps.items() if cells}
+               for name, by_eps in results.items()}
+    (args.out / "summary.json").write_text(json.dumps(
+        {"command": command, "pooled_from": [str(p) for p in args.pool], "tables": summary},
+        indent=1))
+    print(text)
     return results
 
 

@@ -131,3 +131,29 @@ def test_ece_floor_shrinks_with_the_test_set_and_matches_the_binomial_scale() ->
     assert 0.03 <= np.median(small) <= 0.12          # ~ sqrt(p(1-p)/n_bin) summed over bins
     assert np.median(large) < np.median(small) / 5
     assert np.median(large) < 0.012
+
+
+def test_pool_summarises_earlier_runs_together(tmp_path: Path, capsys) -> None:
+    import json
+
+    for run, shift in (("a", 0.0), ("b", 0.02)):
+        (tmp_path / run / "cells").mkdir(parents=True)
+        for s in range(5):
+            cell = _cell(s, 0.80 + shift + 0.01 * s, ebm=0.78 + 0.01 * s)
+            (tmp_path / run / "cells" / f"pima_eps3_seed{s}.json").write_text(json.dumps(cell))
+        other = _cell(0, 0.9, table="colon")            # not asked for: left out
+        (tmp_path / run / "cells" / "colon_eps3_seed0.json").write_text(json.dumps(other))
+    out = tmp_path / "pooled"
+    results = m.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b"), "--tables", "pima",
+                      "--epsilons", "3", "--out", str(out)])
+    assert list(results) == ["pima"] and len(results["pima"][3.0]) == 10
+    summary = json.loads((out / "summary.json").read_text())
+    pima = summary["tables"]["pima"]["3"]
+    # student − DP-EBM: +0.02 in run a, +0.04 in run b; pooled mean +0.03
+    assert pima["gap_best"]["mean"] == pytest.approx(0.03) and pima["gap_best"]["n"] == 10
+    assert summary["pooled_from"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert "Pooled from 2 runs" in (out / "dp_teacher_matrix.md").read_text()
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="holds no cell files"):
+        m.main(["--pool", str(tmp_path / "empty"), "--out", str(out)])
