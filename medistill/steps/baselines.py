@@ -62,27 +62,40 @@ class DirectBaseline:
     networks: tuple
 
 
-def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
-                  plan: RunPlan) -> DirectBaseline:
-    """Students of the same architecture trained by DP-SGD on sensitive rows only (no
-    teacher) at the same total ε: what distillation has to beat. One per seed of
-    ``audit.baseline_seeds``; metrics are their means, with each seed's AUROC.
+@dataclass(frozen=True)
+class DirectBudget:
+    """The direct baseline's part of the run's ε: what it pays of the ledger (``spent``),
+    its DP-SGD schedule and noise, and its own ranges' columns and noise (none off the
+    DP-teacher path, where it reuses the student's paid-for preprocessing)."""
 
-    Off the DP-teacher path the baseline uses the student's preprocessing and pays the
-    stages of the transfer rows it was fitted on. On it, the baseline buys its own noisy
-    ranges of the undeclared numeric columns (sized as the DP teacher's are,
-    :func:`~medistill.plan.ranges_fraction`) and fits the same kind of preprocessing on
-    them; its DP-SGD takes the rest of the target ε."""
+    spent: tuple
+    schedule: DpSgdSchedule
+    noise: float
+    own_preprocessing: bool
+    columns: tuple[str, ...]
+    ranges_noise: float | None
+
+    def events(self) -> list:
+        from medistill.teachers.dp_ranges import ranges_event
+
+        ranges = [ranges_event(self.ranges_noise)] if self.columns else []
+        return [*self.spent, self.schedule.event(self.noise), *ranges]
+
+
+def direct_budget(config: PipelineConfig, plan: RunPlan, ledger, facts, n_patients: int
+                  ) -> DirectBudget:
+    """Plan the direct baseline at the run's total ε. Off the DP-teacher path it pays the
+    stages of the transfer rows the student's preprocessing was fitted on. On it, it buys
+    noisy ranges of the undeclared numeric columns (sized as the DP teacher's are,
+    :func:`~medistill.plan.ranges_fraction`); its DP-SGD takes the rest."""
     from medistill.teachers.dp_ranges import ranges_event
 
-    ledger, data = prepared.ledger, prepared.data
     spent = tuple(event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES)
     own_preprocessing = "teacher_histograms" in plan.transfer_kinds
-    columns = list(plan.marginal_columns) if own_preprocessing else []
-    n = len(prepared.dp_rows)
-    schedule = DpSgdSchedule.for_data(n, config.student.resolved_batch_size(n),
+    columns = tuple(plan.marginal_columns) if own_preprocessing else ()
+    schedule = DpSgdSchedule.for_data(n_patients, config.student.resolved_batch_size(n_patients),
                                       config.student.epochs)
-    ranges_share = ranges_fraction(config, prepared.facts, len(columns)) if columns else 0.0
+    ranges_share = ranges_fraction(config, facts, len(columns)) if columns else 0.0
     stages = [StagePlan("student_dp_sgd", 1.0 - ranges_share, schedule.event, 50.0,
                         "direct DP-SGD")]
     if columns:
@@ -90,34 +103,46 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
                                 "the direct baseline's numeric ranges"))
     noises = plan_budget(stages, target_epsilon=config.privacy.target_epsilon,
                          delta=ledger.delta, accountant=config.privacy.accountant, spent=spent)
-    noise = noises["student_dp_sgd"]
+    return DirectBudget(spent, schedule, noises["student_dp_sgd"], own_preprocessing, columns,
+                        noises.get(OWN_RANGES))
+
+
+def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
+                  plan: RunPlan) -> DirectBaseline:
+    """Students of the same architecture trained by DP-SGD on sensitive rows only (no
+    teacher) at the same total ε (:func:`direct_budget`): what distillation has to beat.
+    One per seed of ``audit.baseline_seeds``; metrics are their means, with each seed's
+    AUROC. On the DP-teacher path each seed buys its own ranges and fits the student's kind
+    of preprocessing on them (the student's was fitted on the DP teacher's rows)."""
+    from medistill.teachers.dp_ranges import ranges_event
+
+    ledger, data = prepared.ledger, prepared.data
+    budget = direct_budget(config, plan, ledger, prepared.facts, len(prepared.dp_rows))
     per_seed, networks = [], []
     for i in range(config.audit.baseline_seeds):
         seed = replicate_seed(config.seed, 1, i)
-        preprocessor = (_own_preprocessor(config, prepared, columns, noises.get(OWN_RANGES),
-                                          np.random.default_rng(seed + 3))
-                        if own_preprocessing else student.preprocessor)
+        preprocessor = (_own_preprocessor(config, prepared, list(budget.columns),
+                                          budget.ranges_noise, np.random.default_rng(seed + 3))
+                        if budget.own_preprocessing else student.preprocessor)
         inputs, labels = sensitive_inputs(prepared, preprocessor)
         network, _ = train_student(inputs, labels,
                                    n_classes=data.schema.n_classes, config=config.student,
-                                   noise_multiplier=noise, seed=seed,
-                                   batch_size=schedule.batch_size)
+                                   noise_multiplier=budget.noise, seed=seed,
+                                   batch_size=budget.schedule.batch_size)
         per_seed.append(student_test_metrics(network, preprocessor, prepared))
         networks.append(network)
-    own = [*spent, schedule.event(noise)]
-    if columns:
-        own.append(ranges_event(noises[OWN_RANGES]))
     means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
-    preprocessing = {"source": "own_ranges" if own_preprocessing else "student",
-                     "ranged_columns": len(columns)}
-    if columns:
-        preprocessing.update(ranges_noise_multiplier=noises[OWN_RANGES],
-                             ranges_epsilon=epsilon_of([ranges_event(noises[OWN_RANGES])],
+    preprocessing = {"source": "own_ranges" if budget.own_preprocessing else "student",
+                     "ranged_columns": len(budget.columns)}
+    if budget.columns:
+        preprocessing.update(ranges_noise_multiplier=budget.ranges_noise,
+                             ranges_epsilon=epsilon_of([ranges_event(budget.ranges_noise)],
                                                        ledger.delta, config.privacy.accountant))
     return DirectBaseline({**means, "auroc_per_seed": [m["auroc"] for m in per_seed],
                            "seeds": len(per_seed),
-                           "epsilon": epsilon_of(own, ledger.delta, config.privacy.accountant),
-                           "noise_multiplier": noise, "preprocessing": preprocessing},
+                           "epsilon": epsilon_of(budget.events(), ledger.delta,
+                                                 config.privacy.accountant),
+                           "noise_multiplier": budget.noise, "preprocessing": preprocessing},
                           tuple(networks))
 
 
