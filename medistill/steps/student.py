@@ -18,8 +18,8 @@ from medistill.student.preprocess import as_model_input, make_preprocessor
 from medistill.student.recalibration import (
     LogitBins,
     histogram_event,
-    platt_from_release,
     release,
+    shrunk_platt,
 )
 from medistill.student.train import DpSgdRecord, DpSgdSchedule, fine_tune, train_student
 from medistill.transfer.sources import TransferSet
@@ -256,21 +256,23 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
     prepared.ledger.record("recalibration", histogram_event(noise),
                            f"noisy outcome counts and logit sums in {len(bins.centres)} bins of the "
                            "student's logit, one row of each training patient")
-    fit = platt_from_release(bins, released)
+    fit = shrunk_platt(bins, released, noise, randomness.seeded("recalibration_refits"))
     if fit is None:     # noise swamped the counts: keep the distilled risks (budget is spent)
         return replace(student, notes=(*student.notes, (
-            "The DP recalibration found no increasing fit in its noisy histogram; the "
-            "student's distilled risks were kept as they were.")))
+            "The DP recalibration's noisy histogram kept only one outcome class; the "
+            "student's distilled risks were kept as they were."),))
     head = student.network.net[-1]
     with torch.no_grad():
         head.weight.mul_(fit.slope)
         head.bias.mul_(fit.slope)
         head.bias[1] += fit.intercept / 2
         head.bias[0] -= fit.intercept / 2
+    shrunk = ("" if fit.fitted_slope is None else
+              f" (fitted {fit.fitted_slope:.3g}, spread {fit.slope_sd:.2g} under the noise)")
     return replace(student, notes=(*student.notes, (
         f"The student's risks were recalibrated with DP (Platt scaling on its logit from a "
-        f"noisy {len(bins.centres)}-bin outcome histogram: slope {fit.slope:.3g}, intercept "
-        f"{fit.intercept:.3g}), charged as ledger stage 'recalibration'."),),
+        f"noisy {len(bins.centres)}-bin outcome histogram: slope {fit.slope:.3g}{shrunk}, "
+        f"intercept {fit.intercept:.3g}), charged as ledger stage 'recalibration'."),),
         recalibration=(fit.slope, fit.intercept))
 
 

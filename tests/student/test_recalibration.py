@@ -11,9 +11,11 @@ from scipy.stats import norm
 from medistill.student.recalibration import (
     LogitBins,
     histogram_event,
+    intercept_at_slope,
     n_bins_for,
     platt_from_release,
     release,
+    shrunk_platt,
 )
 
 
@@ -97,6 +99,77 @@ def test_no_fit_when_noise_leaves_one_class_or_a_decreasing_line() -> None:
     assert platt_from_release(bins, np.array([[10.0, 40.0, 0.0], [40.0, 10.0, 0.0]])) is None
     fit = platt_from_release(bins, np.array([[40.0, 10.0, 0.0], [10.0, 40.0, 0.0]]))
     assert fit is not None and fit.slope == pytest.approx(np.log(16) / 2, rel=1e-3)
+
+
+def test_intercept_at_the_fitted_slope_is_the_plain_fit_s() -> None:
+    rng = np.random.default_rng(5)
+    bins = LogitBins.from_transfer(rng.normal(0.0, 1.2, 20_000), 8)
+    released = release(bins.statistic(*_shrunken(3000, rng)), 3.0, rng)
+    fit = platt_from_release(bins, released)
+    assert fit is not None
+    assert intercept_at_slope(bins, released, fit.slope) == pytest.approx(fit.intercept, abs=2e-3)
+
+
+def test_many_patients_keep_the_fitted_slope() -> None:
+    """Little noise per bin: the shrinkage leaves the plain fit's slope almost as it is."""
+    rng = np.random.default_rng(6)
+    bins = LogitBins.from_transfer(rng.normal(0.0, 1.2, 20_000), n_bins_for(8000))
+    released = release(bins.statistic(*_shrunken(8000, rng)), 15.0, rng)
+    plain = platt_from_release(bins, released)
+    fit = shrunk_platt(bins, released, 15.0, np.random.default_rng(0))
+    assert plain is not None and fit is not None and fit.fitted_slope == plain.slope
+    assert fit.slope_sd < 0.15
+    assert abs(fit.slope - plain.slope) <= 0.1 * abs(plain.slope - 1.0)
+    assert 1.5 <= fit.slope <= 2.1
+
+
+def test_few_patients_under_heavy_noise_get_a_steadier_slope() -> None:
+    """240 patients in 4 bins at a noise multiplier of 18 (a small table at ε = 1): the
+    plain fit's slope wanders; the shrunk one is closer to the truth (1.3) on average, and
+    the risks it gives are closer to the true risks."""
+    rng = np.random.default_rng(7)
+    bins = LogitBins.from_transfer(rng.normal(0.0, 1.2, 20_000), n_bins_for(240))
+    grid = np.linspace(-3, 3, 61)
+    truth = 1 / (1 + np.exp(-1.3 * grid))
+    plain_error, shrunk_error, plain_risk, shrunk_risk = [], [], [], []
+    for _ in range(30):
+        released = release(bins.statistic(*_shrunken(240, rng, true_slope=1.3, shift=0.0)),
+                           18.0, rng)
+        plain = platt_from_release(bins, released)
+        fit = shrunk_platt(bins, released, 18.0, rng, refits=20)
+        if plain is None or fit is None:
+            continue
+        plain_error.append(abs(plain.slope - 1.3))
+        shrunk_error.append(abs(fit.slope - 1.3))
+        plain_risk.append(np.abs(1 / (1 + np.exp(-(plain.slope * grid + plain.intercept))) - truth).mean())
+        shrunk_risk.append(np.abs(1 / (1 + np.exp(-(fit.slope * grid + fit.intercept))) - truth).mean())
+        assert fit.slope_sd is not None and fit.slope_sd > 0.2
+    assert len(plain_error) >= 20
+    assert np.mean(shrunk_error) < 0.7 * np.mean(plain_error)
+    assert np.mean(shrunk_risk) < np.mean(plain_risk)
+
+
+def test_without_an_increasing_fit_only_the_intercept_moves() -> None:
+    bins = LogitBins(edges=np.array([0.0]), centres=np.array([-1.0, 1.0]),
+                     half_widths=np.array([1.0, 1.0]))
+    symmetric = shrunk_platt(bins, np.array([[10.0, 40.0, 0.0], [40.0, 10.0, 0.0]]), 1.0,
+                             np.random.default_rng(0))
+    assert symmetric is not None and symmetric.slope == 1.0 and symmetric.fitted_slope is None
+    assert symmetric.intercept == pytest.approx(0.0, abs=1e-3)
+    more_events = shrunk_platt(bins, np.array([[10.0, 60.0, 0.0], [40.0, 30.0, 0.0]]), 1.0,
+                               np.random.default_rng(0))
+    assert more_events is not None and more_events.slope == 1.0 and more_events.intercept > 0.3
+    assert shrunk_platt(bins, np.array([[50.0, -3.0, 0.0], [40.0, -1.0, 0.0]]), 1.0,
+                        np.random.default_rng(0)) is None
+
+
+def test_the_shrunk_fit_follows_its_seeded_generator() -> None:
+    rng = np.random.default_rng(8)
+    bins = LogitBins.from_transfer(rng.normal(0.0, 1.2, 5000), 4)
+    released = release(bins.statistic(*_shrunken(300, rng)), 10.0, rng)
+    first = shrunk_platt(bins, released, 10.0, np.random.default_rng(1))
+    again = shrunk_platt(bins, released, 10.0, np.random.default_rng(1))
+    assert first == again
 
 
 def test_bins_scale_with_the_noisy_count() -> None:
