@@ -259,8 +259,10 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
     fit = shrunk_platt(bins, released, noise, randomness.seeded("recalibration_refits"))
     if fit is None:     # noise swamped the counts: keep the distilled risks (budget is spent)
         return replace(student, notes=(*student.notes, (
-            "The DP recalibration's noisy histogram kept only one outcome class; the "
-            "student's distilled risks were kept as they were."),))
+            "The DP recalibration was not applied: after its noise, the outcome histogram "
+            "showed patients of one outcome class only, so no risk line could be fitted. The "
+            "student's distilled risks were kept as they were; the recalibration's share of ε "
+            "is still counted in the ledger."),))
     head = student.network.net[-1]
     with torch.no_grad():
         head.weight.mul_(fit.slope)
