@@ -309,7 +309,7 @@ SELECTION_VALIDATION_SHARE = 0.2
 # a fixed few % of ε buys a noise multiplier of 15–50, far too much for a few hundred
 # patients. Each sized stage targets a noise std per released count, as a part of the
 # patients behind that count, and gets the ε-share that buys it alone, within bounds.
-# The DP teacher's ranges: noise std per histogram bin (both zoom rounds together) near
+# The DP teacher's ranges: noise std per histogram bin (all its rounds together) near
 # 1/150 of the training patients, 3–35 % of the target ε.
 RANGES_NOISE_DIVISOR = 150.0
 RANGES_FRACTION = (0.03, 0.35)

@@ -2,40 +2,57 @@
 
 A DP teacher needs a range for every numeric feature and may not read it off the data
 (min/max would name the most extreme patients). Where the user declared none, the range is
-estimated in ``rounds`` Gaussian releases on the training patients (ledger stage
+estimated in three Gaussian releases on the training patients (ledger stage
 ``dp_teacher_ranges``):
 
-1. **Locate** — a noisy histogram of every column on a fixed grid of 232 bins, evenly
-   spaced in asinh(value) over ±10⁶ (a bin is a factor of ≈1.13 wide above 1), public and
+1. **Locate** — a noisy histogram of every column on a fixed grid of 29 bins, evenly
+   spaced in asinh(value) over ±10⁶ (a bin is a factor of e wide above 1), public and
    chosen before seeing data;
-2. **Zoom** — each later round spreads ``ZOOM_BINS`` bins, equal in asinh(value), over the
-   range the previous round found (widened by one of its bins each side) and counts the
-   values again, those outside clipped into the end bins. A calendar year near 1985 is one
-   250-year bin in round 1 and a 6-year one in round 2.
+2. **Zoom**, twice — each later round spreads ``ZOOM_BINS`` bins, equal in asinh(value),
+   over the range the round before found (widened by ``ZOOM_MARGIN`` each side) and counts
+   the values again, those outside clipped into the end bins. A calendar year near 1985 is
+   a 2,500-year bin in round 1, a 47-year one in round 2 and about a 1-year one in round 3.
 
 Each round every patient adds 1 to one bin of each of the d histograms (missing values
-count nowhere): L2 sensitivity √d, noise std ``z·√d`` per bin, one ``GaussianDpEvent(z)``
-per round. With ``noise_multiplier`` z for the whole release, each of k rounds uses z·√k,
-so the rounds compose to exactly one Gaussian of multiplier z (each round is
-1/(z√k)-GDP, k of them √k/(z√k) = 1/z-GDP; Dong, Roth & Su 2022, Cor. 3.3) — the event
-the plan budgeted.
+count nowhere): L2 sensitivity √d, noise std ``z_k·√d`` per bin, one
+``GaussianDpEvent(z_k)`` per round. Round k takes the part w_k of the budget
+(``ROUND_WEIGHTS``, summing to 1): z_k = z/√w_k, so the rounds compose to exactly one
+Gaussian of multiplier z (round k is √w_k/z-GDP, together √(Σ w_k)/z = 1/z-GDP; Dong, Roth &
+Su 2022, Cor. 3.3) — the event the plan budgeted. The locating round takes half: it must
+see every column, while a zoom that sees nothing only keeps the range before it.
+
+Why coarse, and why half to the first round (measured on breast cancer at ε = 1: 342
+patients, 30 columns, z ≈ 6.3, so a noise std of ≈ 49 per first-round bin): the old first
+round of 232 bins and two equal rounds found nothing in 39 % of the columns and fell back to
+a noise bin far from the data (23 % of the ranges held less than 90 % of their column), and
+the DP-EBM teacher lost 0.05 AUROC to it (paired over 24 splits). A column's few hundred
+values then spread over 5–10 fine bins, none above the noise, where one coarse bin holds
+them all.
+
+A zoom replaces the range before it only when the bins it keeps hold at least
+``ZOOM_KEPT_MASS`` of the mass the range before it kept, and zooms keep a noise-only bin
+10 times less often than the locating round (``ZOOM_STRAY_BINS``): a zoom of a spread-out
+column at high noise may see only its peak, or only a stray noise bin, and would shrink the
+range around it.
 
 Reading a range off a noisy histogram is post-processing: only bins that stand out of the
 noise are kept (:func:`~medistill.transfer.dp_marginals.clean_numeric_histogram`, which
-merges neighbours when single bins are too weak), the range runs between the ``lower`` and
-``upper`` quantiles of the kept mass, and is then widened by ``RANGE_MARGIN`` of its asinh
-width each side, because keeping only bins above the noise cuts thin tails (a normal
-column's kept bins can end near ±1 standard deviation at 600 patients; widened, its range
-held the central 90 % of the unit test's normal columns in all of 300 fresh draws). Releasing the coarse grid directly,
-rather than an 800-bin grid merged after the fact, keeps the noise of a coarse bin at one
-noise draw instead of the sum of the many it would merge (√64 = 8 times less for a factor
-of ten): at 400 patients and 30 columns the old release missed whole columns.
+merges neighbours when single bins are too weak), and the range runs between the ``lower``
+and ``upper`` quantiles of the kept mass. A range a zoom set is then widened by
+``RANGE_MARGIN`` of its asinh width each side, because keeping only bins above the noise
+cuts thin tails (a normal column's kept bins can end near ±1 standard deviation at 600
+patients). A range the locating round set is not widened: its bins are a factor of e wide
+and hold the tails already, and widening them again made the DP-EBM's bins coarse (Pima at
+ε = 1: ranges 5 times as wide as the data's central 98 % instead of 2; docs/design.md, "The
+DP teacher's ranges at a few hundred patients"). Releasing the coarse grid directly,
+rather than a fine grid merged after the fact, keeps the noise of a coarse bin at one noise
+draw instead of the sum of the many it would merge.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import dp_accounting as dpa
@@ -44,14 +61,21 @@ import pandas as pd
 
 from medistill.transfer.dp_marginals import clean_numeric_histogram
 
-LOCATE_EDGES = np.sinh(np.linspace(math.asinh(-1e6), math.asinh(1e6), 233))
+LOCATE_EDGES = np.sinh(np.linspace(math.asinh(-1e6), math.asinh(1e6), 30))
 ZOOM_BINS = 64
-DEFAULT_ROUNDS = 2
+ROUND_WEIGHTS = (0.5, 0.25, 0.25)
 ZOOM_MARGIN = 0.25      # each side, in parts of the located range's asinh width
+# A zoom replaces the range before it only when the bins it keeps above the noise hold at
+# least this part of the mass the range before it kept: else its kept bins are the peak of
+# a spread-out column, and the range would shrink around the mode.
+ZOOM_KEPT_MASS = 0.5
 RANGE_MARGIN = 0.5     # the released range's widening, each side, in the same parts
 # Expected noise-only bins kept per column and merge level: a stray bin far from the data
 # would stretch a range, so ranges ask for 10 times fewer than the transfer marginals.
 STRAY_BINS = 0.005
+# A zoom that sees only noise and keeps a stray bin would move the range off the data, so
+# zooms ask for 10 times fewer again (the locating round's strays are mended by the zooms).
+ZOOM_STRAY_BINS = 0.0005
 
 
 @dataclass(frozen=True)
@@ -68,11 +92,35 @@ class ColumnRange:
     weights: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
-def ranges_event(noise_multiplier: float, rounds: int = DEFAULT_ROUNDS) -> dpa.DpEvent:
-    """The ledger event of one :func:`release_ranges` call: ``rounds`` Gaussians of
-    multiplier z·√rounds (together exactly one Gaussian of multiplier z)."""
-    per_round = noise_multiplier * math.sqrt(rounds)
-    return dpa.ComposedDpEvent([dpa.GaussianDpEvent(per_round)] * rounds)
+def round_multipliers(noise_multiplier: float,
+                      weights: Sequence[float] = ROUND_WEIGHTS) -> tuple[float, ...]:
+    """Each round's noise multiplier z/√w: round k is (√w_k/z)-GDP, and the rounds compose
+    to exactly 1/z-GDP because the weights sum to 1."""
+    weights = _checked(weights)
+    return tuple(noise_multiplier / math.sqrt(w) for w in weights)
+
+
+def equal_rounds(rounds: int) -> tuple[float, ...]:
+    """``rounds`` rounds with equal parts of the budget."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1. Got {rounds} instead.")
+    return (1.0 / rounds,) * rounds
+
+
+def _checked(weights: Sequence[float]) -> tuple[float, ...]:
+    weights = tuple(float(w) for w in weights)
+    if not weights or any(not w > 0 for w in weights) or not math.isclose(sum(weights), 1.0):
+        raise ValueError(f"The round weights must be positive and sum to 1. Got {weights} "
+                         "instead.")
+    return weights
+
+
+def ranges_event(noise_multiplier: float,
+                 weights: Sequence[float] = ROUND_WEIGHTS) -> dpa.DpEvent:
+    """The ledger event of one :func:`release_ranges` call: one Gaussian per round, of
+    multiplier z/√w (together exactly one Gaussian of multiplier z)."""
+    return dpa.ComposedDpEvent([dpa.GaussianDpEvent(m)
+                                for m in round_multipliers(noise_multiplier, weights)])
 
 
 def _quantile_range(edges: np.ndarray, weights: np.ndarray, lower: float,
@@ -102,40 +150,42 @@ def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multiplier: float,
-                   rng: np.random.Generator, rounds: int = DEFAULT_ROUNDS,
+                   rng: np.random.Generator, weights: Sequence[float] = ROUND_WEIGHTS,
                    lower: float = 0.01, upper: float = 0.99) -> dict[str, ColumnRange]:
     """Noisy ranges of the numeric ``columns`` from one row per patient (the caller
-    guarantees it), costing :func:`ranges_event` (``noise_multiplier``, ``rounds``).
+    guarantees it), costing :func:`ranges_event` (``noise_multiplier``, ``weights``: one
+    round per weight).
 
     ``rng`` must be the run's fresh-entropy privacy generator. A column whose first round
     shows no bin above the noise keeps the largest coarse bin (``informative`` False);
     a later round that shows nothing keeps the previous round's range.
     """
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1. Got {rounds} instead.")
+    multipliers = round_multipliers(noise_multiplier, weights)
     if not 0 <= lower < upper <= 1:
         raise ValueError(f"lower and upper must satisfy 0 <= lower < upper <= 1. Got {lower}, "
                          f"{upper} instead.")
     if not columns:
         return {}
-    std = noise_multiplier * math.sqrt(rounds) * math.sqrt(len(columns))
     values = {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float)
               for c in columns}
     values = {c: v[np.isfinite(v)] for c, v in values.items()}
     found: dict[str, ColumnRange] = {}
     grids = {c: LOCATE_EDGES for c in columns}
-    for round_ in range(rounds):
+    for round_, multiplier in enumerate(multipliers):
         # Every column is counted in every round (the noise is drawn whatever was found),
         # so the release is the same k Gaussians on any data.
+        std = multiplier * math.sqrt(len(columns))
         for column in columns:
             edges = grids[column]
             noisy = _counts(values[column], edges) + rng.normal(0.0, std, len(edges) - 1)
-            weights, informative = clean_numeric_histogram(noisy, std, stray_bins=STRAY_BINS)
+            weights, informative = clean_numeric_histogram(
+                noisy, std, stray_bins=STRAY_BINS if round_ == 0 else ZOOM_STRAY_BINS)
             previous = found.get(column)
             if round_ == 0:
                 low, high = _quantile_range(edges, weights, lower, upper)
                 found[column] = ColumnRange(low, high, informative, 1, edges, weights)
-            elif informative and previous.informative:
+            elif (informative and previous.informative
+                  and weights.sum() >= ZOOM_KEPT_MASS * previous.weights.sum()):
                 low, high = _quantile_range(edges, weights, lower, upper)
                 found[column] = ColumnRange(low, high, True, round_ + 1, edges, weights)
             current = found[column]
@@ -144,8 +194,10 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
 
 
 def _widened(found: ColumnRange) -> ColumnRange:
+    """A zoomed range widened by ``RANGE_MARGIN`` each side; a range the locating round
+    set is its coarse bins' edges (a factor of e wide: they hold the tails) and stays."""
     a, b = math.asinh(found.low), math.asinh(found.high)
-    margin = RANGE_MARGIN * (b - a)
+    margin = RANGE_MARGIN * (b - a) if found.rounds_used > 1 else 0.0
     return replace(found, low=math.sinh(a - margin), high=math.sinh(b + margin))
 
 
@@ -164,5 +216,5 @@ def bounds_of(ranges: Mapping[str, ColumnRange]) -> dict[str, tuple[float, float
     return {name: (r.low, r.high) for name, r in ranges.items()}
 
 
-__all__ = ["ColumnRange", "DEFAULT_ROUNDS", "LOCATE_EDGES", "ZOOM_BINS", "bounds_of",
-           "ranges_event", "release_ranges", "sample_range"]
+__all__ = ["ColumnRange", "LOCATE_EDGES", "ROUND_WEIGHTS", "ZOOM_BINS", "bounds_of",
+           "equal_rounds", "ranges_event", "release_ranges", "round_multipliers", "sample_range"]

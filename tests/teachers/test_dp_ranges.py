@@ -13,10 +13,13 @@ from scipy.stats import norm
 from medistill.privacy.ledger import epsilon_of, make_accountant
 from medistill.teachers.dp_ranges import (
     LOCATE_EDGES,
+    ROUND_WEIGHTS,
     ZOOM_BINS,
     ColumnRange,
+    equal_rounds,
     ranges_event,
     release_ranges,
+    round_multipliers,
     sample_range,
 )
 
@@ -26,12 +29,14 @@ def _gaussian_delta(epsilon: float, mu: float) -> float:
     return float(norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2))
 
 
-@pytest.mark.parametrize("rounds", [1, 2, 3])
-def test_event_is_one_gaussian_of_the_planned_multiplier(rounds: int) -> None:
+@pytest.mark.parametrize("weights", [equal_rounds(1), equal_rounds(2), equal_rounds(3),
+                                     ROUND_WEIGHTS, (0.7, 0.2, 0.1)])
+def test_event_is_one_gaussian_of_the_planned_multiplier(weights: tuple[float, ...]) -> None:
     z, delta = 2.5, 1e-5
-    event = ranges_event(z, rounds)
-    assert isinstance(event, dpa.ComposedDpEvent) and len(event.events) == rounds
-    assert all(e.noise_multiplier == pytest.approx(z * math.sqrt(rounds)) for e in event.events)
+    event = ranges_event(z, weights)
+    assert isinstance(event, dpa.ComposedDpEvent) and len(event.events) == len(weights)
+    assert [e.noise_multiplier for e in event.events] == pytest.approx(
+        [z / math.sqrt(w) for w in weights])
     for accountant in ("pld", "rdp"):
         assert epsilon_of([event], delta, accountant) == pytest.approx(
             epsilon_of([dpa.GaussianDpEvent(z)], delta, accountant), rel=2e-3)
@@ -71,7 +76,7 @@ def test_ranges_find_a_calendar_year_a_heavy_tail_and_a_negative_column() -> Non
     for _ in range(20):
         found = release_ranges(frame, columns, noise_multiplier=2.0,
                                rng=np.random.default_rng())
-        assert found["year"].informative and found["year"].rounds_used == 2
+        assert found["year"].informative and found["year"].rounds_used >= 2
         for column in columns:
             heavy = column == "marker"
             if not _covers_and_fills(found[column], frame[column].to_numpy(),
@@ -119,7 +124,8 @@ def test_noise_is_drawn_the_same_way_whatever_the_data() -> None:
     draws = []
     for frame in (_patients(600), _patients(30) * 1e3, _patients(600).assign(age=np.nan)):
         rng = Counting()
-        release_ranges(frame, ["year", "age"], noise_multiplier=2.0, rng=rng, rounds=3)
+        release_ranges(frame, ["year", "age"], noise_multiplier=2.0, rng=rng,
+                       weights=equal_rounds(3))
         draws.append(rng.draws)
     assert draws == [2 * ((len(LOCATE_EDGES) - 1) + 2 * ZOOM_BINS)] * 3
 
@@ -163,11 +169,82 @@ def test_without_an_informative_histogram_samples_are_uniform_over_the_range() -
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="rounds"):
+    with pytest.raises(ValueError, match="round weights"):
         release_ranges(_patients(10), ["age"], noise_multiplier=1.0,
-                       rng=np.random.default_rng(), rounds=0)
+                       rng=np.random.default_rng(), weights=())
+    with pytest.raises(ValueError, match="rounds"):
+        equal_rounds(0)
     with pytest.raises(ValueError, match="lower"):
         release_ranges(_patients(10), ["age"], noise_multiplier=1.0,
                        rng=np.random.default_rng(), lower=0.9, upper=0.1)
     assert release_ranges(_patients(10), [], noise_multiplier=1.0,
                           rng=np.random.default_rng()) == {}
+
+
+@pytest.mark.parametrize("weights", [(), (0.5, 0.4), (1.0, 0.0), (1.2, -0.2)])
+def test_round_weights_must_be_positive_and_sum_to_one(weights) -> None:
+    with pytest.raises(ValueError, match="round weights"):
+        round_multipliers(2.0, weights)
+
+
+def test_each_round_draws_noise_at_its_own_multiplier() -> None:
+    """Round k's noise std per bin is z/√w_k · √d (d columns share the L2 sensitivity)."""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.scales: list[float] = []
+            self._rng = np.random.default_rng(0)
+
+        def normal(self, loc, scale, size):
+            self.scales.append(float(scale))
+            return self._rng.normal(loc, scale, size)
+
+    rng = Recording()
+    release_ranges(_patients(200), ["year", "age"], noise_multiplier=3.0, rng=rng)
+    expected = [m * math.sqrt(2) for m in round_multipliers(3.0) for _ in range(2)]
+    assert rng.scales == pytest.approx(expected)
+
+
+def test_thirty_wide_columns_of_a_few_hundred_patients_are_located() -> None:
+    """The case that set the coarse locating grid and the uneven rounds (breast cancer at
+    ε = 1: 342 patients, 30 columns, noise multiplier ≈ 6.3, so a noise std of ≈ 49 per
+    bin in the first round): nearly every column's range must overlap its data, and most
+    hold the central 90 %. The fine 232-bin grid found nothing in 39 % of such columns and fell back
+    to a noise bin far from the data (coverage 0 in 23 %)."""
+    rng = np.random.default_rng(7)
+    n, d = 342, 30
+    scales = np.exp(rng.uniform(np.log(0.01), np.log(1000.0), d))
+    frame = pd.DataFrame({f"x{j}": scales[j] * rng.lognormal(0.0, 0.3, n) for j in range(d)})
+    held, overlaps = [], []
+    noise = np.random.default_rng(11)      # seeded: a fixed set of releases, no flakiness
+    for _ in range(8):
+        found = release_ranges(frame, list(frame.columns), noise_multiplier=6.3, rng=noise)
+        for column, r in found.items():
+            values = frame[column].to_numpy()
+            lo, hi = np.quantile(values, [0.05, 0.95])
+            held.append(r.low <= lo and r.high >= hi)
+            overlaps.append(r.high > values.min() and r.low < values.max())
+    # measured: overlap 0.996, central 90 % held 0.73 (the old grid: 0.80 and 0.76)
+    assert np.mean(overlaps) >= 0.97 and np.mean(held) >= 0.65, (np.mean(overlaps),
+                                                                   np.mean(held))
+
+
+def test_a_zoom_that_keeps_only_the_peak_does_not_shrink_the_range(monkeypatch) -> None:
+    """A spread-out column where the zooms often see only its peak above the noise: with the
+    kept-mass rule a zoom that holds less than half the earlier mass is not taken, so the
+    range holds the central values (5–95 %) more often than when every informative zoom is
+    taken — on the same seeded releases (measured: 79 against 63 of 100)."""
+    import medistill.teachers.dp_ranges as dp_ranges
+
+    frame = pd.DataFrame({"glucose": np.random.default_rng(3).normal(120, 30, 1000)})
+    lo, hi = np.quantile(frame["glucose"], [0.05, 0.95])
+
+    def held(kept_mass: float) -> int:
+        monkeypatch.setattr(dp_ranges, "ZOOM_KEPT_MASS", kept_mass)
+        noise = np.random.default_rng(5)   # seeded: the same releases for both rules
+        found = [release_ranges(frame, ["glucose"], noise_multiplier=20.0,
+                                rng=noise)["glucose"] for _ in range(100)]
+        return sum(r.low <= lo and r.high >= hi for r in found)
+
+    with_rule, without = held(dp_ranges.ZOOM_KEPT_MASS), held(0.0)
+    assert with_rule >= without + 8 and with_rule >= 70, (with_rule, without)
