@@ -8,7 +8,7 @@ estimated in three Gaussian releases on the training patients (ledger stage
 1. **Locate** — a noisy histogram of every column on a fixed grid of 29 bins, evenly
    spaced in asinh(value) over ±10⁶ (a bin is a factor of e wide above 1), public and
    chosen before seeing data;
-2. **Zoom**, twice — each later round spreads ``ZOOM_BINS`` bins, equal in asinh(value),
+2. **Zoom**, twice — each later round spreads 64 bins (``zoom_bins``), equal in asinh(value),
    over the range the round before found (widened by ``ZOOM_MARGIN`` each side) and counts
    the values again, those outside clipped into the end bins. A calendar year near 1985 is
    a 2,500-year bin in round 1, a 47-year one in round 2 and about a 1-year one in round 3.
@@ -16,7 +16,7 @@ estimated in three Gaussian releases on the training patients (ledger stage
 Each round every patient adds 1 to one bin of each of the d histograms (missing values
 count nowhere): L2 sensitivity √d, noise std ``z_k·√d`` per bin, one
 ``GaussianDpEvent(z_k)`` per round. Round k takes the part w_k of the budget
-(``ROUND_WEIGHTS``, summing to 1): z_k = z/√w_k, so the rounds compose to exactly one
+(``RangeSettings.weights``, summing to 1): z_k = z/√w_k, so the rounds compose to exactly one
 Gaussian of multiplier z (round k is √w_k/z-GDP, together √(Σ w_k)/z = 1/z-GDP; Dong, Roth &
 Su 2022, Cor. 3.3) — the event the plan budgeted. The locating round takes half: it must
 see every column, while a zoom that sees nothing only keeps the range before it.
@@ -30,8 +30,8 @@ values then spread over 5–10 fine bins, none above the noise, where one coarse
 them all.
 
 A zoom replaces the range before it only when the bins it keeps hold at least
-``ZOOM_KEPT_MASS`` of the mass the range before it kept, and zooms keep a noise-only bin
-10 times less often than the locating round (``ZOOM_STRAY_BINS``): a zoom of a spread-out
+half (``zoom_kept_mass``) the mass the range before it kept, and zooms keep a noise-only bin
+10 times less often than the locating round (``zoom_stray_bins``): a zoom of a spread-out
 column at high noise may see only its peak, or only a stray noise bin, and would shrink the
 range around it.
 
@@ -61,21 +61,57 @@ import pandas as pd
 
 from medistill.transfer.dp_marginals import clean_numeric_histogram
 
-LOCATE_EDGES = np.sinh(np.linspace(math.asinh(-1e6), math.asinh(1e6), 30))
-ZOOM_BINS = 64
-ROUND_WEIGHTS = (0.5, 0.25, 0.25)
 ZOOM_MARGIN = 0.25      # each side, in parts of the located range's asinh width
-# A zoom replaces the range before it only when the bins it keeps above the noise hold at
-# least this part of the mass the range before it kept: else its kept bins are the peak of
-# a spread-out column, and the range would shrink around the mode.
-ZOOM_KEPT_MASS = 0.5
-RANGE_MARGIN = 0.5     # the released range's widening, each side, in the same parts
-# Expected noise-only bins kept per column and merge level: a stray bin far from the data
-# would stretch a range, so ranges ask for 10 times fewer than the transfer marginals.
-STRAY_BINS = 0.005
-# A zoom that sees only noise and keeps a stray bin would move the range off the data, so
-# zooms ask for 10 times fewer again (the locating round's strays are mended by the zooms).
-ZOOM_STRAY_BINS = 0.0005
+RANGE_MARGIN = 0.5      # a zoomed range's widening, each side, in the same parts
+
+
+def _checked(weights: Sequence[float]) -> tuple[float, ...]:
+    weights = tuple(float(w) for w in weights)
+    if not weights or any(not w > 0 for w in weights) or not math.isclose(sum(weights), 1.0):
+        raise ValueError(f"The round weights must be positive and sum to 1. Got {weights} "
+                         "instead.")
+    return weights
+
+
+@dataclass(frozen=True)
+class RangeSettings:
+    """How :func:`release_ranges` reads the data (public, chosen before seeing it).
+
+    ``weights``: each round's part of the budget (one round per weight, summing to 1).
+    ``zoom_kept_mass``: a zoom replaces the range before it only when the bins it keeps
+    above the noise hold at least this part of the mass the range before it kept (else they
+    are the peak of a spread-out column, and the range would shrink around the mode).
+    ``locate_stray_bins`` / ``zoom_stray_bins``: expected noise-only bins kept per column
+    and merge level (a stray bin would stretch or move a range: ten times fewer than the
+    transfer marginals ask for, and ten times fewer again in a zoom, which may see nothing
+    but noise). ``widen_located``: whether a range the locating round set is widened too.
+    """
+
+    locate_bins: int = 29
+    weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    zoom_bins: int = 64
+    zoom_kept_mass: float = 0.5
+    locate_stray_bins: float = 0.005
+    zoom_stray_bins: float = 0.0005
+    widen_located: bool = False
+
+    def __post_init__(self) -> None:
+        _checked(self.weights)
+        if self.locate_bins < 2 or self.zoom_bins < 2:
+            raise ValueError(f"locate_bins and zoom_bins must be at least 2. Got "
+                             f"{self.locate_bins}, {self.zoom_bins} instead.")
+        if not 0 <= self.zoom_kept_mass <= 1:
+            raise ValueError(f"zoom_kept_mass must be in [0, 1]. Got {self.zoom_kept_mass} "
+                             "instead.")
+
+    @property
+    def locate_edges(self) -> np.ndarray:
+        """The locating grid: ``locate_bins`` bins equal in asinh(value) over ±10⁶."""
+        return np.sinh(np.linspace(math.asinh(-1e6), math.asinh(1e6), self.locate_bins + 1))
+
+
+PUBLISHED = RangeSettings()
+ROUND_WEIGHTS = PUBLISHED.weights
 
 
 @dataclass(frozen=True)
@@ -107,14 +143,6 @@ def equal_rounds(rounds: int) -> tuple[float, ...]:
     return (1.0 / rounds,) * rounds
 
 
-def _checked(weights: Sequence[float]) -> tuple[float, ...]:
-    weights = tuple(float(w) for w in weights)
-    if not weights or any(not w > 0 for w in weights) or not math.isclose(sum(weights), 1.0):
-        raise ValueError(f"The round weights must be positive and sum to 1. Got {weights} "
-                         "instead.")
-    return weights
-
-
 def ranges_event(noise_multiplier: float,
                  weights: Sequence[float] = ROUND_WEIGHTS) -> dpa.DpEvent:
     """The ledger event of one :func:`release_ranges` call: one Gaussian per round, of
@@ -133,14 +161,14 @@ def _quantile_range(edges: np.ndarray, weights: np.ndarray, lower: float,
     return float(edges[lo_bin]), float(edges[hi_bin + 1])
 
 
-def _zoom_edges(low: float, high: float) -> np.ndarray:
-    """``ZOOM_BINS`` bins over [low, high] widened by ``ZOOM_MARGIN`` each side, equal in
+def _zoom_edges(low: float, high: float, bins: int) -> np.ndarray:
+    """``bins`` bins over [low, high] widened by ``ZOOM_MARGIN`` each side, equal in
     asinh (nearly linear over a narrow range like calendar years; geometric over a heavy
     tail, whose sparse far bins would otherwise each drown in the noise). The margin lets
     the zoom find tails the locating round's cleaning cut."""
     a, b = math.asinh(low), math.asinh(high)
     margin = ZOOM_MARGIN * (b - a)
-    return np.sinh(np.linspace(a - margin, b + margin, ZOOM_BINS + 1))
+    return np.sinh(np.linspace(a - margin, b + margin, bins + 1))
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -150,17 +178,17 @@ def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multiplier: float,
-                   rng: np.random.Generator, weights: Sequence[float] = ROUND_WEIGHTS,
+                   rng: np.random.Generator, settings: RangeSettings = PUBLISHED,
                    lower: float = 0.01, upper: float = 0.99) -> dict[str, ColumnRange]:
     """Noisy ranges of the numeric ``columns`` from one row per patient (the caller
-    guarantees it), costing :func:`ranges_event` (``noise_multiplier``, ``weights``: one
-    round per weight).
+    guarantees it), costing :func:`ranges_event` (``noise_multiplier``,
+    ``settings.weights``: one round per weight).
 
     ``rng`` must be the run's fresh-entropy privacy generator. A column whose first round
     shows no bin above the noise keeps the largest coarse bin (``informative`` False);
     a later round that shows nothing keeps the previous round's range.
     """
-    multipliers = round_multipliers(noise_multiplier, weights)
+    multipliers = round_multipliers(noise_multiplier, settings.weights)
     if not 0 <= lower < upper <= 1:
         raise ValueError(f"lower and upper must satisfy 0 <= lower < upper <= 1. Got {lower}, "
                          f"{upper} instead.")
@@ -170,7 +198,7 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
               for c in columns}
     values = {c: v[np.isfinite(v)] for c, v in values.items()}
     found: dict[str, ColumnRange] = {}
-    grids = {c: LOCATE_EDGES for c in columns}
+    grids = {c: settings.locate_edges for c in columns}
     for round_, multiplier in enumerate(multipliers):
         # Every column is counted in every round (the noise is drawn whatever was found),
         # so the release is the same k Gaussians on any data.
@@ -179,25 +207,27 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
             edges = grids[column]
             noisy = _counts(values[column], edges) + rng.normal(0.0, std, len(edges) - 1)
             weights, informative = clean_numeric_histogram(
-                noisy, std, stray_bins=STRAY_BINS if round_ == 0 else ZOOM_STRAY_BINS)
+                noisy, std, stray_bins=(settings.locate_stray_bins if round_ == 0
+                                        else settings.zoom_stray_bins))
             previous = found.get(column)
             if round_ == 0:
                 low, high = _quantile_range(edges, weights, lower, upper)
                 found[column] = ColumnRange(low, high, informative, 1, edges, weights)
             elif (informative and previous.informative
-                  and weights.sum() >= ZOOM_KEPT_MASS * previous.weights.sum()):
+                  and weights.sum() >= settings.zoom_kept_mass * previous.weights.sum()):
                 low, high = _quantile_range(edges, weights, lower, upper)
                 found[column] = ColumnRange(low, high, True, round_ + 1, edges, weights)
             current = found[column]
-            grids[column] = _zoom_edges(current.low, current.high)
-    return {name: _widened(r) for name, r in found.items()}
+            grids[column] = _zoom_edges(current.low, current.high, settings.zoom_bins)
+    return {name: _widened(r, settings.widen_located) for name, r in found.items()}
 
 
-def _widened(found: ColumnRange) -> ColumnRange:
+def _widened(found: ColumnRange, widen_located: bool) -> ColumnRange:
     """A zoomed range widened by ``RANGE_MARGIN`` each side; a range the locating round
-    set is its coarse bins' edges (a factor of e wide: they hold the tails) and stays."""
+    set is its coarse bins' edges (a factor of e wide: they hold the tails) and stays,
+    unless ``widen_located``."""
     a, b = math.asinh(found.low), math.asinh(found.high)
-    margin = RANGE_MARGIN * (b - a) if found.rounds_used > 1 else 0.0
+    margin = RANGE_MARGIN * (b - a) if found.rounds_used > 1 or widen_located else 0.0
     return replace(found, low=math.sinh(a - margin), high=math.sinh(b + margin))
 
 
@@ -216,5 +246,5 @@ def bounds_of(ranges: Mapping[str, ColumnRange]) -> dict[str, tuple[float, float
     return {name: (r.low, r.high) for name, r in ranges.items()}
 
 
-__all__ = ["ColumnRange", "LOCATE_EDGES", "ROUND_WEIGHTS", "ZOOM_BINS", "bounds_of",
+__all__ = ["PUBLISHED", "ColumnRange", "ROUND_WEIGHTS", "RangeSettings", "bounds_of",
            "equal_rounds", "ranges_event", "release_ranges", "round_multipliers", "sample_range"]

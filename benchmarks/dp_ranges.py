@@ -1,0 +1,244 @@
+"""The DP teacher's numeric ranges: release settings compared on the same splits, by what
+the DP-EBM teacher makes of them (issue #14, small tables).
+
+    python -m benchmarks.dp_ranges --tables breast_cancer pbc pima colon --epsilons 1 \\
+        --seeds 0 1 2 ... 23 --out DIR [--resume]
+
+Each run (table, ε, seed) is the matrix's minimal pipeline document
+(``benchmarks/dp_teacher_matrix.py``), stopped when the step ``teachers`` starts: its
+training patients, the plan's noise multiplier for ``dp_teacher_ranges`` and the DP
+teacher's planned ε are kept. Every variant in ``VARIANTS`` then releases ranges of the same
+columns at that noise (fresh OS entropy, as in a run: the mechanism's own spread is part of
+what is compared), a DP-EBM is fitted with them at the planned ε and scored on the run's
+test patients. Per column the benchmark also records — here only, never in a run — whether
+the range overlaps the data, holds its central 90 %, and its width over the data's central
+98 %.
+
+Writes ``DIR/runs/<table>_eps<ε>_seed<seed>.json`` as each run ends, then
+``DIR/dp_ranges.md``: the teacher's mean test AUROC per table, ε and variant, each variant's
+paired difference to ``published`` (mean and standard error over runs), and the column
+figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import datasets
+from benchmarks.common import LIGHT_AUDIT, Artifacts, plan_of, prepared_of, run_config
+from benchmarks.dp_teacher_matrix import limited_threads
+from medistill.teachers.dp_ranges import PUBLISHED, RangeSettings, equal_rounds
+
+VARIANTS: dict[str, RangeSettings] = {
+    "published": PUBLISHED,
+    # the release until 2026-12-01: a fine locating grid, two equal rounds, every zoom taken
+    "2026-11-30": RangeSettings(locate_bins=232, weights=equal_rounds(2), zoom_kept_mass=0.0,
+                                zoom_stray_bins=0.005, widen_located=True),
+    "published, located widened": RangeSettings(widen_located=True),
+}
+REFERENCE = "published"
+
+
+class _Stop(Exception):
+    """Raised by the observer when ``teachers`` starts: the run has what we need."""
+
+
+class _UntilTeachers(Artifacts):
+    def __init__(self) -> None:
+        super().__init__("prepare", "canaries", "plan")
+
+    def started(self, step: str) -> None:
+        if step == "teachers":
+            raise _Stop()
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What the DP teacher of one run sees."""
+
+    train: object               # pandas frame, one row per training patient
+    labels: np.ndarray
+    test: object
+    test_labels: np.ndarray
+    schema: object
+    columns: list[str]          # numeric columns without a declared range
+    noise: float                # the plan's dp_teacher_ranges noise multiplier
+    teacher_epsilon: float
+    delta: float
+
+
+def capture(document: dict, work: Path) -> Captured:
+    """Run ``document`` up to the DP teacher and return its inputs."""
+    from medistill.steps.teachers import _planned_epsilon
+
+    observer = _UntilTeachers()
+    try:
+        run_config(document, work, observer=observer)
+    except _Stop:
+        pass
+    else:
+        raise RuntimeError("the run ended without reaching the step 'teachers'")
+    prepared, plan = prepared_of(observer), plan_of(observer)
+    if plan.dp_teacher is None or not plan.marginal_columns:
+        raise RuntimeError("the plan buys no DP teacher ranges for this run")
+    X_test, y_test, _ = prepared.data.rows(prepared.split.test)
+    return Captured(prepared.train_X.iloc[prepared.dp_rows].reset_index(drop=True),
+                    prepared.train_y[prepared.dp_rows], X_test, np.asarray(y_test),
+                    prepared.data.schema, list(plan.marginal_columns),
+                    plan.noise("dp_teacher_ranges"),
+                    _planned_epsilon(plan, prepared.ledger, "dp_teacher"),
+                    prepared.ledger.delta)
+
+
+def column_figures(captured: Captured, ranges: dict) -> dict[str, float]:
+    """Share of columns whose range overlaps the data / holds its central 90 %, and the
+    median range width over the data's central 98 % (benchmark only)."""
+    overlaps, holds, widths = [], [], []
+    for column, found in ranges.items():
+        values = np.asarray(captured.train[column], dtype=float)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            continue
+        q01, q05, q95, q99 = np.quantile(values, [0.01, 0.05, 0.95, 0.99])
+        overlaps.append(found.high > values.min() and found.low < values.max())
+        holds.append(found.low <= q05 and found.high >= q95)
+        widths.append((found.high - found.low) / max(q99 - q01, 1e-12))
+    return {"overlap": float(np.mean(overlaps)), "holds_central_90": float(np.mean(holds)),
+            "median_width": float(np.median(widths))}
+
+
+def score_variants(captured: Captured, variants: dict[str, RangeSettings]) -> dict[str, dict]:
+    """Each variant's ranges (fresh entropy) and the test AUROC of a DP-EBM fitted with
+    them at the planned ε."""
+    from sklearn.metrics import roc_auc_score
+
+    from medistill.privacy.randomness import secure_generator
+    from medistill.teachers.dp_ebm import fit_dp_ebm
+    from medistill.teachers.dp_ranges import bounds_of, release_ranges
+
+    out = {}
+    for name, settings in variants.items():
+        ranges = release_ranges(captured.train, captured.columns, noise_multiplier=captured.noise,
+                                rng=secure_generator(), settings=settings)
+        teacher = fit_dp_ebm(captured.train, captured.labels, captured.schema,
+                             epsilon=captured.teacher_epsilon, delta=captured.delta,
+                             bounds=bounds_of(ranges))
+        auroc = roc_auc_score(captured.test_labels, teacher.predict_proba(captured.test)[:, 1])
+        out[name] = {"auroc": float(auroc), **column_figures(captured, ranges)}
+    return out
+
+
+def run_path(out: Path, table: str, epsilon: float, seed: int) -> Path:
+    return out / "runs" / f"{table}_eps{epsilon:g}_seed{seed}.json"
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(np.mean(values)), se
+
+
+def markdown(runs: list[dict], command: str) -> str:
+    """Mean teacher AUROC per (table, ε) and variant, paired differences to ``REFERENCE``
+    per cell and overall, and the column figures."""
+    variants = [v for v in VARIANTS if any(v in r["variants"] for r in runs)]
+    variants += sorted({v for r in runs for v in r["variants"]} - set(variants))
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for run in runs:
+        cells.setdefault((run["table"], run["epsilon"]), []).append(run)
+    others = [v for v in variants if v != REFERENCE]
+    lines = [f"Command: `{command}`", "",
+             f"DP-EBM teacher test AUROC, mean over runs; each other variant's difference to "
+             f"`{REFERENCE}` paired by run (mean ± standard error):", "",
+             "| table | ε | runs | " + " | ".join(variants) + " | "
+             + " | ".join(f"{v} − {REFERENCE}" for v in others) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in variants + others) + " |"]
+    overall: dict[str, list[float]] = {v: [] for v in others}
+    for (table, epsilon), mine in sorted(cells.items()):
+        means = [f"{np.mean([r['variants'][v]['auroc'] for r in mine]):.3f}" for v in variants]
+        diffs = []
+        for v in others:
+            d = [r["variants"][v]["auroc"] - r["variants"][REFERENCE]["auroc"] for r in mine]
+            overall[v] += d
+            m, se = _mean_se(d)
+            diffs.append(f"{m:+.3f} ± {se:.3f}")
+        lines.append(f"| {table} | {epsilon:g} | {len(mine)} | " + " | ".join(means + diffs)
+                     + " |")
+    lines += ["", "All runs together:", "", f"| variant | AUROC − {REFERENCE} | se | runs |",
+              "| --- | ---: | ---: | ---: |"]
+    for v, d in overall.items():
+        m, se = _mean_se(d)
+        lines.append(f"| {v} | {m:+.4f} | {se:.4f} | {len(d)} |")
+    lines += ["", "Columns (benchmark only): share of ranges that overlap their column / hold "
+              "its central 90 %, median width over its central 98 %:", "",
+              "| table | ε | " + " | ".join(variants) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in variants) + " |"]
+    for (table, epsilon), mine in sorted(cells.items()):
+        parts = []
+        for v in variants:
+            got = [r["variants"][v] for r in mine]
+            parts.append(f"{np.mean([g['overlap'] for g in got]):.2f} / "
+                         f"{np.mean([g['holds_central_90'] for g in got]):.2f} / "
+                         f"{np.median([g['median_width'] for g in got]):.1f}")
+        lines.append(f"| {table} | {epsilon:g} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dp_ranges",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", nargs="+", choices=datasets.ALL, required=True)
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(24)))
+    parser.add_argument("--cohort-patients", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    command = "python -m benchmarks.dp_ranges " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="medistill-bench-ranges-") as tmp, \
+            limited_threads(1):
+        sections = {name: datasets.data_section(name, Path(tmp),
+                                                n_patients=args.cohort_patients)
+                    for name in args.tables}
+        for seed in args.seeds:
+            for name, section in sections.items():
+                for epsilon in args.epsilons:
+                    path = run_path(args.out, name, epsilon, seed)
+                    if args.resume and path.exists():
+                        runs.append(json.loads(path.read_text()))
+                        continue
+                    started = time.perf_counter()
+                    document = {"data": section, "privacy": {"target_epsilon": epsilon},
+                                "seed": seed, "teachers": {"n_jobs": 1},
+                                "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
+                    captured = capture(document, Path(tmp) / f"run-{name}-{epsilon:g}-{seed}")
+                    run = {"table": name, "epsilon": epsilon, "seed": seed,
+                           "columns": len(captured.columns), "train": len(captured.train),
+                           "noise_multiplier": captured.noise,
+                           "teacher_epsilon": captured.teacher_epsilon,
+                           "variants": score_variants(captured, VARIANTS),
+                           "seconds": time.perf_counter() - started}
+                    path.write_text(json.dumps(run, indent=1))
+                    runs.append(run)
+                    print(f"{name} ε={epsilon:g} seed {seed}: " + ", ".join(
+                        f"{v} {got['auroc']:.3f}" for v, got in run["variants"].items())
+                        + f" ({run['seconds']:.0f} s)", flush=True)
+    if runs:
+        (args.out / "dp_ranges.md").write_text(markdown(runs, command))
+        print(markdown(runs, command))
+    return runs
+
+
+if __name__ == "__main__":
+    main()
