@@ -25,7 +25,7 @@ Why coarse, and why half to the first round (measured on breast cancer at ε = 1
 patients, 30 columns, z ≈ 6.3, so a noise std of ≈ 49 per first-round bin): the old first
 round of 232 bins and two equal rounds found nothing in 39 % of the columns and fell back to
 a noise bin far from the data (23 % of the ranges held less than 90 % of their column), and
-the DP-EBM teacher lost 0.05 AUROC to it (paired over 24 splits). A column's few hundred
+the DP-EBM teacher lost 0.057 AUROC to it (paired over 24 splits). A column's few hundred
 values then spread over 5–10 fine bins, none above the noise, where one coarse bin holds
 them all.
 
@@ -43,8 +43,8 @@ and ``upper`` quantiles of the kept mass. A range a zoom set is then widened by
 cuts thin tails (a normal column's kept bins can end near ±1 standard deviation at 600
 patients). A range the locating round set is not widened: its bins are a factor of e wide
 and hold the tails already, and widening them again made the DP-EBM's bins coarse (Pima at
-ε = 1: ranges 5 times as wide as the data's central 98 % instead of 2; docs/design.md, "The
-DP teacher's ranges at a few hundred patients"). Releasing the coarse grid directly,
+ε = 1: median range 3.4 times the data's central 98 % instead of 1.4; the pbc teacher −0.08
+AUROC; ``benchmarks/dp_ranges.py``, docs/design.md). Releasing the coarse grid directly,
 rather than a fine grid merged after the fact, keeps the noise of a coarse bin at one noise
 draw instead of the sum of the many it would merge.
 """
