@@ -89,14 +89,16 @@ def test_ranges_find_a_calendar_year_a_heavy_tail_and_a_negative_column() -> Non
 def test_a_calendar_year_at_the_planned_noise_of_380_patients() -> None:
     """What the small-data pipeline test meets (380 training patients, 4 columns, ε = 3:
     noise multiplier ≈ 2.5): the year range is usable — holds 1976–1994, at most 100 years
-    wide — in about 90 % of releases (measured over 600 draws: 8 % not on this frame,
-    9.5 % on the pipeline test's table). Held to 75 % of 40 draws; the rest is the open weakness (a noise-only bin near the data stretches the
-    range; docs/design.md)."""
+    wide — in about 90 % of releases (measured over 400 draws of the published release:
+    88.5 %; the 2026-11-30 release: 92 % on this frame over 600). The misses are 140–280
+    years wide: each 2-year bin of the last zoom holds 20–40 patients, under its stray-bin
+    threshold, so it kept only merged groups of 8–16 bins. Held to 75 % of 40 seeded draws (no flakiness)."""
     frame = _patients(380)
+    noise = np.random.default_rng(2024)
     usable = 0
     for _ in range(40):
         year = release_ranges(frame, ["year", "marker", "age", "offset"], noise_multiplier=2.5,
-                              rng=np.random.default_rng())["year"]
+                              rng=noise)["year"]
         usable += year.low <= 1976 and year.high >= 1994 and year.high - year.low <= 100
     assert usable >= 30, usable
 
