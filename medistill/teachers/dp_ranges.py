@@ -186,7 +186,9 @@ def release_ranges(features: pd.DataFrame, columns: list[str], *, noise_multipli
 
     ``rng`` must be the run's fresh-entropy privacy generator. A column whose first round
     shows no bin above the noise keeps the largest coarse bin (``informative`` False);
-    a later round that shows nothing keeps the previous round's range.
+    a later round that shows nothing, or keeps less than ``settings.zoom_kept_mass`` of the
+    mass the range before it kept, keeps that range. The ledger event is
+    ``ranges_event(noise_multiplier, settings.weights)``.
     """
     multipliers = round_multipliers(noise_multiplier, settings.weights)
     if not 0 <= lower < upper <= 1:
