@@ -214,3 +214,70 @@ def ms(values: list, digits: int = 3) -> str:
     if m is None:
         return "–"
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+class _StepReached(Exception):
+    """Raised by :class:`_UntilStep` when its step starts: the run has what is needed."""
+
+
+class _UntilStep(Artifacts):
+    def __init__(self, step: str, keep: tuple[str, ...]) -> None:
+        super().__init__(*keep)
+        self.step = step
+
+    def started(self, step: str) -> None:
+        if step == self.step:
+            raise _StepReached()
+
+
+def run_until(document: dict, work: Path, step: str, *keep: str) -> Artifacts:
+    """Run the pipeline document quietly and stop it when ``step`` starts; the artifacts of
+    the steps named in ``keep``. A run that ends without reaching ``step`` is an error."""
+    observer = _UntilStep(step, keep)
+    try:
+        run_config(document, work, observer=observer)
+    except _StepReached:
+        return observer
+    raise RuntimeError(f"the run ended without reaching the step {step!r}")
+
+
+def replay_runs(tables: list[str], epsilons: list[float], seeds: list[int], *, out: Path,
+                resume: bool, cohort_patients: int, prefix: str, measure, describe) -> list[dict]:
+    """Every (seed, table, ε) of the matrix's minimal pipeline document, one thread, each
+    measured by ``measure(document, work, table, epsilon, seed)`` — a JSON-ready dict, or
+    None to skip the run — and saved as ``out/runs/<table>_eps<ε>_seed<seed>.json`` as it
+    ends (``resume`` reads back the saved ones). ``describe(run)`` is its progress line."""
+    import json
+    import tempfile
+
+    from benchmarks import datasets
+    from benchmarks.dp_teacher_matrix import limited_threads
+
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, limited_threads(1):
+        sections = {name: datasets.data_section(name, Path(tmp), n_patients=cohort_patients)
+                    for name in tables}
+        for seed in seeds:
+            for name, section in sections.items():
+                for epsilon in epsilons:
+                    path = out / "runs" / f"{name}_eps{epsilon:g}_seed{seed}.json"
+                    if resume and path.exists():
+                        runs.append(json.loads(path.read_text()))
+                        continue
+                    started = time.perf_counter()
+                    document = {"data": section, "privacy": {"target_epsilon": epsilon},
+                                "seed": seed, "teachers": {"n_jobs": 1},
+                                "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
+                    run = measure(document, Path(tmp) / f"run-{name}-{epsilon:g}-{seed}",
+                                  name, epsilon, seed)
+                    if run is None:
+                        print(f"{name} ε={epsilon:g} seed {seed}: skipped", flush=True)
+                        continue
+                    run = {"table": name, "epsilon": epsilon, "seed": seed, **run,
+                           "seconds": time.perf_counter() - started}
+                    path.write_text(json.dumps(run, indent=1))
+                    runs.append(run)
+                    print(f"{name} ε={epsilon:g} seed {seed}: {describe(run)} "
+                          f"({run['seconds']:.0f} s)", flush=True)
+    return runs

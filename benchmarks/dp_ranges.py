@@ -23,19 +23,15 @@ figures.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import datasets
-from benchmarks.common import LIGHT_AUDIT, Artifacts, plan_of, prepared_of, run_config
-from benchmarks.dp_teacher_matrix import limited_threads
+from benchmarks.common import plan_of, prepared_of, replay_runs, run_until
 from medistill.teachers.dp_ranges import PUBLISHED, RangeSettings, equal_rounds
 
 VARIANTS: dict[str, RangeSettings] = {
@@ -46,19 +42,6 @@ VARIANTS: dict[str, RangeSettings] = {
     "published, located widened": RangeSettings(widen_located=True),
 }
 REFERENCE = "published"
-
-
-class _Stop(Exception):
-    """Raised by the observer when ``teachers`` starts: the run has what we need."""
-
-
-class _UntilTeachers(Artifacts):
-    def __init__(self) -> None:
-        super().__init__("prepare", "canaries", "plan")
-
-    def started(self, step: str) -> None:
-        if step == "teachers":
-            raise _Stop()
 
 
 @dataclass(frozen=True)
@@ -80,13 +63,7 @@ def capture(document: dict, work: Path) -> Captured:
     """Run ``document`` up to the DP teacher and return its inputs."""
     from medistill.steps.teachers import _planned_epsilon
 
-    observer = _UntilTeachers()
-    try:
-        run_config(document, work, observer=observer)
-    except _Stop:
-        pass
-    else:
-        raise RuntimeError("the run ended without reaching the step 'teachers'")
+    observer = run_until(document, work, "teachers", "prepare", "canaries", "plan")
     prepared, plan = prepared_of(observer), plan_of(observer)
     if plan.dp_teacher is None or not plan.marginal_columns:
         raise RuntimeError("the plan buys no DP teacher ranges for this run")
@@ -137,10 +114,6 @@ def score_variants(captured: Captured, variants: dict[str, RangeSettings]) -> di
     return out
 
 
-def run_path(out: Path, table: str, epsilon: float, seed: int) -> Path:
-    return out / "runs" / f"{table}_eps{epsilon:g}_seed{seed}.json"
-
-
 def _mean_se(values: list[float]) -> tuple[float, float]:
     se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
     return float(np.mean(values)), se
@@ -169,14 +142,15 @@ def markdown(runs: list[dict], command: str) -> str:
             d = [r["variants"][v]["auroc"] - r["variants"][REFERENCE]["auroc"] for r in mine]
             overall[v] += d
             m, se = _mean_se(d)
-            diffs.append(f"{m:+.3f} ± {se:.3f}")
+            diffs.append(f"{m:+.3f}" + (f" ± {se:.3f}" if np.isfinite(se) else ""))
         lines.append(f"| {table} | {epsilon:g} | {len(mine)} | " + " | ".join(means + diffs)
                      + " |")
     lines += ["", "All runs together:", "", f"| variant | AUROC − {REFERENCE} | se | runs |",
               "| --- | ---: | ---: | ---: |"]
     for v, d in overall.items():
         m, se = _mean_se(d)
-        lines.append(f"| {v} | {m:+.4f} | {se:.4f} | {len(d)} |")
+        lines.append(f"| {v} | {m:+.4f} | " + (f"{se:.4f}" if np.isfinite(se) else "–")
+                     + f" | {len(d)} |")
     lines += ["", "Columns (benchmark only): share of ranges that overlap their column / hold "
               "its central 90 %, median width over its central 98 %:", "",
               "| table | ε | " + " | ".join(variants) + " |",
@@ -204,36 +178,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.dp_ranges " + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    runs: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="medistill-bench-ranges-") as tmp, \
-            limited_threads(1):
-        sections = {name: datasets.data_section(name, Path(tmp),
-                                                n_patients=args.cohort_patients)
-                    for name in args.tables}
-        for seed in args.seeds:
-            for name, section in sections.items():
-                for epsilon in args.epsilons:
-                    path = run_path(args.out, name, epsilon, seed)
-                    if args.resume and path.exists():
-                        runs.append(json.loads(path.read_text()))
-                        continue
-                    started = time.perf_counter()
-                    document = {"data": section, "privacy": {"target_epsilon": epsilon},
-                                "seed": seed, "teachers": {"n_jobs": 1},
-                                "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
-                    captured = capture(document, Path(tmp) / f"run-{name}-{epsilon:g}-{seed}")
-                    run = {"table": name, "epsilon": epsilon, "seed": seed,
-                           "columns": len(captured.columns), "train": len(captured.train),
-                           "noise_multiplier": captured.noise,
-                           "teacher_epsilon": captured.teacher_epsilon,
-                           "variants": score_variants(captured, VARIANTS),
-                           "seconds": time.perf_counter() - started}
-                    path.write_text(json.dumps(run, indent=1))
-                    runs.append(run)
-                    print(f"{name} ε={epsilon:g} seed {seed}: " + ", ".join(
-                        f"{v} {got['auroc']:.3f}" for v, got in run["variants"].items())
-                        + f" ({run['seconds']:.0f} s)", flush=True)
+
+    def measure(document: dict, work: Path, *_: object) -> dict:
+        captured = capture(document, work)
+        return {"columns": len(captured.columns), "train": len(captured.train),
+                "noise_multiplier": captured.noise, "teacher_epsilon": captured.teacher_epsilon,
+                "variants": score_variants(captured, VARIANTS)}
+
+    runs = replay_runs(args.tables, args.epsilons, args.seeds, out=args.out,
+                       resume=args.resume, cohort_patients=args.cohort_patients,
+                       prefix="medistill-bench-ranges-", measure=measure,
+                       describe=lambda run: ", ".join(f"{v} {got['auroc']:.3f}"
+                                                      for v, got in run["variants"].items()))
     if runs:
         (args.out / "dp_ranges.md").write_text(markdown(runs, command))
         print(markdown(runs, command))

@@ -27,34 +27,17 @@ difference to ``plain`` (mean and standard error over runs).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import datasets
-from benchmarks.common import LIGHT_AUDIT, Artifacts, plan_of, prepared_of, run_config
-from benchmarks.dp_teacher_matrix import limited_threads
+from benchmarks.common import plan_of, prepared_of, replay_runs, run_until
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _Stop(Exception):
-    """Raised by the observer when ``recalibrate`` starts: the run has what we need."""
-
-
-class _UntilRecalibration(Artifacts):
-    def __init__(self) -> None:
-        super().__init__("prepare", "canaries", "plan", "labels", "student")
-
-    def started(self, step: str) -> None:
-        if step == "recalibrate":
-            raise _Stop()
 
 
 @dataclass(frozen=True)
@@ -74,13 +57,8 @@ def capture(document: dict, work: Path) -> Captured:
     """Run ``document`` up to the recalibration and return its inputs."""
     from medistill.steps.student import SYNTHETIC_KINDS, _logit_difference
 
-    observer = _UntilRecalibration()
-    try:
-        run_config(document, work, observer=observer)
-    except _Stop:
-        pass
-    else:
-        raise RuntimeError("the run ended without reaching the step 'recalibrate'")
+    observer = run_until(document, work, "recalibrate", "prepare", "canaries", "plan",
+                         "labels", "student")
     prepared, plan = prepared_of(observer), plan_of(observer)
     student, labelled = observer.get("student"), observer.get("labels")
     schema = prepared.data.schema
@@ -140,10 +118,6 @@ def variant_eces(captured: Captured, draws: int, priors: list[float], extra_bins
     return out
 
 
-def run_path(out: Path, table: str, epsilon: float, seed: int) -> Path:
-    return out / "runs" / f"{table}_eps{epsilon:g}_seed{seed}.json"
-
-
 def summarize(runs: list[dict]) -> tuple[list[str], dict[tuple[str, float], dict[str, float]],
                                            dict[str, tuple[float, float, int]]]:
     """Variants (in order), mean ECE per (table, ε) and variant, and each variant's paired
@@ -198,41 +172,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.recalibration_replay " + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    runs: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="medistill-bench-recal-") as tmp, \
-            limited_threads(1):
-        sections = {name: datasets.data_section(name, Path(tmp),
-                                                n_patients=args.cohort_patients)
-                    for name in args.tables}
-        for seed in args.seeds:
-            for name, section in sections.items():
-                for epsilon in args.epsilons:
-                    path = run_path(args.out, name, epsilon, seed)
-                    if args.resume and path.exists():
-                        runs.append(json.loads(path.read_text()))
-                        continue
-                    started = time.perf_counter()
-                    document = {"data": section, "privacy": {"target_epsilon": epsilon},
-                                "seed": seed, "teachers": {"n_jobs": 1},
-                                "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
-                    captured = capture(document, Path(tmp) / f"run-{name}-{epsilon:g}-{seed}")
-                    if captured.bins is None:
-                        print(f"{name} ε={epsilon:g} seed {seed}: no recalibration planned")
-                        continue
-                    rng = np.random.default_rng([seed, int(round(epsilon * 1000))])
-                    run = {"table": name, "epsilon": epsilon, "seed": seed,
-                           "bins": captured.bins, "noise_multiplier": captured.noise,
-                           "patients_per_bin": len(captured.train) / captured.bins,
-                           "test_patients": len(captured.test),
-                           "ece": variant_eces(captured, args.draws, args.priors, args.bins,
-                                               rng),
-                           "seconds": time.perf_counter() - started}
-                    path.write_text(json.dumps(run, indent=1))
-                    runs.append(run)
-                    print(f"{name} ε={epsilon:g} seed {seed}: " + ", ".join(
-                        f"{v} {np.mean(e):.3f}" for v, e in run["ece"].items())
-                        + f" ({run['seconds']:.0f} s)", flush=True)
+
+    def measure(document: dict, work: Path, name: str, epsilon: float,
+                seed: int) -> dict | None:
+        captured = capture(document, work)
+        if captured.bins is None:        # no recalibration planned
+            return None
+        rng = np.random.default_rng([seed, int(round(epsilon * 1000))])
+        return {"bins": captured.bins, "noise_multiplier": captured.noise,
+                "patients_per_bin": len(captured.train) / captured.bins,
+                "test_patients": len(captured.test),
+                "ece": variant_eces(captured, args.draws, args.priors, args.bins, rng)}
+
+    runs = replay_runs(args.tables, args.epsilons, args.seeds, out=args.out,
+                       resume=args.resume, cohort_patients=args.cohort_patients,
+                       prefix="medistill-bench-recal-", measure=measure,
+                       describe=lambda run: ", ".join(f"{v} {np.mean(e):.3f}"
+                                                      for v, e in run["ece"].items()))
     if runs:
         (args.out / "recalibration_replay.md").write_text(markdown(runs, command))
         print(markdown(runs, command))

@@ -84,3 +84,32 @@ def test_no_ensemble_when_the_plan_bought_no_labels() -> None:
               teachers=SimpleNamespace(ensemble=None))
     assert ensemble_figures(a, repeats=2, batch_size=4) == {
         "ensemble": {}, "n_teachers": 5, "ensemble_trained": False}
+
+
+def test_replay_runs_saves_each_run_skips_none_and_resumes(tmp_path: Path) -> None:
+    """The runner shared by the replay benchmarks: each measured run is saved under its
+    (table, ε, seed), a None is skipped, and --resume reads saved runs back unmeasured."""
+    from benchmarks.common import replay_runs
+
+    seen = []
+
+    def measure(document, work, name, epsilon, seed):
+        seen.append((name, epsilon, seed, document["seed"],
+                     document["privacy"]["target_epsilon"]))
+        return None if seed == 1 else {"value": 10 * seed}
+
+    runs = replay_runs(["breast_cancer"], [1.0], [0, 1, 2], out=tmp_path, resume=False,
+                       cohort_patients=600, prefix="test-", measure=measure,
+                       describe=lambda run: str(run["value"]))
+    assert seen == [("breast_cancer", 1.0, s, s, 1.0) for s in range(3)]
+    assert [(r["seed"], r["value"]) for r in runs] == [(0, 0), (2, 20)]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "breast_cancer_eps1_seed0.json", "breast_cancer_eps1_seed2.json"]
+
+    def refuse(*_):
+        raise AssertionError("a saved run was measured again")
+
+    again = replay_runs(["breast_cancer"], [1.0], [0, 2], out=tmp_path, resume=True,
+                        cohort_patients=600, prefix="test-", measure=refuse,
+                        describe=str)
+    assert [r["value"] for r in again] == [0, 20]

@@ -54,3 +54,10 @@ def test_one_run_is_captured_before_its_teacher_and_scored(tmp_path: Path) -> No
     scored = b.score_variants(captured, {"published": b.VARIANTS["published"]})
     assert 0.8 <= scored["published"]["auroc"] <= 1.0
     assert not (tmp_path / "run" / "report.json").exists()      # stopped before the audit
+
+
+def test_a_single_run_has_no_standard_error_shown() -> None:
+    text = b.markdown(_runs()[:1], "python -m benchmarks.dp_ranges --tables pima")
+    assert "nan" not in text
+    assert "| pima | 1 | 1 | 0.800 | 0.750 | -0.050 |" in text
+    assert "| 2026-11-30 | -0.0500 | – | 1 |" in text
