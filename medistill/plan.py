@@ -97,6 +97,9 @@ class RunPlan:
     fine_tune_schedule: DpSgdSchedule | None = None
     # teacher-labelled transfer rows mixed into the fine-tuning's batches, per sensitive row
     fine_tune_anchor_ratio: float = 0.0
+    # the DP-EBM's max_bins, chosen from its planned ε and the charged patient count
+    # (medistill.teachers.dp_ebm.public_max_bins); 32 is interpret's default
+    dp_ebm_max_bins: int = 32
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -475,6 +478,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                 f"(at most {NOISY_FINE_TUNE:g}): it runs at learning rate "
                 f"{QUIET_FINE_TUNE_LEARNING_RATE:g}, which measured better than the default "
                 "there (student.fine_tune_learning_rate overrides it).")
+    max_bins = _dp_ebm_max_bins(config, facts, budgets, validation_share, notes)
     return RunPlan(stages=budgets, delta=facts.delta, n_teachers=0,
                    transfer_kinds=("teacher_histograms",),
                    transfer_sizes={"teacher_histograms": n_rows},
@@ -484,7 +488,29 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
                    recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
                    selection_validation_share=validation_share,
-                   fine_tune_schedule=fine_tune_schedule, fine_tune_anchor_ratio=anchor_ratio)
+                   fine_tune_schedule=fine_tune_schedule, fine_tune_anchor_ratio=anchor_ratio,
+                   dp_ebm_max_bins=max_bins)
+
+
+def _dp_ebm_max_bins(config: PipelineConfig, facts: RunFacts, budgets: tuple[StageBudget, ...],
+                     validation_share: float, notes: list[str]) -> int:
+    """The DP-EBM's max_bins from its planned ε and the patients it is fitted on (charged
+    count); a note when it is not interpret's default."""
+    from medistill.privacy.ledger import epsilon_of
+    from medistill.teachers.dp_ebm import MAX_BINS_CHOICES, public_max_bins
+
+    teacher = next(b for b in budgets if b.name == "dp_teacher")
+    epsilon = epsilon_of([teacher.event], facts.delta, config.privacy.accountant)
+    n_fit = max(1, round(facts.n_train * (1 - validation_share)))
+    max_bins = public_max_bins(n_patients=n_fit, epsilon=epsilon, delta=facts.delta,
+                               n_features=len(facts.schema.features),
+                               accountant=config.privacy.accountant)
+    if max_bins != MAX_BINS_CHOICES[0]:
+        notes.append(f"The DP-EBM bins each feature into at most {max_bins} bins, not "
+                     f"{MAX_BINS_CHOICES[0]}: at its ε and about {n_fit} patients, "
+                     f"{MAX_BINS_CHOICES[0]} bins would hold fewer patients each than its "
+                     "binning noise.")
+    return max_bins
 
 
 def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:

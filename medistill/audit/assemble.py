@@ -173,7 +173,8 @@ def _dp_teacher_section(plan, selection) -> dict:
     """Which DP teacher labelled the transfer rows and, when chosen privately, the DP
     selection's released figures (noisy score sums: post-processing of its event)."""
     section = {"kind": plan.dp_teacher, "n_labelled": plan.n_teacher_rows,
-               "labels_cost": "free (post-processing of its ledger entry)"}
+               "labels_cost": "free (post-processing of its ledger entry)",
+               "dp_ebm_max_bins": plan.dp_ebm_max_bins}
     if selection is not None:
         section.update(kind=selection.chosen, selection={
             "candidates": sorted(selection.noisy_scores), "score": selection.score,

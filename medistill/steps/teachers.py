@@ -122,12 +122,13 @@ def _planned_epsilon(plan: RunPlan, ledger, name: str) -> float:
 def _fit_ebm(config: PipelineConfig, prepared: Prepared, plan: RunPlan, rows, labels, bounds):
     """The DP-EBM within its planned share; its noise from interpret's own secure sampler
     (``random_state=None``)."""
-    from medistill.teachers.dp_ebm import fit_dp_ebm
+    from medistill.teachers.dp_ebm import DPEBMSettings, fit_dp_ebm
 
     ledger = prepared.ledger
     teacher = fit_dp_ebm(rows, labels, prepared.data.schema,
                          epsilon=_planned_epsilon(plan, ledger, "dp_teacher"), delta=ledger.delta,
-                         bounds=bounds, accountant=ledger.accountant,
+                         bounds=bounds, settings=DPEBMSettings(max_bins=plan.dp_ebm_max_bins),
+                         accountant=ledger.accountant,
                          n_jobs=config.teachers.n_jobs)
     ledger.record("dp_teacher", teacher.event,
                   f"DP-EBM (interpret) on one row of each of its training patients, "

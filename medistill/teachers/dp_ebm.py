@@ -50,7 +50,7 @@ from interpret.utils._privacy import calc_gdp_noise_multi
 from medistill.data.schema import NUMERIC, TableSchema
 from medistill.errors import TrainingError
 from medistill.privacy.ledger import AccountantName, epsilon_of, make_accountant
-from medistill.teachers.dp_inputs import PublicEncoding
+from medistill.teachers.dp_inputs import DEFAULT_MAX_BINS, PublicEncoding
 
 PHANTOM_WEIGHT = 1e-9
 
@@ -61,7 +61,7 @@ class DPEBMSettings:
 
     max_rounds: int = 300
     learning_rate: float = 0.01
-    max_bins: int = 32
+    max_bins: int = DEFAULT_MAX_BINS
     max_leaves: int = 3
     outer_bags: int = 1
     bin_budget_frac: float = 0.1
@@ -116,6 +116,34 @@ def predicted_event(*, epsilon: float, delta: float, n_features: int,
     return dp_ebm_event(n_features=n_features, binning_noise_multiplier=binning,
                         n_boosting_queries=settings.n_boosting_queries(n_features),
                         boosting_noise_multiplier=boosting)
+
+
+# max_bins the plan chooses from (public_max_bins), largest first; 32 is interpret's default.
+MAX_BINS_CHOICES = (32, 16)
+
+
+def public_max_bins(*, n_patients: int, epsilon: float, delta: float, n_features: int,
+                    settings: DPEBMSettings = DPEBMSettings(),
+                    accountant: AccountantName = "pld") -> int:
+    """The largest of ``MAX_BINS_CHOICES`` whose bin-merging target holds at least one
+    binning noise std, else the smallest.
+
+    interpret merges its 2·(max_bins − 1) uniform bins until each holds n / (max_bins − 1)
+    noisy patients; each uniform bin carries noise of std s_bin (the binning noise
+    multiplier, sensitivity 1). When n / (max_bins − 1) < s_bin the bins are cut by noise:
+    fewer, wider bins then hold more patients each (measured: `docs/design.md`, "The
+    DP-EBM's bins"). ``n_patients`` must be public or charged (the plan passes the noisy
+    training count), ``epsilon`` the DP-EBM's planned ε; the choice is post-processing of
+    public quantities and does not change the ledger event.
+    """
+    nominal = calibrate_dp_ebm(epsilon=epsilon, delta=delta, n_features=n_features,
+                               settings=settings, accountant=accountant)
+    s_bin, _ = interpret_noise_multipliers(epsilon=nominal, delta=delta, n_features=n_features,
+                                           settings=settings)
+    for max_bins in MAX_BINS_CHOICES:
+        if n_patients / (max_bins - 1) >= s_bin:
+            return max_bins
+    return MAX_BINS_CHOICES[-1]
 
 
 def calibrate_dp_ebm(*, epsilon: float, delta: float, n_features: int,
@@ -256,5 +284,6 @@ def fit_dp_ebm(features: pd.DataFrame, labels: np.ndarray, schema: TableSchema, 
     return DPEBMTeacher(model, encoding, settings, event, nominal, delta, (binning, boosting))
 
 
-__all__ = ["DPEBMSettings", "DPEBMTeacher", "calibrate_dp_ebm", "dp_ebm_event", "fit_dp_ebm",
-           "interpret_noise_multipliers", "predicted_event"]
+__all__ = ["MAX_BINS_CHOICES", "DPEBMSettings", "DPEBMTeacher", "calibrate_dp_ebm",
+           "dp_ebm_event", "fit_dp_ebm", "interpret_noise_multipliers", "predicted_event",
+           "public_max_bins"]

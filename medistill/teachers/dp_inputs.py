@@ -27,6 +27,9 @@ from medistill.errors import ConfigError, DataError
 
 MISSING = "__missing__"
 OTHER = "__other__"
+# interpret's default max_bins; the pipeline's plan may choose fewer
+# (medistill.teachers.dp_ebm.public_max_bins).
+DEFAULT_MAX_BINS = 32
 
 Bounds = Mapping[str, tuple[float, float]]
 
@@ -65,10 +68,11 @@ class PublicEncoding:
 
     schema: TableSchema
     bounds: dict[str, tuple[float, float]]
-    missing_width_bins: int = 62   # 2·(max_bins − 1) uniform bins of interpret at max_bins=32
+    missing_width_bins: int = 2 * (DEFAULT_MAX_BINS - 1)  # interpret's uniform bins
 
     @classmethod
-    def build(cls, schema: TableSchema, bounds: Bounds, *, max_bins: int = 32) -> PublicEncoding:
+    def build(cls, schema: TableSchema, bounds: Bounds, *,
+              max_bins: int = DEFAULT_MAX_BINS) -> PublicEncoding:
         return cls(schema, check_bounds(schema, bounds), 2 * (max_bins - 1))
 
     def missing_slot(self, name: str) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import datasets
+from benchmarks.common import minimal_document
 from benchmarks import dp_ranges as b
 from medistill.teachers.dp_ranges import ColumnRange
 
@@ -44,9 +45,7 @@ def test_column_figures_measure_overlap_coverage_and_width() -> None:
 
 @pytest.mark.slow
 def test_one_run_is_captured_before_its_teacher_and_scored(tmp_path: Path) -> None:
-    section = datasets.data_section("breast_cancer", tmp_path)
-    document = {"data": section, "privacy": {"target_epsilon": 3.0}, "seed": 0,
-                "teachers": {"n_jobs": 1}, "audit": {"n_jobs": 1}}
+    document = minimal_document(datasets.data_section("breast_cancer", tmp_path), 3.0, 0)
     captured = b.capture(document, tmp_path / "run")
     assert len(captured.columns) == 30 and captured.noise > 0
     assert 0 < captured.teacher_epsilon < 3.0

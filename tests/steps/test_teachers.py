@@ -29,10 +29,12 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     csv = tmp_path / "tagged.csv"
     table.to_csv(csv, index=False)
     seen: dict[str, set[float]] = {"dp_ebm": set(), "dp_linear": set(), "selection": set()}
+    settings: list = []
 
     def spy(name, original, frame_arg: int = 0):
         def wrapped(*args, **kwargs):
             seen[name].update(args[frame_arg]["tag"].tolist())
+            settings.append((name, kwargs.get("settings")))
             return original(*args, **kwargs)
         return wrapped
 
@@ -47,7 +49,7 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
                         "dp_teacher_rows": 3000},
            "audit": {"reference_models": 0, "baseline_seeds": 1, "speed_repeats": 10,
                      "bootstrap": 0, "memory": False}}
-    keep = Artifacts("prepare")
+    keep = Artifacts("prepare", "plan")
     report = run_pipeline(parse_config(raw), tmp_path / "run", console=Console(quiet=True),
                           observer=keep).report
     prepared = keep.get("prepare")
@@ -68,6 +70,10 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     assert 0.98 * 3.0 <= prepared.ledger.epsilon() <= 3.0
     section = report["run"]["dp_teacher"]
     assert section["kind"] in {"dp_ebm", "dp_linear"}
+    # the DP-EBM is fitted with the bins the plan chose, and the report says which
+    plan = keep.get("plan")
+    assert [s.max_bins for name, s in settings if name == "dp_ebm"] == [plan.dp_ebm_max_bins]
+    assert section["dp_ebm_max_bins"] == plan.dp_ebm_max_bins in (16, 32)
     assert set(section["selection"]["noisy_score_sums"]) == {"dp_ebm", "dp_linear"}
     assert section["n_labelled"] == 3000
     # Bands: the chosen DP teacher learns (cohort AUROC ≈ 0.8 without noise) but is no

@@ -4,6 +4,7 @@ from public information only, fresh noise, and a utility band."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import dp_accounting as dpa
 import numpy as np
@@ -204,3 +205,36 @@ def test_categorical_histograms_span_the_declared_domain(dp_table, dp_schema, dp
                settings=SETTINGS)
     # smoker: 0, 1, missing; site: 4 declared + other + missing ("west" never occurs)
     assert seen == [3, 6]
+
+
+def test_bins_fall_to_16_exactly_where_32_would_hold_less_than_the_binning_noise() -> None:
+    from medistill.teachers.dp_ebm import (
+        MAX_BINS_CHOICES,
+        calibrate_dp_ebm,
+        interpret_noise_multipliers,
+        public_max_bins,
+    )
+
+    assert MAX_BINS_CHOICES == (32, 16)
+    nominal = calibrate_dp_ebm(epsilon=1.5, delta=1e-6, n_features=12)
+    s_bin, _ = interpret_noise_multipliers(epsilon=nominal, delta=1e-6, n_features=12,
+                                           settings=DPEBMSettings())
+    edge = 31 * s_bin
+    kwargs = {"epsilon": 1.5, "delta": 1e-6, "n_features": 12}
+    assert public_max_bins(n_patients=math.ceil(edge) + 1, **kwargs) == 32
+    assert public_max_bins(n_patients=math.floor(edge) - 1, **kwargs) == 16
+    assert public_max_bins(n_patients=10, **kwargs) == 16            # never below 16
+    # more ε, less binning noise: the same patients keep 32 bins
+    assert public_max_bins(n_patients=math.floor(edge) - 1, epsilon=6.0, delta=1e-6,
+                           n_features=12) == 32
+
+
+def test_a_teacher_with_16_bins_releases_at_most_16_bins_per_numeric_feature(
+        dp_table, dp_schema, dp_bounds) -> None:
+    frame, labels = dp_table
+    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=3.0, delta=1e-6, bounds=dp_bounds,
+                         settings=replace(SETTINGS, max_bins=16))
+    assert teacher.encoding.missing_width_bins == 30
+    for name in ("age", "sbp"):
+        cuts = teacher.model.bins_[list(teacher.model.feature_names_in_).index(name)][0]
+        assert 1 <= len(cuts) <= 15          # 16 bins: at most 15 cuts

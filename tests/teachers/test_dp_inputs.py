@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from medistill.errors import ConfigError, DataError
+from medistill.teachers.dp_ebm import DPEBMSettings
 from medistill.teachers.dp_inputs import (
     MISSING,
     OTHER,
@@ -27,10 +28,17 @@ def test_every_numeric_feature_needs_a_declared_range(dp_schema):
         "age": (18.0, 100.0), "sbp": (60.0, 220.0)}
 
 
-def test_missing_slot_is_interprets_first_uniform_bin(dp_schema, dp_bounds):
-    encoding = PublicEncoding.build(dp_schema, dp_bounds, max_bins=32)
+@pytest.mark.parametrize("max_bins", [None, 8, 16])
+def test_missing_slot_is_interprets_first_uniform_bin(dp_schema, dp_bounds, max_bins):
+    """The slot below the range is interpret's first uniform bin at the teacher's max_bins
+    (None: the encoding's default, which is the DP-EBM's)."""
+    if max_bins is None:
+        encoding = PublicEncoding.build(dp_schema, dp_bounds)
+        max_bins = DPEBMSettings().max_bins
+    else:
+        encoding = PublicEncoding.build(dp_schema, dp_bounds, max_bins=max_bins)
     low_edge, value = encoding.missing_slot("age")
-    edges = np.histogram_bin_edges([], bins=2 * (32 - 1), range=(low_edge, 100.0))
+    edges = np.histogram_bin_edges([], bins=2 * (max_bins - 1), range=(low_edge, 100.0))
     assert edges[1] == pytest.approx(18.0)
     assert low_edge < value < 18.0
 
