@@ -41,11 +41,11 @@ def test_repeats_below_one_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_run_scores_every_variant_on_one_release(tmp_path: Path) -> None:
-    document = minimal_document(datasets.data_section("pima", tmp_path), 3.0, 0)
+    document = minimal_document(datasets.data_section("breast_cancer", tmp_path), 3.0, 0)
     captured = b.capture(document, tmp_path / "run")
     variants = {"32 bins": DPEBMSettings(), "8 bins": DPEBMSettings(max_bins=8)}
     scored = b.score_settings(captured, variants, repeats=2)
     for got in scored.values():
         assert len(got["draws"]) == 2
-        assert 0.6 <= got["auroc"] <= 0.95
+        assert 0.8 <= got["auroc"] <= 1.0
     assert scored["32 bins"]["draws"][0] != scored["32 bins"]["draws"][1]   # fresh noise

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from benchmarks.common import Artifacts
+from benchmarks.common import Artifacts, plan_of
 from medistill.config import parse_config
 from medistill.pipeline import run_pipeline
 
@@ -71,7 +71,7 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     section = report["run"]["dp_teacher"]
     assert section["kind"] in {"dp_ebm", "dp_linear"}
     # the DP-EBM is fitted with the bins the plan chose, and the report says which
-    plan = keep.get("plan")
+    plan = plan_of(keep)
     assert [s.max_bins for name, s in settings if name == "dp_ebm"] == [plan.dp_ebm_max_bins]
     assert section["dp_ebm_max_bins"] == plan.dp_ebm_max_bins in (16, 32)
     assert set(section["selection"]["noisy_score_sums"]) == {"dp_ebm", "dp_linear"}
