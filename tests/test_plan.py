@@ -293,50 +293,41 @@ def test_sizing_a_tiny_table_asks_rdp_about_bounded_noise(monkeypatch) -> None:
 
 
 def test_dp_ebm_bins_follow_its_binning_noise_and_the_charged_patients() -> None:
-    """Few patients or small ε: 16 bins and a note; thousands at ε = 3: interpret's 32. The
-    choice is the teacher's; the ledger events of both plans are the same function of ε."""
-    from medistill.teachers.dp_ebm import interpret_noise_multipliers
+    """Few patients: 16 bins and a note; thousands at ε = 3: interpret's 32 — each exactly
+    where 31 bins' merge target n / 31 falls below the binning noise interpret will draw."""
+    from medistill.teachers.dp_ebm import (
+        DPEBMSettings,
+        calibrate_dp_ebm,
+        interpret_noise_multipliers,
+    )
 
     config = _config(teachers={"dp_teacher": "dp_ebm"})
     small, large = _facts(n=400, delta=1e-4), _facts(n=12000)
-    few = plan_run(config, small)
-    many = plan_run(config, large)
+    few, many = plan_run(config, small), plan_run(config, large)
     assert few.dp_ebm_max_bins == 16 and many.dp_ebm_max_bins == 32
     assert any("at most 16 bins" in note for note in few.notes)
     assert not any("bins each feature" in note for note in many.notes)
-    one = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, privacy={"target_epsilon": 1.0}),
-                   large)
-    # the rule's own threshold, checked against the noise interpret will draw
-    for plan, facts in ((few, small), (many, large), (one, large)):
-        nominal = _teacher_nominal(plan, facts)
+    for plan, facts in ((few, small), (many, large)):
+        teacher = next(s for s in plan.stages if s.name == "dp_teacher")
+        nominal = calibrate_dp_ebm(epsilon=epsilon_of([teacher.event], facts.delta, "pld"),
+                                   delta=facts.delta, n_features=len(SCHEMA.features))
         s_bin, _ = interpret_noise_multipliers(epsilon=nominal, delta=facts.delta,
                                                n_features=len(SCHEMA.features),
-                                               settings=_settings())
+                                               settings=DPEBMSettings())
         assert (plan.dp_ebm_max_bins == 32) == (facts.n_train / 31 >= s_bin)
 
 
-def _settings():
-    from medistill.teachers.dp_ebm import DPEBMSettings
-
-    return DPEBMSettings()
-
-
-def _teacher_nominal(plan, facts) -> float:
-    from medistill.teachers.dp_ebm import calibrate_dp_ebm
-
-    teacher = next(s for s in plan.stages if s.name == "dp_teacher")
-    return calibrate_dp_ebm(epsilon=epsilon_of([teacher.event], facts.delta, "pld"),
-                            delta=facts.delta, n_features=len(SCHEMA.features))
-
-
 def test_selection_sizes_the_dp_ebm_bins_on_the_patients_it_is_fitted_on() -> None:
+    """At 1,800 patients all of them would allow 32 bins; the 80 % the DP-EBM is fitted on
+    under "select" do not."""
     from medistill.plan import SELECTION_VALIDATION_SHARE
     from medistill.teachers.dp_ebm import public_max_bins
 
-    facts = _facts(n=3000)
+    facts = _facts(n=1800)
     plan = plan_run(_config(teachers={"dp_teacher": "select"}), facts)
     teacher = next(s for s in plan.stages if s.name == "dp_teacher")
+    kwargs = {"epsilon": epsilon_of([teacher.event], facts.delta, "pld"),
+              "delta": facts.delta, "n_features": len(SCHEMA.features)}
+    assert public_max_bins(n_patients=facts.n_train, **kwargs) == 32
     n_fit = round(facts.n_train * (1 - SELECTION_VALIDATION_SHARE))
-    assert plan.dp_ebm_max_bins == public_max_bins(
-        n_patients=n_fit, epsilon=epsilon_of([teacher.event], facts.delta, "pld"),
-        delta=facts.delta, n_features=len(SCHEMA.features))
+    assert plan.dp_ebm_max_bins == public_max_bins(n_patients=n_fit, **kwargs) == 16
