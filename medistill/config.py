@@ -159,6 +159,13 @@ MAX_EPSILON = 50.0
 """The largest target ε accepted as a privacy guarantee (above it, ``allow_nonprivate``)."""
 
 
+def _at_least_or_auto(value: int | str, minimum: int, message: str) -> int | str:
+    """An integer setting that may also be "auto": refused below ``minimum``."""
+    if isinstance(value, int) and value < minimum:
+        raise ValueError(message)
+    return value
+
+
 def _strict_number(value: Any) -> Any:
     """Refuse booleans and text where a number is expected (pydantic would read ``true`` as
     1 and ``'3'`` as 3)."""
@@ -279,9 +286,7 @@ class LabelsConfig(_Frozen):
     @field_validator("n_queries")
     @classmethod
     def _positive_queries(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be a positive integer or 'auto'")
-        return value
+        return _at_least_or_auto(value, 1, "must be a positive integer or 'auto'")
 
 
 class NumericPrior(_Frozen):
@@ -473,7 +478,7 @@ class AuditConfig(_Frozen):
     # with the DP noise alone, more than distillation changes it (docs/benchmarks.md).
     baseline_seeds: int = Field(3, ge=1, le=20)
     reference_models: int = Field(4, ge=0, le=256)
-    canaries: int | Literal["auto"] = "auto"
+    canaries: int | Literal["auto"] = "auto"   # 0: no canary audit
     bootstrap: int = Field(200, ge=0, le=10_000)
     memory: bool = True
     n_jobs: int = Field(2, ge=1, le=64)
@@ -482,6 +487,12 @@ class AuditConfig(_Frozen):
     groups: tuple[str, ...] = ()
     fairness_min_patients: int = Field(100, ge=1)
     fairness_min_events: int = Field(10, ge=1)
+
+    @field_validator("canaries")
+    @classmethod
+    def _canaries_not_negative(cls, value: int | str) -> int | str:
+        return _at_least_or_auto(value, 0, "must be 'auto' or a number of canaries, 0 or more "
+                                           "(0: no canary audit)")
 
     @field_validator("groups")
     @classmethod

@@ -54,6 +54,15 @@ class RunFacts:
     def n_train(self) -> int:
         return max(0, sum(self.class_counts))
 
+    def without_excluded_canaries(self, n_canaries: int) -> RunFacts:
+        """The facts about the patients the DP stages train on: the expected ``n_canaries // 2``
+        canaries that the one-run audit leaves out, taken from each class in proportion."""
+        excluded, total = n_canaries // 2, self.n_train
+        if excluded == 0 or total == 0:
+            return self
+        keep = max(0, total - excluded) / total
+        return replace(self, class_counts=tuple(int(round(c * keep)) for c in self.class_counts))
+
 
 @dataclass(frozen=True)
 class StageBudget:
@@ -172,11 +181,33 @@ def n_teachers_for(config: PipelineConfig, facts: RunFacts) -> int:
 
 
 def n_canaries_for(config: PipelineConfig, facts: RunFacts) -> int:
-    if config.student.alpha >= 1:
+    """How many training patients the one-run canary audit draws (``audit.canaries``; "auto":
+    a tenth of them, at most MAX_CANARIES, none below 20). Half of them, drawn with fresh
+    entropy, are left out of every DP stage on the DP-teacher path, and of every one but the
+    ensemble on the PATE path, whose teachers fit on every training patient: hence none
+    there at α = 1. On the DP-teacher path the DP teacher and the fine-tuning train on patients,
+    so the audit always applies."""
+    if resolved_dp_teacher(config, facts) == "none" and config.student.alpha >= 1:
         return 0
-    n = (min(MAX_CANARIES, facts.n_train // 10) if config.audit.canaries == "auto"
-         else int(config.audit.canaries))
+    if config.audit.canaries == "auto":
+        n = min(MAX_CANARIES, facts.n_train // 10)
+        return n if n >= 20 else 0
+    n = int(config.audit.canaries)
+    if n > facts.n_train // 2:
+        raise ConfigError(f"pipeline: field 'audit.canaries' is {n}, but the run has about "
+                          f"{facts.n_train} training patients (noisy count); at most half of "
+                          f"them ({facts.n_train // 2}) can be canaries. Use 'auto' or a "
+                          "smaller number.")
     return n if n >= 20 else 0
+
+
+def canary_note(n_canaries: int, left_out_of: str) -> str:
+    """The plan note of a run with canaries, which are left out of ``left_out_of``."""
+    return (f"One-run canary audit (Steinke, Nasr, Jagielski 2023): {n_canaries} training "
+            f"patients are canaries, each left out of {left_out_of} with probability ½ "
+            f"(fresh entropy), so about {n_canaries // 2} fewer patients train there. The "
+            "report's mia.student.canary gives the ε lower bound; audit.canaries: 0 turns it "
+            "off.")
 
 
 def _stage_plans(names: list[str], shares: dict[str, float], ctx: StageContext) -> list[StagePlan]:
@@ -397,6 +428,11 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
     noisy histograms, for free, and the student is distilled from them without noise
     (post-processing), then fine-tuned on the patients (``student.fine_tune``)."""
     notes: list[str] = []
+    n_canaries = n_canaries_for(config, facts)
+    if n_canaries:
+        notes.append(canary_note(n_canaries, "every DP stage"))
+    # every size below is of the patients the DP stages see (the audit leaves ~half out)
+    facts = facts.without_excluded_canaries(n_canaries)
     marginal_columns = [f.name for f in facts.schema.features
                         if f.kind == "numeric" and f.name not in config.transfer.priors]
     active = (["dp_teacher_ranges"] if marginal_columns else []) + ["dp_teacher"]
@@ -483,7 +519,7 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    transfer_kinds=("teacher_histograms",),
                    transfer_sizes={"teacher_histograms": n_rows},
                    marginal_columns=tuple(marginal_columns), n_queries=0, alpha=1.0, repeats=1,
-                   n_canaries=0, student_touches_sensitive=False, schedule=schedule,
+                   n_canaries=n_canaries, student_touches_sensitive=False, schedule=schedule,
                    notes=tuple(notes), dp_teacher=resolved_dp_teacher(config, facts),
                    n_teacher_rows=n_rows, transfer_student_noise=0.0, student=student,
                    recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
@@ -538,6 +574,9 @@ def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
     notes: list[str] = []
     n_teachers = n_teachers_for(config, facts)
     n_canaries = n_canaries_for(config, facts)
+    if n_canaries:
+        notes.append(canary_note(n_canaries, "every DP stage but the PATE teachers (which "
+                                             "fit on every training patient)"))
     alpha = config.student.alpha
     touches_sensitive = alpha < 1
     n_dp_rows = max(1, facts.n_train - n_canaries // 2)

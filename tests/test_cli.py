@@ -227,14 +227,16 @@ def test_audit_rejudges_a_finished_run(finished_run, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_membership_attacks_are_reported(finished_run) -> None:
-    """The default (DP-teacher) run: every attack against the student; no canaries, since
-    the student never trains on sensitive rows (canaries: tests/test_pipeline_transfer.py)."""
+    """The default (DP-teacher) run: every attack against the student, and the one-run
+    canary audit (its DP teacher and fine-tuning train on patients)."""
     _, out = finished_run
     report = json.loads((out / "report.json").read_text())
     names = {a["name"] for a in report["mia"]["student"]["attacks"]}
     assert names == {"loss_threshold", "lira_offline", "lira_online", "rmia"}
     assert all(len(a["roc"]["fpr"]) >= 2 for a in report["mia"]["student"]["attacks"])
-    assert "canary" not in report["mia"]["student"]
+    canary = report["mia"]["student"]["canary"]
+    assert canary["n_canaries"] >= 20
+    assert 0.0 <= canary["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
     # The empirical lower bound must never exceed the ledger's ε.
     assert report["mia"]["student"]["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
 

@@ -170,7 +170,9 @@ def test_fine_tuning_takes_its_fraction_next_to_the_teacher_and_is_sized_from_th
         noise_per_row = plan.noise("student_dp_sgd") / plan.fine_tune_schedule.batch_size
         assert (noise_per_row > NOISY_FINE_TUNE) == anchored
         schedule = plan.fine_tune_schedule
-        assert schedule.n_examples == n
+        # sized on the patients it sees: the canary audit leaves half its canaries out
+        assert plan.n_canaries == min(1000, n // 10)
+        assert schedule.n_examples == n - plan.n_canaries // 2
         assert schedule.steps == plan.student.fine_tune_epochs * round(1 / schedule.sample_rate)
         budget = next(s for s in plan.stages if s.name == "student_dp_sgd")
         assert budget.event == schedule.event(budget.noise)
@@ -314,7 +316,8 @@ def test_dp_ebm_bins_follow_its_binning_noise_and_the_charged_patients() -> None
         s_bin, _ = interpret_noise_multipliers(epsilon=nominal, delta=facts.delta,
                                                n_features=len(SCHEMA.features),
                                                settings=DPEBMSettings())
-        assert (plan.dp_ebm_max_bins == 32) == (facts.n_train / 31 >= s_bin)
+        seen = facts.without_excluded_canaries(plan.n_canaries).n_train   # what it fits on
+        assert (plan.dp_ebm_max_bins == 32) == (seen / 31 >= s_bin)
 
 
 def test_selection_sizes_the_dp_ebm_bins_on_the_patients_it_is_fitted_on() -> None:
@@ -329,5 +332,41 @@ def test_selection_sizes_the_dp_ebm_bins_on_the_patients_it_is_fitted_on() -> No
     kwargs = {"epsilon": epsilon_of([teacher.event], facts.delta, "pld"),
               "delta": facts.delta, "n_features": len(SCHEMA.features)}
     assert public_max_bins(n_patients=facts.n_train, **kwargs) == 32
-    n_fit = round(facts.n_train * (1 - SELECTION_VALIDATION_SHARE))
+    seen = facts.without_excluded_canaries(plan.n_canaries).n_train
+    n_fit = round(seen * (1 - SELECTION_VALIDATION_SHARE))
     assert plan.dp_ebm_max_bins == public_max_bins(n_patients=n_fit, **kwargs) == 16
+
+
+def test_dp_teacher_path_audits_canaries_and_sizes_on_the_patients_left() -> None:
+    """The DP-teacher path draws the one-run audit's canaries (a tenth of the patients, at
+    most 1,000, none below 20) and sizes its steps on the patients the DP stages see, about
+    half the canaries fewer; ``audit.canaries: 0`` turns the audit off."""
+    config = _config(teachers={"dp_teacher": "dp_ebm"})
+    for n, expected in ((150, 0), (400, 40), (5000, 500), (50_000, 1000)):
+        plan = plan_run(config, _facts(n=n))
+        assert plan.n_canaries == expected
+        assert any("canary audit" in note for note in plan.notes) == bool(expected)
+        assert plan.fine_tune_schedule.n_examples == n - expected // 2
+    off = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, audit={"canaries": 0}),
+                   _facts(n=5000))
+    assert off.n_canaries == 0 and off.fine_tune_schedule.n_examples == 5000
+    assert not any("canary audit" in note for note in off.notes)
+    fixed = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}, audit={"canaries": 60}),
+                     _facts(n=5000))
+    assert fixed.n_canaries == 60 and fixed.fine_tune_schedule.n_examples == 4970
+
+
+def test_facts_without_excluded_canaries_take_half_of_them_from_each_class_in_proportion() -> None:
+    facts = _facts(n=1000)   # 800 and 200 patients
+    assert facts.without_excluded_canaries(100).class_counts == (760, 190)
+    assert facts.without_excluded_canaries(1).class_counts == (800, 200)
+    assert facts.without_excluded_canaries(100).delta == facts.delta
+
+
+def test_more_canaries_than_half_the_patients_is_refused_before_training() -> None:
+    config = _config(teachers={"dp_teacher": "dp_ebm"}, audit={"canaries": 600})
+    with pytest.raises(ConfigError, match=r"audit\.canaries.*at most half of them \(500\)"):
+        plan_run(config, _facts(n=1000))
+    assert plan_run(config, _facts(n=1200)).n_canaries == 600
+    with pytest.raises(ConfigError, match=r"field 'audit\.canaries' must be 'auto' or .* 0 or more"):
+        _config(audit={"canaries": -1})

@@ -18,17 +18,21 @@ from medistill.pipeline import run_pipeline
 def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
         tmp_path: Path, cohort_table, monkeypatch) -> None:
     """Every row either DP teacher fits on, and every row the private selection scores, is
-    a training patient's (never test or holdout); each fit and the selection are in the
-    ledger, which stays within the target; the report names the chosen teacher."""
+    a training patient's (never test or holdout) and never a canary the audit left out;
+    together they are exactly the patients the DP stages may see. Each fit and the selection
+    are in the ledger, which stays within the target; the report names the chosen teacher
+    and carries the canary audit."""
     import medistill.teachers.dp_ebm as dp_ebm
     import medistill.teachers.dp_linear as dp_linear
+    import medistill.teachers.dp_ranges as dp_ranges
     import medistill.teachers.private_selection as private_selection
 
     table = cohort_table.copy()
     table["tag"] = np.arange(len(table), dtype=float)   # one distinct value per patient
     csv = tmp_path / "tagged.csv"
     table.to_csv(csv, index=False)
-    seen: dict[str, set[float]] = {"dp_ebm": set(), "dp_linear": set(), "selection": set()}
+    seen: dict[str, set[float]] = {"dp_ebm": set(), "dp_linear": set(), "selection": set(),
+                                   "ranges": set()}
     settings: list = []
 
     def spy(name, original, frame_arg: int = 0):
@@ -42,6 +46,7 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     monkeypatch.setattr(dp_linear, "fit_dp_linear", spy("dp_linear", dp_linear.fit_dp_linear))
     monkeypatch.setattr(private_selection, "select_teacher",
                         spy("selection", private_selection.select_teacher, frame_arg=1))
+    monkeypatch.setattr(dp_ranges, "release_ranges", spy("ranges", dp_ranges.release_ranges))
     raw = {"data": {"source": "csv", "path": str(csv), "label": "cv_event_1y",
                     "id_column": "patient_id", "identifiers": ["name", "mrn", "phone"]},
            "privacy": {"target_epsilon": 3.0},
@@ -49,7 +54,7 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
                         "dp_teacher_rows": 3000},
            "audit": {"reference_models": 0, "baseline_seeds": 1, "speed_repeats": 10,
                      "bootstrap": 0, "memory": False}}
-    keep = Artifacts("prepare", "plan")
+    keep = Artifacts("prepare", "plan", "canaries")
     report = run_pipeline(parse_config(raw), tmp_path / "run", console=Console(quiet=True),
                           observer=keep).report
     prepared = keep.get("prepare")
@@ -62,6 +67,17 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     # Candidates fit on the same patients; the selection scores the others.
     assert seen["dp_ebm"] == seen["dp_linear"] and not seen["dp_ebm"] & seen["selection"]
     assert 0.1 <= len(seen["selection"]) / len(seen["selection"] | seen["dp_ebm"]) <= 0.3
+    # The canary audit: the left-out canaries reach no DP stage; the rest is what they see.
+    audited = keep.get("canaries")
+    train_tags = prepared.data.rows(prepared.split.train)[0]["tag"].to_numpy()
+    left_out = set(train_tags[audited.canary_rows[~audited.canary_in]].tolist())
+    allowed = set(train_tags[audited.dp_rows].tolist())
+    assert len(left_out) >= 10 and plan_of(keep).n_canaries == len(audited.canary_rows)
+    assert seen["dp_ebm"] | seen["selection"] == seen["ranges"] == allowed
+    assert not allowed & left_out
+    canary = report["mia"]["student"]["canary"]
+    assert canary["n_canaries"] == len(audited.canary_rows)
+    assert 0.0 <= canary["epsilon_lower_bound"] <= report["privacy"]["epsilon"]
 
     stages = [entry.stage for entry in prepared.ledger.entries]
     # The DP-EBM records its binning and its boosting; the others one entry each.
