@@ -192,7 +192,8 @@ def pipeline_cell(section: dict, epsilon: float, seed: int, folder: Path,
     out["main"] = {
         "seconds": seconds, "epsilon": rep["privacy"]["epsilon"],
         "teacher_kind": rep["run"]["teacher"]["kind"],
-        "n_queries": rep["run"]["ensemble"]["n_queries"], "alpha": rep["run"]["student"]["alpha"],
+        "n_queries": (rep["run"]["ensemble"] or {}).get("n_queries", 0),   # None: DP teacher
+        "alpha": rep["run"]["student"]["alpha"],
         "student": util["student"]["auroc"], "teacher": util["teacher"]["auroc"],
         "ensemble": util.get("ensemble", {}).get("auroc"),   # None: the plan bought no labels
         "lr_nonprivate": util["baselines"]["logistic_regression_nonprivate"]["auroc"],

@@ -298,11 +298,11 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                 "teacher": {"kind": inputs.teacher_selection.get(
                     "chosen", config.teachers.reference),
                             "selection": inputs.teacher_selection},
-                "ensemble": {"n_teachers": plan.n_teachers if ensemble is not None else 0,
-                             "kind": config.teachers.kind,
-                             "aggregator": config.labels.aggregator,
-                             "sigma": plan.noise("labels"),
-                             "n_queries": plan.n_queries},
+                # the PATE path's ensemble; None on the DP-teacher path, which has none
+                "ensemble": None if plan.dp_teacher else {
+                    "n_teachers": plan.n_teachers if ensemble is not None else 0,
+                    "kind": config.teachers.kind, "aggregator": config.labels.aggregator,
+                    "sigma": plan.noise("labels"), "n_queries": plan.n_queries},
                 "dp_teacher": (_dp_teacher_section(plan, inputs.dp_selection)
                                if plan.dp_teacher else None),
                 "plan": {"stages": [{"name": b.name, "share": b.share, "noise_multiplier": b.noise,

@@ -83,6 +83,25 @@ def _strongest(block: dict) -> dict:
     return max(attacks, key=lambda a: a["auc"]) if attacks else {}
 
 
+def _teaching(run: dict) -> dict:
+    """How the student learned: from a DP teacher's labels (DP-teacher path) or from a PATE
+    ensemble's noisy votes. Only released or declared facts (the chosen kind is the output
+    of the charged selection; the row count is the pipeline file's)."""
+    dp, ensemble = run.get("dp_teacher") or {}, run.get("ensemble") or {}
+    if dp:
+        tuned = bool((run.get("student") or {}).get("fine_tune"))
+        return {"method": "knowledge distillation from a differentially private teacher into "
+                          "a small MLP: the teacher labelled transfer rows as post-processing "
+                          "of its ledger entry" + ("; the student was then fine-tuned by "
+                                                   "DP-SGD (Opacus) on the training patients"
+                                                   if tuned else "")
+                          + "; every stage as in the privacy ledger",
+                "teachers": dp.get("kind"), "teacher_labelled_rows": dp.get("n_labelled")}
+    return {"method": "knowledge distillation into a small MLP trained with DP-SGD (Opacus); "
+                      "teachers and transfer data as in the privacy ledger",
+            "teachers": ensemble.get("kind"), "aggregator": ensemble.get("aggregator")}
+
+
 def build_model_card(report: dict, config: Any, model_path: Path) -> dict[str, Any]:
     """The card's content from ``report.json``, the resolved config and ``student.onnx``.
 
@@ -132,10 +151,7 @@ def build_model_card(report: dict, config: Any, model_path: Path) -> dict[str, A
                     "ledger": [{k: e.get(k) for k in LEDGER_KEYS}
                                for e in privacy.get("ledger") or []]},
         "development": {
-            "method": "knowledge distillation into a small MLP trained with DP-SGD (Opacus); "
-                      "teachers and transfer data as in the privacy ledger",
-            "teachers": (run.get("ensemble") or {}).get("kind"),
-            "aggregator": (run.get("ensemble") or {}).get("aggregator"),
+            **_teaching(run),
             "transfer_source": ((run.get("transfer") or {}).get("resolved")
                                 or (run.get("transfer") or {}).get("source")),
             "student_hidden_layers": student.get("hidden_layers"),

@@ -141,6 +141,22 @@ def _section(report: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _canary_row(student: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The one-run canary audit's line: its bound and what it rests on (None: no canaries)."""
+    canary = _section(student, "canary")
+    if not canary:
+        return None
+    best = next((t for t in canary.get("trials") or () if isinstance(t, Mapping)
+                 and t.get("k_pos") == canary.get("k_pos") and t.get("k_neg") == canary.get("k_neg")),
+                {})
+    detail = ", ".join(text for text in (
+        f"{fmt_int(canary.get('n_canaries'))} canaries, {fmt_int(canary.get('n_included'))} "
+        "trained on" if canary.get("n_canaries") is not None else "",
+        f"{fmt_int(best.get('correct'))} of {fmt_int(best.get('guesses'))} guesses right"
+        if best else "") if text)
+    return {"epsilon": canary.get("epsilon_lower_bound"), "detail": detail}
+
+
 def _mia_rows(mia: Mapping[str, Any]) -> tuple[list[dict[str, Any]], bool | None]:
     """Table rows (attack × model) and whether at least one attack has power on the teacher."""
 
@@ -306,6 +322,22 @@ def _clipping_facts(student: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("Per-sample clipping", text)]
 
 
+def _teacher_facts(run: Mapping[str, Any], ens: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The teacher(s) the student learned from: the DP teacher, or the PATE ensemble."""
+    dp = _section(run, "dp_teacher")
+    if dp:
+        chosen = _section(dp, "selection")
+        choice = (f", chosen by report-noisy-max from {', '.join(map(str, chosen['candidates']))}"
+                  if isinstance(chosen.get("candidates"), list) else "")
+        return [("DP teacher", _describe(
+            dp, ("kind", "{}", fallback), ("n_labelled", "{} transfer rows labelled", fmt_int),
+            ("labels_cost", "{}", fallback), ("dp_ebm_max_bins", "DP-EBM max bins {}", fmt_int))
+            + choice)]
+    return [("Teacher ensemble", _describe(
+        ens, ("n_teachers", "{} teachers", fmt_int), ("aggregator", "aggregator {}", fallback),
+        ("sigma", "σ = {}", fmt_sig), ("n_queries", "{} queries", fmt_int)))]
+
+
 def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Dataset and run facts as (label, text) pairs; hashes and counts, never rows."""
     data, ens = _section(run, "dataset"), _section(run, "ensemble")
@@ -320,9 +352,7 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Features", fmt_int(data.get("n_features"))),
         ("Outcome", _describe(data, ("label", "{}", fallback), ("prevalence", "prevalence {}", fmt_pct))),
         ("Teacher", fallback(_section(run, "teacher").get("kind"))),
-        ("Teacher ensemble", _describe(
-            ens, ("n_teachers", "{} teachers", fmt_int), ("aggregator", "aggregator {}", fallback),
-            ("sigma", "σ = {}", fmt_sig), ("n_queries", "{} queries", fmt_int))),
+        *_teacher_facts(run, ens),
         ("Student", _describe(
             {**student, **mlp}, ("mlp", "MLP {}", fallback), ("n_parameters", "{} parameters", fmt_int),
             ("alpha", "α = {}", fmt_sig), ("epochs", "{} epochs", fmt_int))),
@@ -340,7 +370,7 @@ def _run_facts(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Seed", fallback(run.get("seed"))),
         *_compute_facts(_section(run, "compute")),
     ]
-    known = {"dataset", "teacher", "ensemble", "student", "transfer", "medistill_version",
+    known = {"dataset", "teacher", "ensemble", "dp_teacher", "student", "transfer", "medistill_version",
              "created_at", "pipeline_sha256", "seed", "compute"}
     facts += [(str(k), fallback(v)) for k, v in run.items()
               if k not in known and (v is None or isinstance(v, str | int | float | bool))]
@@ -468,6 +498,7 @@ def _context(report: Mapping[str, Any], *, plots: bool) -> dict[str, Any]:
         "speed": _section(report, "speed"),
         "mia": mia,
         "mia_rows": mia_rows,
+        "canary": _canary_row(_section(mia, "student")),
         "mia_has_power": mia_has_power,
         "no_power_auc": NO_POWER_AUC,
         "fairness_rows": fairness_rows,

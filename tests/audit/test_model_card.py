@@ -89,3 +89,25 @@ def test_15_7_card_without_guarantee_says_so(model: Path) -> None:
     report["privacy"]["formal_guarantee"] = False
     write_model_card(model.parent, report, _config())
     assert "NO FORMAL PRIVACY GUARANTEE" in (model.parent / "model_card.md").read_text()
+
+
+def test_card_names_the_dp_teacher_on_the_dp_teacher_path(model: Path) -> None:
+    """The DP-teacher path has no ensemble: the card names the DP teacher and the rows it
+    labelled, says the student was fine-tuned when it was, and shows no PATE aggregator."""
+    report = json.loads(json.dumps(REPORT))
+    report["run"].update(ensemble=None, dp_teacher={"kind": "dp_ebm", "n_labelled": 20000})
+    report["run"]["student"]["fine_tune"] = {"epochs": 3}
+    card = write_model_card(model.parent, report, _config())
+    development = card["development"]
+    assert development["teachers"] == "dp_ebm" and development["teacher_labelled_rows"] == 20000
+    assert "aggregator" not in development
+    assert "differentially private teacher" in development["method"]
+    assert "fine-tuned by DP-SGD" in development["method"]
+    text = (model.parent / "model_card.md").read_text()
+    assert "DP teacher: dp\\_ebm (20000 transfer rows labelled)" in text
+    assert "aggregator" not in text
+    report["run"]["student"]["fine_tune"] = None
+    assert "fine-tuned" not in build_model_card(report, _config(), model)["development"]["method"]
+    # the PATE path keeps its ensemble and aggregator
+    pate = build_model_card(REPORT, _config(), model)["development"]
+    assert pate["teachers"] == "partitioned" and pate["aggregator"] == "gnmax"

@@ -393,6 +393,31 @@ def test_run_facts_show_the_clipping_mode_and_its_check(report: dict[str, Any]) 
     assert "- Per-sample clipping: hooks (Opacus)" in render_markdown(report)
 
 
+def test_run_facts_name_the_dp_teacher_instead_of_an_empty_ensemble(report: dict[str, Any]) -> None:
+    report["run"].update(ensemble=None, dp_teacher={
+        "kind": "dp_linear", "n_labelled": 20000,
+        "labels_cost": "free (post-processing of its ledger entry)", "dp_ebm_max_bins": 16,
+        "selection": {"candidates": ["dp_ebm", "dp_linear"], "noisy_score_sums": {}}})
+    markdown = render_markdown(report)
+    assert ("- DP teacher: dp_linear, 20,000 transfer rows labelled, free (post-processing of "
+            "its ledger entry), DP-EBM max bins 16, chosen by report-noisy-max from dp_ebm, "
+            "dp_linear") in markdown
+    assert "- Teacher ensemble:" not in markdown
+    report["run"].update(dp_teacher=None, ensemble={"n_teachers": 50, "aggregator": "gnmax"})
+    assert "- Teacher ensemble: 50 teachers, aggregator gnmax" in render_markdown(report)
+
+
+def test_the_canary_audit_has_its_own_line_under_the_empirical_epsilon(report: dict[str, Any]) -> None:
+    assert "canary audit (" not in render_markdown(report)   # a run without canaries
+    report["mia"]["student"]["canary"] = {
+        "n_canaries": 1000, "n_included": 487, "epsilon_lower_bound": 0.0, "k_pos": 100,
+        "k_neg": 100, "trials": [{"k_pos": 10, "k_neg": 10, "guesses": 20, "correct": 12},
+                                 {"k_pos": 100, "k_neg": 100, "guesses": 200, "correct": 104}]}
+    line = "of which the one-run canary audit (1,000 canaries, 487 trained on, 104 of 200 guesses right)"
+    assert f"| {line} | 0.000 |" in render_markdown(report)
+    assert line in " ".join(parse(render_html(report)).body_text)
+
+
 def test_headline(report: dict[str, Any]) -> None:
     lines = headline(report)
     assert lines == [
