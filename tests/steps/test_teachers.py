@@ -47,6 +47,16 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     monkeypatch.setattr(private_selection, "select_teacher",
                         spy("selection", private_selection.select_teacher, frame_arg=1))
     monkeypatch.setattr(dp_ranges, "release_ranges", spy("ranges", dp_ranges.release_ranges))
+    import medistill.steps.student as student_step
+
+    fine_tuned_on: list[np.ndarray] = []   # the patients (train-split rows) the fine-tuning reads
+
+    def fine_tuning_inputs(prepared, preprocessor):
+        fine_tuned_on.append(prepared.dp_rows.copy())
+        return sensitive_inputs(prepared, preprocessor)
+
+    sensitive_inputs = student_step.sensitive_inputs
+    monkeypatch.setattr(student_step, "sensitive_inputs", fine_tuning_inputs)
     raw = {"data": {"source": "csv", "path": str(csv), "label": "cv_event_1y",
                     "id_column": "patient_id", "identifiers": ["name", "mrn", "phone"]},
            "privacy": {"target_epsilon": 3.0},
@@ -74,6 +84,8 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     allowed = set(train_tags[audited.dp_rows].tolist())
     assert len(left_out) >= 10 and plan_of(keep).n_canaries == len(audited.canary_rows)
     assert seen["dp_ebm"] | seen["selection"] == seen["ranges"] == allowed
+    assert fine_tuned_on and all(set(train_tags[rows].tolist()) == allowed
+                                 for rows in fine_tuned_on)
     assert not allowed & left_out
     canary = report["mia"]["student"]["canary"]
     assert canary["n_canaries"] == len(audited.canary_rows)
