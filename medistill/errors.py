@@ -44,6 +44,14 @@ class PrivacyBudgetError(MedistillError):
     """The privacy plan cannot meet the target (ε, δ) with the requested work."""
 
 
+class StageNoiseError(PrivacyBudgetError):
+    """One planned stage (``stage``) would need more noise than its output can bear."""
+
+    def __init__(self, message: str, *, stage: str, hint: str | None = None) -> None:
+        self.stage = stage
+        super().__init__(message, hint=hint)
+
+
 class TrainingError(MedistillError):
     """A model could not be trained on the data it was given (e.g. one class only)."""
 

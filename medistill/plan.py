@@ -19,7 +19,7 @@ import numpy as np
 
 from medistill.config import PipelineConfig, StudentConfig
 from medistill.data.schema import TableSchema
-from medistill.errors import ConfigError, PrivacyBudgetError
+from medistill.errors import ConfigError, PrivacyBudgetError, StageNoiseError
 from medistill.privacy.planner import StagePlan, max_count, plan_budget
 from medistill.privacy.stages import StageContext, resolved_shares, stage
 from medistill.student.recalibration import n_bins_for
@@ -336,6 +336,18 @@ def resolved_dp_teacher(config: PipelineConfig, facts: RunFacts) -> str:
 
 # Share of the training patients held out to score the DP teacher candidates ("select").
 SELECTION_VALIDATION_SHARE = 0.2
+# The DP linear candidate's expected batch: its settings' (256) where that is at most a
+# tenth of its patients, else a tenth, at least 32. At 256 on a few hundred patients the
+# sampling rate nears ½, DP-SGD loses its amplification by sampling, and the candidate
+# needed a noise multiplier of 50–190 at ε ≤ 3 on 700–3,000 patients (docs/benchmarks.md).
+LINEAR_BATCH_SHARE, LINEAR_MIN_BATCH = 0.1, 32
+# Stages only "select" plans: when one of them cannot be afforded, the DP-EBM runs alone.
+SELECTION_STAGES = ("dp_linear_teacher", "teacher_selection")
+
+
+def linear_batch_size(n_fit: int, settings: DPLinearSettings) -> int:
+    """The DP linear candidate's expected batch on ``n_fit`` patients (charged count)."""
+    return int(min(settings.batch_size, max(LINEAR_MIN_BATCH, LINEAR_BATCH_SHARE * n_fit)))
 
 
 # Shares sized per run from the charged number of training patients (docs/design.md, "The
@@ -421,6 +433,28 @@ def sized_shares(shares: dict[str, float], fixed: list[str],
     return {**shares, **{name: f * base / rest for name, f in fractions.items()}}
 
 
+def _plan_dp_teacher_path(config: PipelineConfig, facts: RunFacts,
+                          shares: dict[str, float]) -> RunPlan:
+    """The DP-teacher path; under "select", the DP-EBM alone (and a note) when the budget
+    cannot give the linear candidate or the selection a useful noise level."""
+    if resolved_dp_teacher(config, facts) != "select":
+        return _plan_dp_teacher(config, facts, shares)
+    try:
+        return _plan_dp_teacher(config, facts, shares)
+    except StageNoiseError as error:
+        if error.stage not in SELECTION_STAGES:
+            raise
+        refused = error
+    alone = config.model_copy(update={"teachers": config.teachers.model_copy(
+        update={"dp_teacher": "dp_ebm"})})
+    return _plan_dp_teacher(alone, facts, shares).with_notes(
+        f"teachers.dp_teacher is 'select', but at ε = {config.privacy.target_epsilon:g} and "
+        f"about {facts.n_train} training patients its stage '{refused.stage}' would need "
+        "more noise than is useful: the DP-EBM is fitted alone, on every training patient, "
+        "with no candidate and no selection charged. A larger privacy.target_epsilon or "
+        "more patients allow the choice.")
+
+
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
     """The DP-teacher path: the budget goes to the DP teacher (and to noisy histograms for
     the numeric ranges nobody declared), the student's DP-SGD fine-tuning and its
@@ -441,7 +475,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
         validation_share = SELECTION_VALIDATION_SHARE
         settings = DPLinearSettings()
         n_fit = max(1, round(facts.n_train * (1 - validation_share)))
-        linear_schedule = DpSgdSchedule.for_data(n_fit, settings.batch_size, settings.epochs)
+        linear_schedule = DpSgdSchedule.for_data(n_fit, linear_batch_size(n_fit, settings),
+                                                 settings.epochs)
         active += ["dp_linear_teacher", "teacher_selection"]
         notes.append(f"Teacher selection: a DP-EBM and a DP logistic regression are fitted on "
                      f"{1 - validation_share:.0%} of the training patients; the other "
@@ -570,7 +605,7 @@ def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
     target, accountant = config.privacy.target_epsilon, config.privacy.accountant
     shares = resolved_shares(config.privacy.shares)
     if resolved_dp_teacher(config, facts) != "none":
-        return _plan_dp_teacher(config, facts, shares)
+        return _plan_dp_teacher_path(config, facts, shares)
     notes: list[str] = []
     n_teachers = n_teachers_for(config, facts)
     n_canaries = n_canaries_for(config, facts)

@@ -370,3 +370,46 @@ def test_more_canaries_than_half_the_patients_is_refused_before_training() -> No
     assert plan_run(config, _facts(n=1200)).n_canaries == 600
     with pytest.raises(ConfigError, match=r"field 'audit\.canaries' must be 'auto' or .* 0 or more"):
         _config(audit={"canaries": -1})
+
+
+def test_select_falls_back_to_the_dp_ebm_alone_when_its_candidate_is_unaffordable() -> None:
+    """At ε = 1 on 700 patients the DP linear candidate would need a noise multiplier above
+    its useful 50: "select" then plans the DP-EBM alone (every patient, no candidate, no
+    selection charged) and says why, instead of refusing the run. At ε = 3 the choice is
+    affordable and kept; a stage the fallback needs as well still refuses the run."""
+    from medistill.errors import StageNoiseError
+
+    facts = _facts(n=700, delta=1e-5)
+    select = _config(teachers={"dp_teacher": "select"}, privacy={"target_epsilon": 1.0})
+    plan = plan_run(select, facts)
+    alone = plan_run(_config(teachers={"dp_teacher": "dp_ebm"},
+                             privacy={"target_epsilon": 1.0}), facts)
+    assert plan.dp_teacher == "dp_ebm" and plan.selection_validation_share == 0.0
+    assert [s.name for s in plan.stages] == [s.name for s in alone.stages]
+    assert [s.noise for s in plan.stages] == [s.noise for s in alone.stages]
+    assert any("'select'" in note and "'dp_linear_teacher'" in note for note in plan.notes)
+    assert 0.98 <= _composed(plan, facts) <= 1.0
+    kept = plan_run(_config(teachers={"dp_teacher": "select"}, privacy={"target_epsilon": 3.0}),
+                    facts)
+    assert kept.dp_teacher == "select"
+    assert {"dp_linear_teacher", "teacher_selection"} <= {s.name for s in kept.stages}
+    with pytest.raises(StageNoiseError) as refused:
+        plan_run(_config(teachers={"dp_teacher": "select"}, privacy={"target_epsilon": 0.2}),
+                 facts)
+    assert refused.value.stage not in ("dp_linear_teacher", "teacher_selection")
+
+
+def test_the_linear_candidates_batch_is_a_tenth_of_its_patients_up_to_its_settings() -> None:
+    """On a few hundred patients the DP linear candidate samples about a tenth of them per
+    step (at its settings' 256 the rate would near ½, where DP-SGD gains nothing from
+    sampling); from 2,560 fitted patients on it keeps 256."""
+    from medistill.plan import linear_batch_size
+    from medistill.teachers.dp_linear import DPLinearSettings
+
+    settings = DPLinearSettings()
+    assert [linear_batch_size(n, settings) for n in (100, 532, 2560, 9200)] == [32, 53, 256, 256]
+    plan = plan_run(_config(teachers={"dp_teacher": "select"}, privacy={"target_epsilon": 3.0}),
+                    _facts(n=700, delta=1e-5))
+    schedule = plan.linear_teacher_schedule
+    assert schedule.batch_size == linear_batch_size(schedule.n_examples, settings)
+    assert 0.08 <= schedule.sample_rate <= 0.12

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import dp_accounting as dpa
 from dp_accounting import mechanism_calibration
 
-from medistill.errors import PrivacyBudgetError
+from medistill.errors import PrivacyBudgetError, StageNoiseError
 from medistill.privacy.ledger import (
     AccountantName, epsilon_of, make_accountant, quiet_accounting)
 
@@ -110,14 +110,14 @@ def plan_budget(stages: list[StagePlan], *, target_epsilon: float, delta: float,
         if noise > stage.max_noise:
             needed = (f"{noise:.4g}" if math.isfinite(noise)
                       else f"more than {min(1e5, 4 * stage.max_noise):.4g}")
-            raise PrivacyBudgetError(
+            raise StageNoiseError(
                 f"The privacy plan cannot meet ε = {target_epsilon:g} at δ = {delta:.2g}: stage "
                 f"'{stage.name}' ({stage.what}) gets ε = {eps_share:.3g} of it and would need a "
                 f"noise multiplier of {needed}, above the {stage.max_noise:.4g} at which its "
                 "output is still useful.",
                 hint="Raise privacy.target_epsilon, give this stage a larger share "
                      "(privacy.shares), or ask it to do less (fewer label queries, fewer "
-                     "epochs).")
+                     "epochs).", stage=stage.name)
         noises[stage.name] = noise
 
     def composed_event(scale: float) -> dpa.DpEvent:
