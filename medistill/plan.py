@@ -25,6 +25,7 @@ from medistill.privacy.stages import StageContext, resolved_shares, stage
 from medistill.student.recalibration import n_bins_for
 from medistill.student.train import DpSgdSchedule
 from medistill.teachers.aggregators import Aggregator, make_aggregator
+from medistill.teachers.dp_inputs import DEFAULT_MAX_BINS
 from medistill.teachers.dp_linear import DPLinearSettings
 from medistill.teachers.ensemble import auto_n_teachers
 from medistill.transfer.schema_prior import columns_needing_marginals
@@ -107,8 +108,8 @@ class RunPlan:
     # teacher-labelled transfer rows mixed into the fine-tuning's batches, per sensitive row
     fine_tune_anchor_ratio: float = 0.0
     # the DP-EBM's max_bins, chosen from its planned ε and the charged patient count
-    # (medistill.teachers.dp_ebm.public_max_bins); 32 is interpret's default
-    dp_ebm_max_bins: int = 32
+    # (medistill.teachers.dp_ebm.public_max_bins); interpret's default otherwise
+    dp_ebm_max_bins: int = DEFAULT_MAX_BINS
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -341,8 +342,12 @@ SELECTION_VALIDATION_SHARE = 0.2
 # sampling rate nears ½, DP-SGD loses its amplification by sampling, and the candidate
 # needed a noise multiplier of 50–190 at ε ≤ 3 on 700–3,000 patients (docs/benchmarks.md).
 LINEAR_BATCH_SHARE, LINEAR_MIN_BATCH = 0.1, 32
-# Stages only "select" plans: when one of them cannot be afforded, the DP-EBM runs alone.
-SELECTION_STAGES = ("dp_linear_teacher", "teacher_selection")
+# Stages only "select" plans (and how a note names them): when one of them cannot be
+# afforded, the DP-EBM runs alone.
+SELECTION_STAGES = {"dp_linear_teacher": "the DP logistic-regression candidate (stage "
+                                         "dp_linear_teacher)",
+                    "teacher_selection": "the noisy choice between the candidates (stage "
+                                         "teacher_selection)"}
 
 
 def linear_batch_size(n_fit: int, settings: DPLinearSettings) -> int:
@@ -437,22 +442,20 @@ def _plan_dp_teacher_path(config: PipelineConfig, facts: RunFacts,
                           shares: dict[str, float]) -> RunPlan:
     """The DP-teacher path; under "select", the DP-EBM alone (and a note) when the budget
     cannot give the linear candidate or the selection a useful noise level."""
-    if resolved_dp_teacher(config, facts) != "select":
-        return _plan_dp_teacher(config, facts, shares)
     try:
         return _plan_dp_teacher(config, facts, shares)
     except StageNoiseError as error:
-        if error.stage not in SELECTION_STAGES:
+        if resolved_dp_teacher(config, facts) != "select" or error.stage not in SELECTION_STAGES:
             raise
-        refused = error
+        refused = SELECTION_STAGES[error.stage]
     alone = config.model_copy(update={"teachers": config.teachers.model_copy(
         update={"dp_teacher": "dp_ebm"})})
     return _plan_dp_teacher(alone, facts, shares).with_notes(
         f"teachers.dp_teacher is 'select', but at ε = {config.privacy.target_epsilon:g} and "
-        f"about {facts.n_train} training patients its stage '{refused.stage}' would need "
-        "more noise than is useful: the DP-EBM is fitted alone, on every training patient, "
-        "with no candidate and no selection charged. A larger privacy.target_epsilon or "
-        "more patients allow the choice.")
+        f"about {facts.n_train} training patients {refused} would need more noise than is "
+        "useful: the DP-EBM is fitted alone, on every training patient, with no candidate "
+        "and no selection charged. A larger privacy.target_epsilon or more patients allow "
+        "the choice.")
 
 
 def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, float]) -> RunPlan:
@@ -614,7 +617,7 @@ def plan_run(config: PipelineConfig, facts: RunFacts) -> RunPlan:
                                              "fit on every training patient)"))
     alpha = config.student.alpha
     touches_sensitive = alpha < 1
-    n_dp_rows = max(1, facts.n_train - n_canaries // 2)
+    n_dp_rows = max(1, facts.without_excluded_canaries(n_canaries).n_train)
     marginal_columns = columns_needing_marginals(facts.schema, config.transfer.priors,
                                                  config.transfer.categories)
     if config.transfer.source == "auto":
