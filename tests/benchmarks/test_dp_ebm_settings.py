@@ -49,3 +49,17 @@ def test_one_run_scores_every_variant_on_one_release(tmp_path: Path) -> None:
         assert len(got["draws"]) == 2
         assert 0.8 <= got["auroc"] <= 1.0
     assert scored["32 bins"]["draws"][0] != scored["32 bins"]["draws"][1]   # fresh noise
+
+
+def test_the_learning_variants_keep_the_plans_bins_and_pair_with_the_published_settings() -> None:
+    variants = b.learning_variants(16)
+    assert variants[b.LEARNING_REFERENCE] == DPEBMSettings(max_bins=16)
+    assert {v.max_bins for v in variants.values()} == {16}
+    assert len(set(variants.values())) == len(variants)
+    runs = [{"table": "cohort", "epsilon": 1.0, "seed": s,
+             "variants": {"published": {"auroc": 0.85 + 0.01 * s},
+                          "learning rate 0.03": {"auroc": 0.855 + 0.01 * s}}}
+            for s in range(3)]
+    text = b.markdown(runs, "python -m benchmarks.dp_ebm_settings --variants learning")
+    assert "learning rate 0.03 − published" in text
+    assert "| cohort | 1 | 3 | 0.860 | 0.865 | +0.005 ± 0.000 |" in text

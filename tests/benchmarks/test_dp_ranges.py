@@ -35,7 +35,7 @@ def test_the_summary_pairs_each_variant_with_the_published_release_by_run() -> N
 def test_column_figures_measure_overlap_coverage_and_width() -> None:
     values = np.linspace(0.0, 100.0, 101)
     captured = b.Captured(pd.DataFrame({"a": values, "b": values}), np.zeros(101), None,
-                          None, None, ["a", "b"], 1.0, 1.0, 1e-6)
+                          None, None, ["a", "b"], 1.0, 1.0, 1e-6, 32)
     ranges = {"a": ColumnRange(-10.0, 110.0, True, 3),      # holds all, 1.22 × wide
               "b": ColumnRange(200.0, 300.0, True, 3)}      # off the data
     got = b.column_figures(captured, ranges)
