@@ -119,6 +119,14 @@ class OmopConfig(_Frozen):
     covariates: OmopCovariatesConfig = OmopCovariatesConfig()
 
 
+def _codes_as_text(value: Any) -> Any:
+    """Missing-value codes as text: YAML reads an unquoted ``-99`` as a number."""
+    if isinstance(value, list | tuple):
+        return [str(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v
+                for v in value]
+    return value
+
+
 class DataConfig(_Frozen):
     """Where the sensitive records are and how to read them."""
 
@@ -136,6 +144,18 @@ class DataConfig(_Frozen):
     fhir_validate: Literal["full", "mapped"] = "full"
     fhir_jobs: int = Field(1, ge=1, le=64)
     omop: OmopConfig | None = None
+    # Codes an export writes for a missing cell (SAS/Stata ".", "-99", "unknown"), read as
+    # missing in every column on top of pandas' default spellings (CSV and Parquet sources).
+    missing_values: Annotated[tuple[str, ...], BeforeValidator(_codes_as_text)] = ()
+
+    @field_validator("missing_values")
+    @classmethod
+    def _codes_not_blank(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        codes = tuple(code.strip() for code in value)
+        if any(not code for code in codes):
+            raise ValueError("holds a blank code; a blank cell is already missing. List "
+                             "only the codes the export writes, e.g. ['.', '-99']")
+        return tuple(dict.fromkeys(codes))
 
     @model_validator(mode="after")
     def _path_for_files(self) -> DataConfig:
@@ -145,6 +165,9 @@ class DataConfig(_Frozen):
             raise ValueError(f"'path' is required when source is '{self.source}'")
         if self.source in ("csv", "parquet") and not self.label:
             raise ValueError(f"'label' is required when source is '{self.source}'")
+        if self.missing_values and self.source not in ("csv", "parquet"):
+            raise ValueError(f"'missing_values' applies to csv and parquet tables, not to "
+                             f"source '{self.source}'")
         return self
 
 

@@ -88,3 +88,17 @@ def test_audit_groups() -> None:
     assert (config.audit.fairness_min_patients, config.audit.fairness_min_events) == (100, 10)
     with pytest.raises(ConfigError, match="worst_group.*reserved"):
         parse_config({**MINIMAL, "audit": {"groups": ["worst_group"]}}, source="p.yaml")
+
+
+def test_missing_value_codes() -> None:
+    def data(**kw):
+        return {**MINIMAL, "data": {**MINIMAL["data"], **kw}}
+
+    assert parse_config(MINIMAL).data.missing_values == ()
+    config = parse_config(data(missing_values=[" . ", -99, "unknown", "."]))
+    assert config.data.missing_values == (".", "-99", "unknown")  # YAML's -99 read as text
+    for blank in ("", "   "):
+        with pytest.raises(ConfigError, match=r"field 'data.missing_values' holds a blank code"):
+            parse_config(data(missing_values=[".", blank]), source="p.yaml")
+    with pytest.raises(ConfigError, match="'missing_values' applies to csv and parquet"):
+        parse_config({**MINIMAL, "data": {"source": "builtin", "missing_values": ["."]}})

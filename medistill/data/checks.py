@@ -33,7 +33,14 @@ FREE_TEXT_UNIQUE_SHARE = 0.5
 """A categorical column with more distinct values than this share of its filled cells is
 free text or one value per record."""
 
-NoteKind = Literal["dropped_empty", "dropped_constant", "label_spelling", "label_leakage"]
+DATE_SHARE = 0.95
+"""A text column is a date column when at least this share of its filled cells are dates."""
+_DATE_CELL = re.compile(
+    r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")
+
+NoteKind = Literal["dropped_empty", "dropped_constant", "dropped_date", "label_spelling",
+                   "label_leakage"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def check_size(n_patients: int, *, source: str) -> None:
 def normalise_label_spellings(series: pd.Series, *, label: str) -> tuple[pd.Series, list[InputNote]]:
     """Trim spaces (inner runs become one space); spellings that then differ only in case
     (``yes``, ``Yes ``, ``YES``) are merged into their lower-case form, with a note.
-    Missing cells stay missing; numbers are left alone."""
+    Missing cells stay missing, and so do cells of spaces only (an export's blank, not a
+    class); numbers are left alone."""
     missing = series.isna()
     cleaned = {value: re.sub(r"\s+", " ", str(value)).strip()
                for value in pd.unique(series[~missing])}
@@ -104,7 +112,7 @@ def normalise_label_spellings(series: pd.Series, *, label: str) -> tuple[pd.Seri
     for text in cleaned.values():
         spellings.setdefault(text.casefold(), set()).add(text)
     merged = {folded for folded, texts in spellings.items() if len(texts) > 1}
-    final = {value: text.casefold() if text.casefold() in merged else text
+    final = {value: (text.casefold() if text.casefold() in merged else text) or None
              for value, text in cleaned.items()}
     notes = []
     if merged:
@@ -167,8 +175,28 @@ def uninformative(series: pd.Series) -> NoteKind | None:
     return "dropped_constant" if distinct.nunique() <= 1 else None
 
 
+def holds_dates(series: pd.Series) -> bool:
+    """A column of dates or timestamps: a datetime type (Parquet), or text whose filled
+    cells are ISO (``2014-03-02``, with or without a time) or day/month/year dates in at
+    least :data:`DATE_SHARE` of them."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return True
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return False
+    values = series.dropna().astype(str).str.strip()
+    values = values[values != ""]
+    return bool(len(values)) and float(values.str.fullmatch(_DATE_CELL).mean()) >= DATE_SHARE
+
+
 def drop_note(kind: NoteKind, column: str) -> InputNote:
-    """The note for a column dropped by :func:`uninformative`."""
+    """The note for a column dropped by :func:`uninformative` or :func:`holds_dates`."""
+    if kind == "dropped_date":
+        return InputNote(kind, column, (
+            f"Column '{column}' was dropped: it holds dates, which the model does not take "
+            "as they are (a calendar date is a quasi-identifier, and as categories each day "
+            "would be its own rare value). Derive a number from it before the run — age at "
+            "the visit, days since diagnosis, the year — or declare it with "
+            f"data.feature_types.{column} to use it as categories."))
     why = {"dropped_empty": "it is empty in every record",
            "dropped_constant": "it holds the same value in every record that has one"}[kind]
     return InputNote(kind, column, f"Column '{column}' was dropped: {why}, so it carries no "
@@ -249,7 +277,7 @@ def leakage_notes(features: pd.DataFrame, codes: np.ndarray, kinds: dict[str, st
     return notes
 
 
-__all__ = ["FREE_TEXT_UNIQUE_SHARE", "MAX_ABS_VALUE", "MAX_CLASSES", "MIN_PATIENTS",
-           "MIN_PER_CLASS", "InputNote", "check_class_sizes", "check_free_text",
+__all__ = ["DATE_SHARE", "FREE_TEXT_UNIQUE_SHARE", "MAX_ABS_VALUE", "MAX_CLASSES",
+           "MIN_PATIENTS", "MIN_PER_CLASS", "InputNote", "check_class_sizes", "check_free_text",
            "check_finite", "check_headers", "check_label_type", "check_size", "drop_note",
-           "leakage_notes", "normalise_label_spellings", "uninformative"]
+           "holds_dates", "leakage_notes", "normalise_label_spellings", "uninformative"]

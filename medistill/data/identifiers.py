@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from medistill.data.checks import holds_dates
+
 _NAME_HINTS = re.compile(
     r"(^|_)(name|first_?name|last_?name|surname|given|family|full_?name|address|street|city|"
     r"zip|postcode|postal|phone|telephone|mobile|fax|e_?mail|ssn|social_security|nhs_?number|"
@@ -69,7 +71,7 @@ def _many_distinct(series: pd.Series, share: float) -> bool:
 def content_reason(series: pd.Series) -> str | None:
     """Why the values of ``series`` look like a direct identifier, or ``None``."""
     sample = _sample(series)
-    if sample.empty:
+    if sample.empty or holds_dates(series):     # dates have their own rule: dropped, noted
         return None
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         values = series.dropna()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medistill.data.checks import check_headers
@@ -14,9 +16,10 @@ from medistill.errors import DataError
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, low_memory=False)
+def _read_csv(path: Path, missing_values: Sequence[str] = ()) -> pd.DataFrame:
+    try:  # the codes are added to pandas' default missing spellings
+        return pd.read_csv(path, low_memory=False, na_values=list(missing_values) or None,
+                           keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"'{path}' is empty: expected a header line with column names and "
                         "at least one row of records.") from None
@@ -51,8 +54,44 @@ def _read_parquet(path: Path) -> pd.DataFrame:
                         hint="Check that the file was written completely.") from None
 
 
-def load_table(path: Path | str, fmt: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet table; ``fmt`` defaults to the file's extension."""
+def _number(code: str) -> float | None:
+    try:
+        value = float(code)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def blank_missing_codes(frame: pd.DataFrame, missing_values: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with every cell equal to a missing-value code set missing: text cells whose
+    trimmed text is a code, and numbers equal to a code that is a number (``-99``)."""
+    codes = {str(c).strip() for c in missing_values}
+    if not codes:
+        return frame
+    numbers = [n for n in map(_number, codes) if n is not None]
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_bool_dtype(series):
+            continue
+        if pd.api.types.is_numeric_dtype(series):
+            hit = series.isin(numbers).to_numpy(dtype=bool, na_value=False)
+        else:
+            hit = series.astype("string").str.strip().isin(codes).to_numpy(dtype=bool,
+                                                                            na_value=False)
+        if hit.any():
+            out[column] = series.mask(hit)
+    return out
+
+
+def load_table(path: Path | str, fmt: str | None = None,
+               missing_values: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV or Parquet table; ``fmt`` defaults to the file's extension.
+
+    Cells equal to one of ``missing_values`` (``data.missing_values``: export codes such as
+    ``.`` or ``-99``, compared after trimming spaces) are read as missing, on top of
+    pandas' default missing spellings.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"Input file '{path}' does not exist.",
@@ -64,7 +103,7 @@ def load_table(path: Path | str, fmt: str | None = None) -> pd.DataFrame:
         raise DataError(f"'{path}' is empty (0 bytes): expected a table of records.")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt in ("csv", "txt"):
-        frame = _read_csv(path)
+        frame = _read_csv(path, missing_values)
     elif fmt in ("parquet", "pq"):
         frame = _read_parquet(path)
     else:
@@ -74,7 +113,7 @@ def load_table(path: Path | str, fmt: str | None = None) -> pd.DataFrame:
     check_headers(_csv_header(path) if fmt in ("csv", "txt") else list(frame.columns),
                   source=f"'{path}'")
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    return blank_missing_codes(frame, missing_values)
 
 
-__all__ = ["load_table"]
+__all__ = ["blank_missing_codes", "load_table"]

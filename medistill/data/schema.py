@@ -35,6 +35,8 @@ class TableSchema:
     classes: tuple[str, ...]
     id_column: str | None = None
     dropped_identifiers: tuple[str, ...] = field(default=())
+    # data.missing_values: export codes read as missing, in training and by the deployed model
+    missing_values: tuple[str, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
@@ -48,9 +50,13 @@ class TableSchema:
         return next(f for f in self.features if f.name == name)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "classes": list(self.classes),
-                "features": [{"name": f.name, "kind": f.kind, "categories": list(f.categories)}
-                             for f in self.features]}
+        """The schema as stored in the model's metadata (``missing_values`` only if any)."""
+        out = {"label": self.label, "classes": list(self.classes),
+               "features": [{"name": f.name, "kind": f.kind, "categories": list(f.categories)}
+                            for f in self.features]}
+        if self.missing_values:
+            out["missing_values"] = list(self.missing_values)
+        return out
 
 
 def _first_non_numeric(series: pd.Series) -> tuple[int, str] | None:
@@ -78,7 +84,9 @@ def coerce_numeric(frame: pd.DataFrame, column: str, *, source: str) -> pd.Serie
             "CSV with a header) holds text that is not a number (the value is not shown: it "
             "may identify a patient).",
             hint="Fix or blank the cell (blank cells are treated as missing), or declare the "
-                 f"column as categorical: data.feature_types.{column}: categorical.")
+                 f"column as categorical: data.feature_types.{column}: categorical. If the "
+                 "text is an export's code for a missing value (such as a SAS or Stata "
+                 "placeholder), declare that code in data.missing_values.")
     return pd.to_numeric(series.astype(str).str.strip().replace("", np.nan), errors="coerce")
 
 

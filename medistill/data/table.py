@@ -19,6 +19,7 @@ from medistill.data.checks import (
     check_label_type,
     check_size,
     drop_note,
+    holds_dates,
     leakage_notes,
     normalise_label_spellings,
     uninformative,
@@ -88,7 +89,7 @@ def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None,
 
         table, label, id_col = read_fhir_table(config, seed=seed)
         return table, config.label or label, id_col, config.identifiers, str(config.path)
-    table = load_table(config.path, config.source)
+    table = load_table(config.path, config.source, config.missing_values)
     return table, config.label, config.id_column, config.identifiers, str(config.path)
 
 
@@ -151,6 +152,9 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
         if empty_or_constant:
             notes.append(drop_note(empty_or_constant, column))
             continue
+        if column not in config.feature_types and holds_dates(frame[column]):
+            notes.append(drop_note("dropped_date", column))
+            continue
         kind = config.feature_types.get(column) or infer_kind(frame[column])
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
@@ -177,12 +181,13 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
             "sensitive table; the pipeline keeps only categories declared in "
             "transfer.categories or chosen by a charged DP threshold on patient counts.")
     if any(n.kind.startswith("dropped_") for n in notes):
-        caveats.append("Which columns were dropped as empty or constant was read from the "
+        caveats.append("Which columns were dropped as empty, constant or dates was read from the "
                        "sensitive table and is treated as public schema metadata.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,
-                         id_column=id_column, dropped_identifiers=tuple(identifiers))
+                         id_column=id_column, dropped_identifiers=tuple(identifiers),
+                         missing_values=config.missing_values)
     features = pd.DataFrame(columns)
     notes.extend(leakage_notes(features, labels, {f.name: f.kind for f in specs}, label=label))
     return SensitiveData(features=features, labels=labels, patient_ids=patient_ids,

@@ -103,6 +103,12 @@ def check_columns(names: Sequence[str], schema: ModelSchema, source: str) -> Non
                              "case-sensitive; extra columns are ignored.")
 
 
+def missing_tokens(schema: ModelSchema) -> tuple[str, ...]:
+    """Cells this model reads as missing: :data:`MISSING_TOKENS` and the codes its run
+    declared in ``data.missing_values`` (compared after trimming spaces)."""
+    return MISSING_TOKENS + tuple(c for c in schema.missing_values if c not in MISSING_TOKENS)
+
+
 def pick_key(names: Sequence[str], candidates: Sequence[str]) -> str | None:
     """The first patient-key column of ``candidates`` present in the input."""
     return next((c for c in candidates if c in set(names)), None)
@@ -121,9 +127,11 @@ def _type_error(column: str, arr: pa.Array, expected: str, source: str) -> DataE
                      f"{expected}.", hint="Convert the column, or blank it to mark it missing.")
 
 
-def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str
+def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str,
+             missing: Sequence[str] = MISSING_TOKENS
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float32 values (NaN = missing), and masks of non-numbers and non-finite numbers."""
+    """float32 values (NaN = missing: a ``missing`` token, or a number equal to one such as
+    -99), and masks of non-numbers and non-finite numbers."""
     arr = _decode(arr)
     n = len(arr)
     not_number = np.zeros(n, dtype=bool)
@@ -131,7 +139,7 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str
         return np.full(n, np.nan, dtype=np.float32), not_number, not_number
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         try:  # fast path: every cell is a plain number or missing
-            return _finite(pc.cast(arr, pa.float64()), not_number)
+            return _finite(_without_codes(pc.cast(arr, pa.float64()), missing), not_number)
         except pa.ArrowInvalid:
             pass
         text = pc.utf8_trim_whitespace(arr)
@@ -139,8 +147,8 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str
             lower = pc.utf8_lower(text)
             text = pc.if_else(pc.equal(lower, "true"), "1",
                               pc.if_else(pc.equal(lower, "false"), "0", text))
-        ok = pc.match_substring_regex(text, NUMBER)
-        blank = pc.is_in(text, value_set=pa.array(MISSING_TOKENS, text.type))
+        blank = pc.is_in(text, value_set=pa.array(list(missing), text.type))
+        ok = pc.and_(pc.match_substring_regex(text, NUMBER), pc.invert(blank))
         not_number = pc.fill_null(pc.and_(pc.invert(ok), pc.invert(blank)), False
                                   ).to_numpy(zero_copy_only=False)
         arr = pc.cast(pc.if_else(ok, text, pa.scalar(None, text.type)), pa.float64())
@@ -149,7 +157,23 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str
         arr = pc.cast(arr, pa.float64())
     else:
         raise _type_error(column, arr, "numbers", source)
-    return _finite(arr, not_number)
+    return _finite(_without_codes(arr, missing), not_number)
+
+
+def _without_codes(arr: pa.Array, missing: Sequence[str]) -> pa.Array:
+    """A float64 array with the numbers equal to a numeric ``missing`` code set null."""
+    numbers = []
+    for code in missing:
+        try:
+            value = float(code)
+        except ValueError:
+            continue
+        if np.isfinite(value):
+            numbers.append(value)
+    if not numbers:
+        return arr
+    coded = pc.is_in(arr, value_set=pa.array(numbers, pa.float64()))
+    return pc.if_else(coded, pa.scalar(None, pa.float64()), arr)
 
 
 def _finite(arr: pa.Array, not_number: np.ndarray
@@ -160,10 +184,11 @@ def _finite(arr: pa.Array, not_number: np.ndarray
     return values, not_number, np.isinf(values)
 
 
-def _categorical(arr: pa.Array, categories: tuple[str, ...], *, column: str, source: str
-                 ) -> tuple[np.ndarray, int]:
-    """Category strings ('' = missing) and how many non-missing values the model has not
-    seen (the model encodes them as 'unknown': all one-hot columns zero)."""
+def _categorical(arr: pa.Array, categories: tuple[str, ...], *, column: str, source: str,
+                 missing: Sequence[str] = MISSING_TOKENS) -> tuple[np.ndarray, int]:
+    """Category strings, trimmed ('' = missing, as are ``missing`` tokens that are not
+    categories) and how many non-missing values the model has not seen (the model encodes them as
+    'unknown': all one-hot columns zero)."""
     arr = _decode(arr)
     if pa.types.is_null(arr.type):
         return np.full(len(arr), "", dtype=object), 0
@@ -172,7 +197,12 @@ def _categorical(arr: pa.Array, categories: tuple[str, ...], *, column: str, sou
             arr = pc.cast(arr, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise _type_error(column, arr, "text categories", source) from None
-    filled = pc.fill_null(arr, "")
+    # Trimmed as when the training table was read (``medistill.data.table``): an export's
+    # padded "No " is the category "No" the model learned.
+    filled = pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+    tokens = pa.array([t for t in missing if t not in categories], type=filled.type)
+    coded = pc.is_in(filled, value_set=tokens)
+    filled = pc.if_else(coded, pa.scalar("", filled.type), filled)
     known = pc.is_in(filled, value_set=pa.array([*categories, ""], type=filled.type))
     unseen = len(filled) - int(pc.sum(known).as_py() or 0)
     return filled.to_numpy(zero_copy_only=False).astype(object), unseen
@@ -186,6 +216,7 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
     when ``require_key``) make their row invalid; unseen categories are only counted.
     """
     n = len(chunk.positions)
+    missing = missing_tokens(schema)
     bad = np.zeros(n, dtype=bool)
     problems: list[RowProblem] = list(chunk.dropped)
     feeds: dict[str, np.ndarray] = {}
@@ -202,12 +233,13 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
         arr = chunk.columns[spec.name]
         if spec.kind == CATEGORICAL:
             feeds[spec.name], count = _categorical(arr, spec.categories, column=spec.name,
-                                                   source=source)
+                                                   source=source, missing=missing)
             if count:
                 unseen[spec.name] = count
         else:
             values, not_number, infinite = _numeric(arr, binary=spec.kind == BINARY,
-                                                    column=spec.name, source=source)
+                                                    column=spec.name, source=source,
+                                                    missing=missing)
             flag(not_number, spec.name, "not a number")
             flag(infinite, spec.name, "not a finite number")
             feeds[spec.name] = values
@@ -234,12 +266,13 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
 class CsvSource:
     """A CSV file read in blocks. Lines are numbered from the header (line 1) without
     counting blank lines (which are skipped), so they are exact for files without blank
-    lines or quoted values that span lines."""
+    lines or quoted values that span lines. Cells equal to a ``missing`` token are null."""
 
     unit = "line"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, missing: Sequence[str] = MISSING_TOKENS) -> None:
         self.path = path
+        self.missing = tuple(missing)
         self.header = self._header()
         # Spaces around a header are dropped, as when the training table was read.
         self.names = [name.strip() for name in self.header]
@@ -285,7 +318,7 @@ class CsvSource:
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(columns),
                     column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
-                    quoted_strings_can_be_null=False, null_values=list(MISSING_TOKENS)))
+                    quoted_strings_can_be_null=False, null_values=list(self.missing)))
         except pa.ArrowInvalid as error:
             raise _unreadable(self.path.name, error) from None
         parsed = reported = 0
@@ -359,8 +392,9 @@ class ParquetSource:
             yield RawChunk({c: batch.column(c) for c in columns}, positions)
 
 
-def open_table(path: Path) -> CsvSource | ParquetSource:
-    """A CSV or Parquet source by extension (``.csv``, ``.tsv`` is not supported)."""
+def open_table(path: Path, missing: Sequence[str] = MISSING_TOKENS) -> CsvSource | ParquetSource:
+    """A CSV or Parquet source by extension (``.csv``, ``.tsv`` is not supported); a CSV's
+    cells equal to a ``missing`` token are read as null (:func:`prepare` handles the rest)."""
     if not path.exists():
         raise DataError(f"input '{path}' does not exist.")
     if path.is_dir():
@@ -370,7 +404,7 @@ def open_table(path: Path) -> CsvSource | ParquetSource:
     if suffix in (".parquet", ".pq"):
         return ParquetSource(path)
     if suffix in (".csv", ".txt", ""):
-        return CsvSource(path)
+        return CsvSource(path, missing)
     if suffix in (".gz", ".bz2", ".zst") and path.stem.lower().endswith(".csv"):
         raise DataError(f"{path.name}: compressed CSV is not supported; decompress it first.")
     raise DataError(f"input '{path.name}': unknown format '{suffix}'.",
@@ -383,7 +417,7 @@ def open_table(path: Path) -> CsvSource | ParquetSource:
 _NUMBER_TYPES = (int, float, bool)
 
 
-def _as_text(value: Any, where: str) -> str | None:
+def _as_text(value: Any, where: str, missing: Sequence[str] = MISSING_TOKENS) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -393,14 +427,16 @@ def _as_text(value: Any, where: str) -> str | None:
     if isinstance(value, float):
         return None if value != value else repr(value)
     if isinstance(value, str):
-        return None if value in MISSING_TOKENS else value
+        return None if value.strip() in missing else value
     raise DataError(f"{where} is a {type(value).__name__}; expected a number, a string "
                     "or null.")
 
 
-def rows_chunk(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> RawChunk:
+def rows_chunk(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+               missing: Sequence[str] = MISSING_TOKENS) -> RawChunk:
     """JSON rows (``[{column: value}, ...]``) as a chunk of text columns; a column absent
-    from every row is missing, absent from some rows means missing values there."""
+    from every row is missing, absent from some rows means missing values there, and so
+    does a string equal to a ``missing`` token (after trimming spaces)."""
     data: dict[str, pa.Array] = {}
     for column in columns:
         values = [r.get(column) for r in rows]
@@ -409,7 +445,7 @@ def rows_chunk(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Raw
             data[column] = pa.array([None if v is None or v != v else float(v)
                                      for v in values], type=pa.float64())
         else:
-            data[column] = pa.array([_as_text(v, f"rows[{i}].{column}")
+            data[column] = pa.array([_as_text(v, f"rows[{i}].{column}", missing)
                                      for i, v in enumerate(values)], type=pa.string())
     return RawChunk(data, np.arange(len(rows), dtype=np.int64))
 
@@ -423,5 +459,5 @@ def columns_of_rows(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 __all__ = ["MAX_LISTED", "MISSING_TOKENS", "CsvSource", "ParquetSource", "Prepared", "RawChunk",
-           "RowProblem", "check_columns", "columns_of_rows", "open_table", "pick_key", "prepare",
-           "rows_chunk"]
+           "RowProblem", "check_columns", "columns_of_rows", "missing_tokens", "open_table",
+           "pick_key", "prepare", "rows_chunk"]

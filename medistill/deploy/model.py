@@ -46,11 +46,13 @@ class Feature:
 
 @dataclass(frozen=True)
 class ModelSchema:
-    """What the model reads (features) and predicts (label, classes)."""
+    """What the model reads (features) and predicts (label, classes), and the export codes
+    read as missing besides the usual spellings (``data.missing_values`` of its run)."""
 
     label: str
     classes: tuple[str, ...]
     features: tuple[Feature, ...]
+    missing_values: tuple[str, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
@@ -63,7 +65,11 @@ class ModelSchema:
             features = tuple(Feature(str(f["name"]), str(f["kind"]),
                                      tuple(str(c) for c in f.get("categories") or ()))
                              for f in data["features"])
-            schema = cls(str(data["label"]), tuple(str(c) for c in data["classes"]), features)
+            codes = data.get("missing_values") or []
+            if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+                raise TypeError("'missing_values' must be a list of strings")
+            schema = cls(str(data["label"]), tuple(str(c) for c in data["classes"]), features,
+                         tuple(codes))
         except (ValueError, KeyError, TypeError) as error:
             raise DataError(f"{source}: the 'schema' metadata is not valid ({error}).",
                             hint="Re-export the model with medistill.") from None

@@ -26,6 +26,7 @@ from medistill.deploy.inputs import (
     RawChunk,
     RowProblem,
     check_columns,
+    missing_tokens,
     open_table,
     pick_key,
     prepare,
@@ -193,7 +194,7 @@ def is_fhir_input(path: Path) -> bool:
 def _table_input(model: DeployedModel, path: Path, chunk_rows: int) -> _Input:
     from medistill.deploy.fhir_output import key_subject
 
-    source = open_table(path)
+    source = open_table(path, missing_tokens(model.schema))
     check_columns(source.names, model.schema, path.name)
     key = pick_key(source.names, model.id_columns)
     columns = model.schema.feature_names + ([key] if key else [])

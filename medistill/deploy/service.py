@@ -24,6 +24,7 @@ from medistill.deploy.inputs import (
     RowProblem,
     check_columns,
     columns_of_rows,
+    missing_tokens,
     pick_key,
     prepare,
     rows_chunk,
@@ -224,7 +225,8 @@ def _score_rows(model: DeployedModel, rows: list[dict[str, Scalar]], on_error: s
     names = columns_of_rows(rows)
     check_columns(names, model.schema, "rows")
     key = pick_key(names, model.id_columns)
-    chunk = rows_chunk(rows, model.schema.feature_names + ([key] if key else []))
+    chunk = rows_chunk(rows, model.schema.feature_names + ([key] if key else []),
+                       missing_tokens(model.schema))
     prepared = prepare(chunk, model.schema, key_column=key, source="rows", unit="rows[]")
     if prepared.problems and on_error == "stop":
         return _rejected(f"{len(prepared.problems)} bad value(s); no row was scored (use "

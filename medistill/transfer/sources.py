@@ -92,7 +92,8 @@ def resolve_sizes(config: PipelineConfig, kind_of_auto: str, n_rows: int) -> dic
 
 def load_public_table(public: PublicTableConfig, schema: TableSchema, *,
                       seed: int) -> tuple[pd.DataFrame, list[str]]:
-    """Read and align the public transfer table; its extra columns (ids, labels) are dropped."""
+    """Read and align the public transfer table; its extra columns (ids, labels) are dropped.
+    A CSV or Parquet table's cells equal to the schema's missing-value codes are missing."""
     from medistill.data.loaders import load_table
 
     path = Path(public.path)
@@ -105,7 +106,7 @@ def load_public_table(public: PublicTableConfig, schema: TableSchema, *,
         table = _ingest(path, public.mapping, on_error="stop", fhir_version="auto",
                         salt=_in_run_salt(seed), n_jobs=1).table
     else:
-        table = load_table(path, fmt)
+        table = load_table(path, fmt, schema.missing_values)
     return align_public_table(table, schema, column_map=public.column_map,
                               missing=public.missing, source=f"transfer.public '{path}'")
 

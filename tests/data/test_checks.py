@@ -11,6 +11,7 @@ from medistill.data.checks import (
     MAX_CLASSES,
     MIN_PATIENTS,
     check_headers,
+    holds_dates,
     leakage_notes,
     normalise_label_spellings,
     uninformative,
@@ -103,6 +104,47 @@ def test_16_4_label_spellings_left_alone_when_unambiguous() -> None:
     assert values.tolist() == ["Yes", "No", None] and notes == []
 
 
+def test_16_4_blank_label_cells_are_missing(tmp_path: Path) -> None:
+    """A label cell of spaces only (an export's blank) is a missing label, refused with its
+    line, not a class of its own named ''."""
+    values, _ = normalise_label_spellings(pd.Series(["Yes", "   ", "No"]), label="y")
+    assert values[0] == "Yes" and pd.isna(values[1]) and values[2] == "No"
+    frame = _frame().astype({"y": object})
+    frame.loc[3, "y"] = "   "
+    with pytest.raises(DataError, match="the label column 'y' is empty in row 5"):
+        _load(tmp_path, frame)
+
+
+def test_date_columns_dropped_with_a_note(tmp_path: Path) -> None:
+    """ISO dates in a CSV and a Parquet datetime column are not features (each day would be
+    a rare category of its own); the note names the column, never a date; declaring the
+    column keeps it."""
+    frame = _frame()
+    frame["visit"] = pd.Timestamp("2014-01-01") + pd.to_timedelta(np.arange(N) % 300, unit="D")
+    frame["born"] = [f"{1 + i % 28}/{1 + i % 12}/19{40 + i % 50}" for i in range(N)]
+    data = _load(tmp_path, frame)
+    assert {f.name for f in data.schema.features} == {"age", "sbp", "ward"}
+    notes = {n.column: n for n in data.notes if n.kind == "dropped_date"}
+    assert set(notes) == {"visit", "born"}
+    assert "2014" not in notes["visit"].message and "data.feature_types.visit" in notes["visit"].message
+    parquet = tmp_path / "t.parquet"
+    frame.to_parquet(parquet)
+    data = load_sensitive(DataConfig(source="parquet", path=parquet, label="y", id_column="pid"),
+                          seed=0)
+    assert {n.column for n in data.notes if n.kind == "dropped_date"} == {"visit", "born"}
+    frame["clinic_day"] = [f"2014-01-0{1 + i % 5}" for i in range(N)]
+    kept = _load(tmp_path, frame, feature_types={"clinic_day": "categorical"})
+    assert "clinic_day" in {f.name for f in kept.schema.features}
+    assert "born" not in {f.name for f in kept.schema.features}
+
+
+def test_holds_dates_needs_most_cells_to_be_dates() -> None:
+    assert holds_dates(pd.Series(["2014-01-02", "2014-03-04 10:22:01", None, " "]))
+    assert not holds_dates(pd.Series(["2014-01-02"] * 9 + ["ward 3"] * 2))
+    assert not holds_dates(pd.Series([20140102, 20140103]))
+    assert not holds_dates(pd.Series(["1-2", "3-4"]))
+
+
 def test_16_4_too_few_rows(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"30 patients .* too few; medistill needs at least "
                                         f"{MIN_PATIENTS}"):
@@ -142,7 +184,7 @@ def test_16_4_constant_and_all_nan_columns_dropped_with_note(tmp_path: Path) -> 
     assert kinds == {"empty": "dropped_empty", "site": "dropped_constant",
                      "flag": "dropped_constant"}
     assert all("north" not in n.message for n in data.notes)
-    assert any("dropped as empty or constant" in c for c in data.caveats)
+    assert any("dropped as empty, constant or dates" in c for c in data.caveats)
 
 
 def test_16_4_uninformative() -> None:

@@ -49,3 +49,20 @@ def test_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "t.xlsx").write_text("x")
     with pytest.raises(DataError, match="unknown table format"):
         load_table(tmp_path / "t.xlsx")
+
+
+def test_missing_value_codes_read_as_missing_in_csv_and_parquet(tmp_path: Path) -> None:
+    """A SAS/Stata export's '.' (CSV) and a '-99' code (Parquet) are the same missing cells."""
+    (tmp_path / "t.csv").write_text("age,ward,y\n50,A,0\n.,B,1\n61, . ,0\n-99,A,1\n")
+    pd.DataFrame({"age": [50, -99, 61, -99], "ward": ["A", "B", "-99", "A"],
+                  "y": [0, 1, 0, 1]}).to_parquet(tmp_path / "t.parquet", index=False)
+    assert not pd.api.types.is_numeric_dtype(load_table(tmp_path / "t.csv")["age"])  # text
+    codes = (".", "-99")
+    csv = load_table(tmp_path / "t.csv", missing_values=codes)
+    pq = load_table(tmp_path / "t.parquet", missing_values=codes)
+    for frame in (csv, pq):
+        assert frame["age"].isna().tolist() == [False, True, False, True]
+        assert frame["ward"].isna().tolist() == [False, False, True, False]
+        assert frame["y"].tolist() == [0, 1, 0, 1]  # codes match cells, not parts of them
+    pd.testing.assert_frame_equal(csv.astype({"ward": object}), pq.astype({"ward": object}),
+                                  check_dtype=False)

@@ -62,6 +62,29 @@ def test_non_numeric_junk_names_column_and_line(tmp_path, cohort_table) -> None:
     with pytest.raises(DataError, match=r"column 'age' is numeric but row 19 ") as info:
         load_sensitive(_config(tmp_path / "junk.csv", min_category_count=1), seed=0)
     assert "abc" not in str(info.value)  # 16.6: never a cell value
+    assert "data.missing_values" in info.value.hint
+
+
+def test_missing_value_codes_are_missing_cells(tmp_path, cohort_table) -> None:
+    frame = cohort_table.head(300).astype({"age": object, "smoking": object})
+    frame.loc[[3, 40], "age"] = "."
+    frame.loc[5, "smoking"] = " . "
+    frame.to_csv(tmp_path / "sas.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'age' is numeric but row 5 "):
+        load_sensitive(_config(tmp_path / "sas.csv", min_category_count=1), seed=0)
+    data = load_sensitive(_config(tmp_path / "sas.csv", missing_values=(".",)), seed=0)
+    assert data.schema.missing_values == (".",)
+    assert data.features["age"].isna().sum() == cohort_table.head(300)["age"].isna().sum() + 2
+    assert pd.isna(data.features.loc[3, "age"]) and pd.isna(data.features.loc[5, "smoking"])
+    assert "." not in data.schema.feature("smoking").categories
+
+
+def test_label_cell_equal_to_a_code_is_refused_with_its_line(tmp_path, cohort_table) -> None:
+    frame = cohort_table.head(300).astype({"cv_event_1y": object})
+    frame.loc[9, "cv_event_1y"] = "-99"
+    frame.to_csv(tmp_path / "coded.csv", index=False)
+    with pytest.raises(DataError, match=r"label column 'cv_event_1y' is empty in row 11;"):
+        load_sensitive(_config(tmp_path / "coded.csv", missing_values=("-99",)), seed=0)
 
 
 def test_loaded_categories_are_only_candidates(tmp_path) -> None:

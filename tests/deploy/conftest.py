@@ -28,13 +28,15 @@ FEATURES = ["sex", "age", "smoking", "bmi", "sbp", "dbp", "heart_rate", "glucose
             "n_encounters", "n_medications"]
 
 
-def _schema(table: pd.DataFrame, label: str, classes: tuple[str, ...]) -> TableSchema:
+def _schema(table: pd.DataFrame, label: str, classes: tuple[str, ...],
+            missing_values: tuple[str, ...] = ()) -> TableSchema:
     specs = []
     for name in FEATURES:
         kind = infer_kind(table[name])
         categories = public_categories(table[name], 5) if kind == "categorical" else ()
         specs.append(FeatureSpec(name, kind, categories))
-    return TableSchema(tuple(specs), label, classes, id_column=ID_COLUMN)
+    return TableSchema(tuple(specs), label, classes, id_column=ID_COLUMN,
+                       missing_values=missing_values)
 
 
 def _train(inputs: np.ndarray, labels: np.ndarray, n_classes: int):
@@ -55,8 +57,9 @@ def _train(inputs: np.ndarray, labels: np.ndarray, n_classes: int):
 
 
 def build_run_folder(folder: Path, table: pd.DataFrame, labels: np.ndarray,
-                     classes: tuple[str, ...]) -> Path:
-    """A run-folder look-alike whose student.onnx comes from the real exporter."""
+                     classes: tuple[str, ...], missing_values: tuple[str, ...] = ()) -> Path:
+    """A run-folder look-alike whose student.onnx comes from the real exporter
+    (``missing_values``: the run's data.missing_values)."""
     from medistill.audit.model_card import write_model_card
     from medistill.config import parse_config
     from medistill.runfolder import write_manifest
@@ -64,12 +67,15 @@ def build_run_folder(folder: Path, table: pd.DataFrame, labels: np.ndarray,
     from medistill.student.preprocess import as_model_input, make_preprocessor
 
     folder.mkdir(parents=True)
-    schema = _schema(table, OUTCOME if len(classes) == 2 else "risk_band", classes)
+    schema = _schema(table, OUTCOME if len(classes) == 2 else "risk_band", classes,
+                     missing_values)
     features = as_model_input(table, schema)
     preprocessor = make_preprocessor(schema).fit(features)
     net = _train(preprocessor.transform(features).astype(np.float32), labels, len(classes))
     pipeline = {"data": {"source": "csv", "path": "records.csv", "label": schema.label,
                          "id_column": ID_COLUMN}, "privacy": {"target_epsilon": 3.0}}
+    if missing_values:
+        pipeline["data"]["missing_values"] = list(missing_values)
     pipeline_text = yaml.safe_dump(pipeline, sort_keys=False)
     pipeline_sha = hashlib.sha256(pipeline_text.encode()).hexdigest()
     (folder / "pipeline.yaml").write_text(pipeline_text)
@@ -105,6 +111,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cohort: pd.DataFrame) -> P
     labels = cohort[OUTCOME].to_numpy().astype(np.int64)
     return build_run_folder(tmp_path_factory.mktemp("deploy") / "run", cohort, labels,
                             ("0", "1"))
+
+
+@pytest.fixture(scope="session")
+def coded_dir(tmp_path_factory: pytest.TempPathFactory, cohort: pd.DataFrame) -> Path:
+    """A binary run folder whose run declared data.missing_values: ['.', '-99']."""
+    labels = cohort[OUTCOME].to_numpy().astype(np.int64)
+    return build_run_folder(tmp_path_factory.mktemp("deploy") / "coded", cohort, labels,
+                            ("0", "1"), missing_values=(".", "-99"))
 
 
 @pytest.fixture(scope="session")

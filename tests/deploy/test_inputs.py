@@ -13,6 +13,7 @@ from medistill.deploy.inputs import (
     RowProblem,
     _line_numbers,
     check_columns,
+    missing_tokens,
     prepare,
     rows_chunk,
 )
@@ -65,6 +66,20 @@ def test_typed_columns() -> None:
         prepare(chunk, SCHEMA, key_column=None, source="t", unit="row")
 
 
+def test_padded_cells_are_read_as_training_read_them() -> None:
+    """Training trims the spaces around a category and a number (an export's fixed-width
+    "No "): scoring must see the same values, not an unknown category."""
+    padded = RawChunk({"age": pa.array([" 50 ", "61"]), "smoker": pa.array(["1 ", " 0"]),
+                       "ward": pa.array(["A  ", " B"])}, np.arange(1, 3))
+    plain = RawChunk({"age": pa.array(["50", "61"]), "smoker": pa.array(["1", "0"]),
+                      "ward": pa.array(["A", "B"])}, np.arange(1, 3))
+    got = prepare(padded, SCHEMA, key_column=None, source="t", unit="row")
+    want = prepare(plain, SCHEMA, key_column=None, source="t", unit="row")
+    assert not got.problems and got.n_valid == 2
+    for name in ("age", "smoker", "ward"):
+        np.testing.assert_array_equal(got.feeds[name], want.feeds[name])
+
+
 def test_json_rows() -> None:
     rows = [{"age": 50, "smoker": True, "ward": "A", "id": 7},
             {"age": "62.5", "ward": None},
@@ -92,3 +107,51 @@ def test_problem_rendering() -> None:
         "Patient.ndjson line 3: bad"
     assert RowProblem(3, "age", "bad", "row").to_dict() == \
         {"file": None, "row": 3, "column": "age", "reason": "bad"}
+
+
+CODED = ModelSchema(SCHEMA.label, SCHEMA.classes, SCHEMA.features, missing_values=(".", "-99"))
+
+
+def test_schema_metadata_missing_values() -> None:
+    old = '{"label": "y", "classes": ["0", "1"], "features": [{"name": "age", "kind": "numeric"}]}'
+    assert ModelSchema.from_metadata(old, source="m").missing_values == ()  # older models
+    coded = old[:-1] + ', "missing_values": [".", "-99"]}'
+    assert ModelSchema.from_metadata(coded, source="m").missing_values == (".", "-99")
+    with pytest.raises(DataError, match="'schema' metadata is not valid"):
+        ModelSchema.from_metadata(old[:-1] + ', "missing_values": "."}', source="m")
+
+
+def test_declared_codes_are_missing_only_for_their_model() -> None:
+    chunk = _chunk(age=["50", ".", " . ", "-99", " -99.0", "7"],
+                   smoker=["1", "0", ".", "-99", "1", "0"],
+                   ward=["A", ".", "B", " -99", "C", "A"])
+    coded = prepare(chunk, CODED, key_column=None, source="t", unit="line")
+    assert coded.n_valid == 6 and not coded.problems
+    np.testing.assert_array_equal(coded.feeds["age"].ravel(),
+                                  np.array([50, np.nan, np.nan, np.nan, np.nan, 7], np.float32))
+    np.testing.assert_array_equal(coded.feeds["smoker"].ravel(), [1, 0, np.nan, np.nan, 1, 0])
+    assert coded.feeds["ward"].ravel().tolist() == ["A", "", "B", "", "C", "A"]
+    assert coded.unseen == {"ward": 1}  # 'C' only: the codes are missing, not unseen
+    plain = prepare(chunk, SCHEMA, key_column=None, source="t", unit="line")
+    assert [str(p) for p in plain.problems] == [
+        "line 3, column 'age': not a number", "line 4, column 'age': not a number",
+        "line 4, column 'smoker': not a number"]
+    np.testing.assert_array_equal(plain.feeds["age"].ravel(), [50, -99, -99, 7])
+
+
+def test_declared_codes_in_typed_columns_and_json_rows() -> None:
+    typed = RawChunk({"age": pa.array([-99, 40], pa.int64()), "smoker": pa.array([-99.0, 1.0]),
+                      "ward": pa.array([".", "A"]).dictionary_encode()}, np.arange(1, 3))
+    prepared = prepare(typed, CODED, key_column=None, source="t", unit="row")
+    np.testing.assert_array_equal(prepared.feeds["age"].ravel(), [np.nan, 40])
+    np.testing.assert_array_equal(prepared.feeds["smoker"].ravel(), [np.nan, 1])
+    assert prepared.feeds["ward"].ravel().tolist() == ["", "A"] and not prepared.unseen
+    rows = [{"age": ".", "smoker": -99, "ward": "."}, {"age": 61, "smoker": 0, "ward": "B"}]
+    chunk = rows_chunk(rows, ["age", "smoker", "ward"], missing_tokens(CODED))
+    prepared = prepare(chunk, CODED, key_column=None, source="rows", unit="rows[]")
+    assert prepared.n_valid == 2 and not prepared.unseen
+    np.testing.assert_array_equal(prepared.feeds["age"].ravel(), [np.nan, 61])
+    np.testing.assert_array_equal(prepared.feeds["smoker"].ravel(), [np.nan, 0])
+    refused = prepare(rows_chunk(rows, ["age", "smoker", "ward"]), SCHEMA, key_column=None,
+                      source="rows", unit="rows[]")
+    assert str(refused.problems[0]) == "rows[0], column 'age': not a number"

@@ -232,6 +232,25 @@ def test_text_variants_of_numbers(tmp_path, run_dir, cohort, reference) -> None:
                                reference(run_dir / "student.onnx", clean)[:, 1], atol=ATOL)
 
 
+def test_declared_missing_codes_are_read_as_missing(tmp_path, run_dir, coded_dir, cohort,
+                                                   reference) -> None:
+    frame = cohort.head(30).copy().astype({"bmi": object, "smoking": object})
+    frame.loc[[2, 9], "bmi"] = "."
+    frame.loc[4, "bmi"] = " -99 "
+    frame.loc[6, "smoking"] = "."
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    summary = predict_file(coded_dir / "student.onnx", source, tmp_path / "out.csv")
+    assert summary.n_scored == 30 and not summary.unseen_categories
+    clean = cohort.head(30).copy().astype({"smoking": object})
+    clean.loc[[2, 4, 9], "bmi"] = np.nan
+    clean.loc[6, "smoking"] = None
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["probability"],
+                               reference(coded_dir / "student.onnx", clean)[:, 1], atol=ATOL)
+    with pytest.raises(DataError, match=r"in.csv: line 4, column 'bmi': not a number"):
+        predict_file(run_dir / "student.onnx", source, tmp_path / "plain.csv")
+
+
 @pytest.mark.parametrize(("content", "fragment"), [
     ("", "the file is empty"),
     ("sex,age\n", "missing"),

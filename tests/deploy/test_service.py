@@ -107,6 +107,20 @@ def test_bad_rows_stop_or_skip(client, cohort) -> None:
     assert "vaping" not in json.dumps(skip) and "'smoking': 1 value(s)" in skip["warnings"][0]
 
 
+def test_rows_with_declared_missing_codes(client, coded_dir, cohort, reference) -> None:
+    rows = _rows(cohort.head(3))
+    rows[0]["bmi"], rows[1]["smoking"], rows[2]["sbp"] = ".", ".", -99
+    coded = TestClient(create_app(coded_dir / "student.onnx"))
+    body = coded.post("/predict", json={"rows": rows}).json()
+    assert body["n_scored"] == 3 and not body["warnings"]
+    clean = cohort.head(3).copy().astype({"smoking": object})
+    clean.loc[0, "bmi"], clean.loc[1, "smoking"], clean.loc[2, "sbp"] = np.nan, None, np.nan
+    np.testing.assert_allclose([p["probability"] for p in body["predictions"]],
+                               reference(coded_dir / "student.onnx", clean)[:, 1], atol=1e-6)
+    plain = client.post("/predict", json={"rows": rows}, headers=AUTH)
+    assert plain.status_code == 422 and plain.json()["problems"][0]["column"] == "bmi"
+
+
 def test_schema_errors_do_not_echo_values(client) -> None:
     response = client.post("/predict", json={"rows": [{"age": ["SECRET-VALUE"]}]},
                            headers=AUTH)

@@ -74,3 +74,16 @@ def test_metadata_records_privacy_and_version(exported) -> None:
     assert '"classes": ["0", "1"]' in meta["schema"]
     assert model.ir_version == 8
     assert {o.domain: o.version for o in model.opset_import}[""] == 17
+
+
+def test_schema_metadata_carries_missing_value_codes(exported) -> None:
+    import json
+    from dataclasses import replace
+
+    pre, net, model = exported
+    plain = json.loads({p.key: p.value for p in model.metadata_props}["schema"])
+    assert "missing_values" not in plain  # models without codes keep their old metadata
+    coded = build_student_onnx(pre, net, replace(SCHEMA, missing_values=(".", "-99")), {})
+    schema = json.loads({p.key: p.value for p in coded.metadata_props}["schema"])
+    assert schema["missing_values"] == [".", "-99"]
+    assert {k: v for k, v in schema.items() if k != "missing_values"} == plain
