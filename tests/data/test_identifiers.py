@@ -29,6 +29,26 @@ def test_value_based_detection_without_telling_names() -> None:
     assert _columns(frame) == {"contact", "tel", "notes", "record_no"}
 
 
+def test_row_index_is_an_identifier_under_any_name() -> None:
+    """R's ``rownames`` and pandas' ``Unnamed: 0`` (consecutive whole numbers, one per row,
+    in any order or as floats) are found; unique non-consecutive counts and a short table
+    are not."""
+    rng = np.random.default_rng(1)
+    n = 120
+    frame = pd.DataFrame({
+        "rownames": np.arange(1, n + 1),
+        "idx": rng.permutation(n).astype(float),
+        "los": rng.permutation(np.arange(0, 2 * n, 2)),     # unique, but with gaps
+        "age": rng.integers(20, 90, n),
+    })
+    assert _columns(frame) == {"rownames", "idx"}
+    [finding] = [f for f in detect_identifiers(frame) if f.column == "rownames"]
+    assert "consecutive whole numbers" in finding.reason and "1" not in finding.reason
+    assert _columns(frame.head(40)) == set()
+    with_gap = frame.assign(rownames=frame.rownames.astype(float).where(frame.index != 5))
+    assert "rownames" not in _columns(with_gap)
+
+
 def test_declared_columns_are_excluded() -> None:
     frame = pd.DataFrame({"name": ["a", "b"], "x": [1, 2]})
     assert _columns(frame, exclude={"name"}) == set()

@@ -58,7 +58,9 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     sensitive_inputs = student_step.sensitive_inputs
     monkeypatch.setattr(student_step, "sensitive_inputs", fine_tuning_inputs)
     raw = {"data": {"source": "csv", "path": str(csv), "label": "cv_event_1y",
-                    "id_column": "patient_id", "identifiers": ["name", "mrn", "phone"]},
+                    "id_column": "patient_id", "identifiers": ["name", "mrn", "phone"],
+                    # a row index on purpose (it traces rows): declared, or it is refused
+                    "feature_types": {"tag": "numeric"}},
            "privacy": {"target_epsilon": 3.0},
            "teachers": {"dp_teacher": "select", "reference": "logistic_regression",
                         "dp_teacher_rows": 3000},
