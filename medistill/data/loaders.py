@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medistill.data.checks import check_headers
+from medistill.data.delimiters import check_comma_separated
 from medistill.errors import DataError
 
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -35,6 +36,11 @@ def _read_csv(path: Path, missing_values: Sequence[str] = ()) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError(f"'{path}' is not UTF-8 text (byte {exc.start}): save it as UTF-8 "
                         "CSV, or convert it to Parquet.") from None
+
+
+def _first_line(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return handle.readline().rstrip("\r\n")
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -103,6 +109,7 @@ def load_table(path: Path | str, fmt: str | None = None,
         raise DataError(f"'{path}' is empty (0 bytes): expected a table of records.")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt in ("csv", "txt"):
+        check_comma_separated(_first_line(path), source=f"'{path}'")
         frame = _read_csv(path, missing_values)
     elif fmt in ("parquet", "pq"):
         frame = _read_parquet(path)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medistill.data.delimiters import check_comma_separated
 from medistill.deploy.model import BINARY, CATEGORICAL, ModelSchema
 from medistill.errors import DataError
 
@@ -284,10 +285,12 @@ class CsvSource:
         with self.path.open("rb") as handle:
             first = handle.readline()
         try:
-            header = next(csv.reader([first.decode("utf-8-sig")]), None)
+            line = first.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise DataError(f"{self.path.name}: line 1 is not UTF-8 text.",
                             hint="Save the file as UTF-8 CSV.") from None
+        check_comma_separated(line.rstrip("\r\n"), source=self.path.name)
+        header = next(csv.reader([line]), None)
         if not header or not any(h.strip() for h in header):
             raise DataError(f"{self.path.name}: the file is empty (no header line).",
                             hint="Export the table with a header row of column names.")

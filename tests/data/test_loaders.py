@@ -66,3 +66,29 @@ def test_missing_value_codes_read_as_missing_in_csv_and_parquet(tmp_path: Path) 
         assert frame["y"].tolist() == [0, 1, 0, 1]  # codes match cells, not parts of them
     pd.testing.assert_frame_equal(csv.astype({"ward": object}), pq.astype({"ward": object}),
                                   check_dtype=False)
+
+
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs"),
+                                                 ("|", "vertical bars")])
+def test_other_separators_refused_by_name(tmp_path: Path, separator: str, name: str) -> None:
+    """A spreadsheet's 'CSV' in a comma-decimal locale (``age;sbp`` / ``61,5;130``) is
+    refused before reading, naming the separator, never a value; the deployment's reader
+    refuses it the same way."""
+    from medistill.deploy.inputs import open_table
+
+    path = tmp_path / "t.csv"
+    path.write_text(f"age{separator}sbp{separator}y\n61,5{separator}130{separator}1\n"
+                    f"70,25{separator}141{separator}0\n")
+    with pytest.raises(DataError, match=f"separated by {name}.*not commas \\(3 columns") as info:
+        load_table(path)
+    assert "61" not in str(info.value) and f"sep={separator!r}, decimal=','" in str(info.value)
+    with pytest.raises(DataError, match=f"separated by {name}.*not commas"):
+        open_table(path)
+
+
+def test_one_column_and_commas_in_names_are_not_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("score\n1\n2\n")
+    assert list(load_table(path).columns) == ["score"]
+    path.write_text('"a;b",c\n1,2\n')
+    assert list(load_table(path).columns) == ["a;b", "c"]
