@@ -32,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
+from benchmarks.common import fmt, table
+
 console = Console(stderr=True)
 
 
@@ -143,23 +145,16 @@ def summary(name: str, code: int, seconds: float, out: Path) -> dict:
     return row
 
 
-def _figure(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
 def markdown(rows: list[dict]) -> str:
-    lines = ["| table | shape | exit | s | features | student | its DP teacher | direct DP-SGD "
-             "| non-private teacher | student ECE | ε | gates failed |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for row in rows:
-        lines.append(
-            f"| {row['table']} | {TABLES[row['table']].shape} | {row['exit']} | {row['seconds']} | "
-            f"{row.get('features', '')} | {_figure(row.get('student'))} | "
-            f"{_figure(row.get('dp_teacher'))} | {_figure(row.get('direct'))} | "
-            f"{_figure(row.get('teacher'))} | {_figure(row.get('ece'))} | "
-            f"{_figure(row.get('epsilon'))} | "
-            f"{', '.join(row.get('failed', [])) or row.get('refusal', '')} |")
-    return "\n".join(lines)
+    """The sweep as a Markdown table (``common.table``)."""
+    header = ["table", "shape", "exit", "s", "features", "student", "its DP teacher",
+              "direct DP-SGD", "non-private teacher", "student ECE", "ε", "gates failed"]
+    body = [[row["table"], TABLES[row["table"]].shape, row["exit"], row["seconds"],
+             row.get("features"), *(fmt(row.get(k)) if k in row else None for k in
+                                    ("student", "dp_teacher", "direct", "teacher", "ece",
+                                     "epsilon")),
+             ", ".join(row.get("failed", [])) or row.get("refusal", "")] for row in rows]
+    return table(header, body, align="llrrrrrrrrrl")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
