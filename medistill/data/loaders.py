@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,15 +13,33 @@ import pandas as pd
 
 from medistill.data.checks import check_headers
 from medistill.data.delimiters import check_comma_separated
+from medistill.data.text_encoding import check_not_utf16, not_utf8_error
 from medistill.errors import DataError
 
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
+def _longer_than_header(path: Path) -> tuple[int, int, int] | None:
+    """The first line (as a text editor numbers it) with more fields than the header whose
+    extra fields are not all blank, with both field counts; None when only trailing empty
+    fields (a comma at the end of each line) are extra."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        for row in reader:
+            if len(row) > len(header) and any(f.strip() for f in row[len(header):]):
+                return reader.line_num, len(row), len(header)
+    return None
+
+
 def _read_csv(path: Path, missing_values: Sequence[str] = ()) -> pd.DataFrame:
     try:  # the codes are added to pandas' default missing spellings
-        return pd.read_csv(path, low_memory=False, na_values=list(missing_values) or None,
-                           keep_default_na=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # index_col=False: a line longer than the header never turns the first
+            # columns into an index (pandas' default), which shifted every column by one
+            frame = pd.read_csv(path, low_memory=False, index_col=False,
+                                na_values=list(missing_values) or None, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"'{path}' is empty: expected a header line with column names and "
                         "at least one row of records.") from None
@@ -33,9 +52,29 @@ def _read_csv(path: Path, missing_values: Sequence[str] = ()) -> pd.DataFrame:
                 hint="A field may contain an unquoted comma; quote such fields with double "
                      "quotes, or fix the row.") from None
         raise DataError(f"'{path}' is not a well-formed CSV file: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"'{path}' is not UTF-8 text (byte {exc.start}): save it as UTF-8 "
-                        "CSV, or convert it to Parquet.") from None
+    except UnicodeDecodeError:
+        raise not_utf8_error(path, source=f"'{path}'") from None
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        longer = _longer_than_header(path)
+        if longer is not None:
+            raise _longer_line_error(path, *longer)
+    return frame
+
+
+def _longer_line_error(path: Path, line: int, fields: int, header: int) -> DataError:
+    first = _first_line(path)
+    if first.lower().startswith("sep="):
+        cause = "The first line is Excel's 'sep=' instruction, not the header."
+        fix = "Delete the 'sep=' line so that the column names come first."
+    elif header == 1:
+        cause = "The first line has a single field: a title or note above the header?"
+        fix = "Delete any lines above the header line of column names."
+    else:
+        cause = "A field may contain an unquoted comma, or the header misses column names."
+        fix = "Quote fields that contain commas, or name every column in the header line."
+    return DataError(f"'{path}' line {line} has {fields} fields but the header line has "
+                     f"{header}; the values would not line up with the column names. {cause}",
+                     hint=fix)
 
 
 def _first_line(path: Path) -> str:
@@ -47,6 +86,20 @@ def _csv_header(path: Path) -> list[str]:
     """The header line as written: pandas renames a repeated ``age`` to ``age.1``."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         return next(csv.reader(handle), [])
+
+
+def _without_empty_unnamed(frame: pd.DataFrame, names: list[str]
+                           ) -> tuple[pd.DataFrame, list[str]]:
+    """Drop columns with no name in the header and no value in any row: the empty columns a
+    spreadsheet adds when each line ends with separators."""
+    if len(names) != frame.shape[1]:
+        return frame, names
+    drop = [i for i, name in enumerate(names)
+            if not name.strip() and frame.iloc[:, i].isna().all()]
+    if not drop:
+        return frame, names
+    keep = [i for i in range(len(names)) if i not in drop]
+    return frame.iloc[:, keep], [names[i] for i in keep]
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -109,6 +162,7 @@ def load_table(path: Path | str, fmt: str | None = None,
         raise DataError(f"'{path}' is empty (0 bytes): expected a table of records.")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt in ("csv", "txt"):
+        check_not_utf16(path, source=f"'{path}'")
         check_comma_separated(_first_line(path), source=f"'{path}'")
         frame = _read_csv(path, missing_values)
     elif fmt in ("parquet", "pq"):
@@ -117,8 +171,11 @@ def load_table(path: Path | str, fmt: str | None = None,
         raise DataError(f"'{path}': unknown table format '{fmt}'; expected csv or parquet.")
     if frame.empty:
         raise DataError(f"'{path}' has a header but no rows: expected at least one record.")
-    check_headers(_csv_header(path) if fmt in ("csv", "txt") else list(frame.columns),
-                  source=f"'{path}'")
+    names = list(frame.columns)
+    if fmt in ("csv", "txt"):
+        names = _csv_header(path)
+        frame, names = _without_empty_unnamed(frame, names)
+    check_headers(names, source=f"'{path}'")
     frame.columns = [str(c).strip() for c in frame.columns]
     return blank_missing_codes(frame, missing_values)
 

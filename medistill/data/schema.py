@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from medistill.data.number_text import conversion_hint, number_format
 from medistill.errors import DataError
 
 NUMERIC, BINARY, CATEGORICAL = "numeric", "binary", "categorical"
@@ -78,7 +79,13 @@ def coerce_numeric(frame: pd.DataFrame, column: str, *, source: str) -> pd.Serie
         return series.astype(float)
     bad = _first_non_numeric(series)
     if bad is not None:
-        row, _ = bad
+        row, text = bad
+        written = number_format(text)
+        if written is not None:
+            raise DataError(
+                f"{source}: column '{column}' is numeric but row {row + 2} (line {row + 2} of "
+                f"a CSV with a header) holds a number written as text, with {written} (the "
+                "value is not shown: it may identify a patient).", hint=conversion_hint(column))
         raise DataError(
             f"{source}: column '{column}' is numeric but row {row + 2} (line {row + 2} of a "
             "CSV with a header) holds text that is not a number (the value is not shown: it "

@@ -26,6 +26,7 @@ from medistill.data.checks import (
 )
 from medistill.data.identifiers import detect_identifiers
 from medistill.data.loaders import load_table
+from medistill.data.number_text import check_numbers_as_text
 from medistill.data.schema import (
     CATEGORICAL,
     FeatureSpec,
@@ -71,6 +72,36 @@ def _require_column(frame: pd.DataFrame, column: str, role: str, source: str) ->
                         f"columns are {', '.join(map(str, frame.columns[:30]))}.{hint}")
 
 
+def _nested_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns whose cells are lists, arrays or records (Parquet list, struct or map types)."""
+    nested = []
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        sample = frame[column].dropna().head(100)
+        if any(isinstance(v, (list, tuple, dict, np.ndarray)) for v in sample):
+            nested.append(str(column))
+    return nested
+
+
+def _without_nested(frame: pd.DataFrame, config: DataConfig, *, source: str,
+                    used: set[str]) -> pd.DataFrame:
+    """``frame`` without nested columns that ``data.features`` leaves out; a nested column
+    that would be used (as the label, the id, an identifier or a feature) is refused."""
+    nested = _nested_columns(frame)
+    if not nested:
+        return frame
+    needed = [c for c in nested if c in used or config.features is None
+              or c in config.features]
+    if needed:
+        raise DataError(
+            f"{source}: column(s) {', '.join(repr(c) for c in needed)} hold lists or records "
+            "in each cell (a nested Parquet type); medistill takes one value per cell.",
+            hint="Flatten them into plain columns (one per value) before the run, or list "
+                 "the columns to use in data.features so that these are left out.")
+    return frame.drop(columns=nested)
+
+
 def _read(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, str | None, tuple[str, ...], str]:
     if config.source == "builtin" and config.builtin.name == "fhir_cohort":
         from medistill.data.fhir_source import builtin_fhir_cohort
@@ -106,6 +137,8 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     else:
         frame, label, id_column, identifiers, source = _read(config, seed)
     _require_column(frame, label, "label", source)
+    frame = _without_nested(frame, config, source=source,
+                            used={label, id_column, *identifiers} - {None})
     if id_column is not None:
         _require_column(frame, id_column, "patient id", source)
     for column in identifiers:
@@ -147,6 +180,7 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
 
     specs, columns, caveats = [], {}, list(source_caveats)
     inferred_categories = []
+    inferred_text: dict[str, pd.Series] = {}
     for column in candidates:
         empty_or_constant = uninformative(frame[column])
         if empty_or_constant:
@@ -156,6 +190,8 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
             notes.append(drop_note("dropped_date", column))
             continue
         kind = config.feature_types.get(column) or infer_kind(frame[column])
+        if kind == CATEGORICAL and column not in config.feature_types:
+            inferred_text[column] = frame[column]
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
             values = values.map(lambda v: None if v is None else str(v).strip())
@@ -172,6 +208,7 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
             columns[column] = coerce_numeric(frame, column, source=source)
             check_finite(columns[column], source=source, column=column)
             specs.append(FeatureSpec(column, kind))
+    check_numbers_as_text(inferred_text, source=source)
     if not specs:
         raise DataError(f"{source}: no usable feature columns: every candidate column is "
                         "empty, constant or without a frequent category.")

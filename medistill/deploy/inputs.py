@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medistill.data.delimiters import check_comma_separated
+from medistill.data.number_text import number_format
+from medistill.data.text_encoding import check_not_utf16, not_utf8_error
 from medistill.deploy.model import BINARY, CATEGORICAL, ModelSchema
 from medistill.errors import DataError
 
@@ -161,6 +163,22 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str,
     return _finite(_without_codes(arr, missing), not_number)
 
 
+def _not_number_reasons(raw: pa.Array, not_number: np.ndarray
+                        ) -> list[tuple[str, np.ndarray]]:
+    """The first :data:`MAX_LISTED` rows of ``not_number`` (those a summary lists) grouped by
+    reason: "not a number", or the spreadsheet format the cell is written in (``1,234``,
+    ``12%``, ``<0.5``; the value is not shown)."""
+    if not not_number.any():
+        return []
+    text = _decode(raw)
+    reasons: dict[str, np.ndarray] = {}
+    for i in np.flatnonzero(not_number)[:MAX_LISTED]:
+        written = number_format(str(text[int(i)].as_py()))
+        reason = "not a number" if written is None else f"a number written with {written}"
+        reasons.setdefault(reason, np.zeros_like(not_number))[i] = True
+    return list(reasons.items())
+
+
 def _without_codes(arr: pa.Array, missing: Sequence[str]) -> pa.Array:
     """A float64 array with the numbers equal to a numeric ``missing`` code set null."""
     numbers = []
@@ -241,7 +259,9 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
             values, not_number, infinite = _numeric(arr, binary=spec.kind == BINARY,
                                                     column=spec.name, source=source,
                                                     missing=missing)
-            flag(not_number, spec.name, "not a number")
+            for reason, rows in _not_number_reasons(chunk.columns[spec.name], not_number):
+                flag(rows, spec.name, reason)
+            bad |= not_number
             flag(infinite, spec.name, "not a finite number")
             feeds[spec.name] = values
     keys = None
@@ -284,11 +304,11 @@ class CsvSource:
     def _header(self) -> list[str]:
         with self.path.open("rb") as handle:
             first = handle.readline()
+        check_not_utf16(self.path, source=self.path.name)
         try:
             line = first.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise DataError(f"{self.path.name}: line 1 is not UTF-8 text.",
-                            hint="Save the file as UTF-8 CSV.") from None
+            raise not_utf8_error(self.path, source=self.path.name) from None
         check_comma_separated(line.rstrip("\r\n"), source=self.path.name)
         header = next(csv.reader([line]), None)
         if not header or not any(h.strip() for h in header):
@@ -323,10 +343,10 @@ class CsvSource:
                     column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
                     quoted_strings_can_be_null=False, null_values=list(self.missing)))
         except pa.ArrowInvalid as error:
-            raise _unreadable(self.path.name, error) from None
+            raise _unreadable(self.path, error) from None
         parsed = reported = 0
         with reader:
-            for batch in _read_all(reader, self.path.name):
+            for batch in _read_all(reader, self.path):
                 lines = _line_numbers(parsed, batch.num_rows, skipped)
                 parsed += batch.num_rows
                 for start in range(0, batch.num_rows, chunk_rows):
@@ -351,20 +371,22 @@ def _line_numbers(parsed: int, n: int, skipped: list[int]) -> np.ndarray:
     return rows + np.searchsorted(ranks, rows, side="right")
 
 
-def _read_all(reader: Any, name: str) -> Iterator[pa.RecordBatch]:
+def _read_all(reader: Any, path: Path) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowInvalid as error:
-            raise _unreadable(name, error) from None
+            raise _unreadable(path, error) from None
         yield batch
 
 
-def _unreadable(name: str, error: Exception) -> DataError:
+def _unreadable(path: Path, error: Exception) -> DataError:
     reason = str(error).splitlines()[0][:160]
-    return DataError(f"{name}: cannot be read as CSV ({reason}).",
+    if "invalid UTF8" in reason:
+        return not_utf8_error(path, source=path.name)
+    return DataError(f"{path.name}: cannot be read as CSV ({reason}).",
                      hint="Check that it is UTF-8 CSV with one record per line.")
 
 

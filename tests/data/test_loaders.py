@@ -92,3 +92,68 @@ def test_one_column_and_commas_in_names_are_not_refused(tmp_path: Path) -> None:
     assert list(load_table(path).columns) == ["score"]
     path.write_text('"a;b",c\n1,2\n')
     assert list(load_table(path).columns) == ["a;b", "c"]
+
+
+def test_non_utf8_csv_names_the_line_and_the_encoding(tmp_path: Path) -> None:
+    """A Windows-1252 export is refused naming the first line that is not UTF-8 (not a
+    byte offset of pandas' read buffer), the likely encoding and the conversion; a UTF-16
+    export is recognised by its byte-order mark; neither quotes a cell."""
+    path = tmp_path / "t.csv"
+    rows = "".join(f"{i},{60 + i % 20},{i % 2}\n" for i in range(3000))
+    path.write_bytes(("site,age,y\n" + rows + "Hôpital Nord,61,1\n").encode("cp1252"))
+    with pytest.raises(DataError, match=r"is not UTF-8 text: line 3002 .*Windows-1252") as info:
+        load_table(path)
+    assert "Hôpital" not in str(info.value)
+    assert "iconv -f CP1252 -t UTF-8" in str(info.value)
+    assert "encoding='cp1252'" in str(info.value)
+    path.write_bytes("site,age,y\nHôpital,61,1\n".encode("utf-16"))
+    with pytest.raises(DataError, match="is UTF-16 text"):
+        load_table(path)
+
+
+def test_first_foreign_line_finds_no_line_in_utf8(tmp_path: Path) -> None:
+    from medistill.data.text_encoding import first_foreign_line
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\nHôpital,2\n", encoding="utf-8")
+    assert first_foreign_line(path) is None
+    path.write_bytes(b"a,b\nx,2\n\x81\x8d,3\n")       # not UTF-8, not Windows-1252 either
+    assert first_foreign_line(path) == 3
+    with pytest.raises(DataError, match="line 3 ") as info:
+        load_table(path)
+    assert "Windows-1252" not in str(info.value) and "iconv -f LATIN1" in str(info.value)
+
+
+def test_lines_longer_than_the_header_never_shift_the_columns(tmp_path: Path) -> None:
+    """pandas turns the first columns into an index when the data lines have more fields
+    than the header, shifting every value one column left: a comma at the end of each line
+    is read as it is meant, and real extra fields, a title line or Excel's ``sep=`` line
+    above the header are refused naming the line."""
+    path = tmp_path / "t.csv"
+    path.write_text("pid,age,y\np1,61,1,\np2,70,0,\n")
+    frame = load_table(path)
+    assert list(frame.columns) == ["pid", "age", "y"]
+    assert frame["pid"].tolist() == ["p1", "p2"] and frame["y"].tolist() == [1, 0]
+    path.write_text("pid,age,y\np1,61,1\np2,70,0,9\n")
+    with pytest.raises(DataError, match="line 3: expected 3 fields like the header, found 4"):
+        load_table(path)
+    path.write_text("pid,age,y\np1,61,1,5\np2,70,0\n")
+    with pytest.raises(DataError, match="line 2 has 4 fields but the header line has 3"):
+        load_table(path)
+    path.write_text("Extract of 2024-05-01\npid,age,y\np1,61,1\n")
+    with pytest.raises(DataError, match="line 2 has 3 fields .* has 1;.*title or note"):
+        load_table(path)
+    path.write_text("sep=,\npid,age,y\np1,61,1\n")
+    with pytest.raises(DataError, match="Excel's 'sep=' instruction"):
+        load_table(path)
+
+
+def test_empty_unnamed_columns_of_a_spreadsheet_are_dropped(tmp_path: Path) -> None:
+    """Each line ending in ``,,`` (a spreadsheet's empty columns) reads as the named columns;
+    an unnamed column with values is still refused."""
+    path = tmp_path / "t.csv"
+    path.write_text("pid,age,y,,\np1,61,1,,\np2,70,0,,\n")
+    assert list(load_table(path).columns) == ["pid", "age", "y"]
+    path.write_text("pid,age,y,,\np1,61,1,3,\np2,70,0,,4\n")
+    with pytest.raises(DataError, match="columns 4, 5 have no name"):
+        load_table(path)

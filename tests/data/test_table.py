@@ -101,3 +101,23 @@ def test_loaded_categories_are_only_candidates(tmp_path) -> None:
 def test_builtin_breast_cancer() -> None:
     data = load_sensitive(DataConfig(source="builtin", builtin={"name": "breast_cancer"}), seed=0)
     assert data.features.shape == (569, 30) and data.schema.n_classes == 2
+
+
+def test_nested_parquet_columns_are_refused_by_name_unless_left_out(tmp_path) -> None:
+    """A Parquet list or struct column (a FHIR-on-Spark export) is refused by name, not a
+    pandas traceback; left out by data.features it is dropped before any check reads it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    n = 240
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"pid": [f"p{i}" for i in range(n)], "age": rng.integers(30, 90, n),
+                             "sbp": rng.normal(130, 15, n), "y": rng.integers(0, 2, n),
+                             "codes": pa.array([[1, 2]] * n),
+                             "address": pa.array([{"city": "x"}] * n)}), path)
+    config = DataConfig(source="parquet", path=path, label="y", id_column="pid")
+    with pytest.raises(DataError, match="'codes', 'address' hold lists or records"):
+        load_sensitive(config, seed=0)
+    kept = load_sensitive(config.model_copy(update={"features": ("age", "sbp")}), seed=0)
+    assert kept.schema.feature_names == ["age", "sbp"]

@@ -400,13 +400,34 @@ def test_16_3_model_without_any_hash_needs_explicit_opt_out(tmp_path, run_dir, r
     assert any("NOT VERIFIED" in n for n in summary.notes)
 
 
+def test_numbers_written_as_text_name_their_format(tmp_path, run_dir, cohort) -> None:
+    """A spreadsheet's ``1,234`` or ``<0.5`` in a numeric column is named by its format per
+    listed row, never by its value; other text stays "not a number"."""
+    source = tmp_path / "in.csv"
+    frame = cohort.head(6).astype({"age": object})
+    frame.loc[frame.index[1], "age"] = "1,061"
+    frame.loc[frame.index[3], "age"] = "<18"
+    frame.loc[frame.index[4], "age"] = "old"
+    frame.to_csv(source, index=False)
+    summary = predict_file(run_dir, source, tmp_path / "o.csv", on_error="skip")
+    reasons = {p.line: p.reason for p in summary.problems}
+    assert "comma inside the number" in reasons[3] and "comparison sign" in reasons[5]
+    assert reasons[6] == "not a number" and summary.n_scored == 3
+    assert not any(v in str(summary.problems) for v in ("1,061", "<18", "old"))
+
+
 def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
     source = tmp_path / "in.csv"
     cohort.head(5).assign(smoking="né").to_csv(source, index=False, encoding="latin-1")
-    with pytest.raises(DataError, match=r"in\.csv: cannot be read as CSV .*UTF8"):
+    with pytest.raises(DataError, match=r"in\.csv is not UTF-8 text: line 2 .*Windows-1252"
+                                        r".*iconv -f CP1252") as info:
         predict_file(run_dir, source, tmp_path / "o.csv")
+    assert "né" not in str(info.value)
     source.write_bytes("séx,age\n".encode("latin-1"))
-    with pytest.raises(DataError, match="line 1 is not UTF-8"):
+    with pytest.raises(DataError, match="in.csv is not UTF-8 text: line 1 "):
+        predict_file(run_dir, source, tmp_path / "o.csv")
+    source.write_bytes("sex,age\n".encode("utf-16"))
+    with pytest.raises(DataError, match="in.csv is UTF-16 text"):
         predict_file(run_dir, source, tmp_path / "o.csv")
     bom = tmp_path / "bom.csv"
     cohort.head(5).to_csv(bom, index=False, encoding="utf-8-sig")
