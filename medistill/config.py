@@ -127,6 +127,15 @@ def _codes_as_text(value: Any) -> Any:
     return value
 
 
+def _class_as_text(value: object) -> object:
+    """A class name as YAML may have typed it (``1``, ``yes`` read as true) as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Real):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value
+
+
 class DataConfig(_Frozen):
     """Where the sensitive records are and how to read them."""
 
@@ -147,6 +156,9 @@ class DataConfig(_Frozen):
     # Codes an export writes for a missing cell (SAS/Stata ".", "-99", "unknown"), read as
     # missing in every column on top of pandas' default spellings (CSV and Parquet sources).
     missing_values: Annotated[tuple[str, ...], BeforeValidator(_codes_as_text)] = ()
+    # The class of a binary label whose probability the model gives (AUROC's positive);
+    # undeclared, it is read from the class names (medistill.data.positive_class).
+    positive_class: Annotated[str | None, BeforeValidator(_class_as_text)] = None
 
     @field_validator("missing_values")
     @classmethod

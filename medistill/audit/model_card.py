@@ -135,7 +135,10 @@ def build_model_card(report: dict, config: Any, model_path: Path) -> dict[str, A
             "not_for": ["patients from other populations without local validation",
                         "decisions without clinical review"]},
         "outcome": {"label": label, "classes": classes,
-                    "output": "one probability per class ('probabilities', sums to 1)"},
+                    "output": "one probability per class ('probabilities', sums to 1)" + (
+                        f"; medistill predict writes the probability of {label} = "
+                        f"{classes[-1]} (the positive class) as 'probability'"
+                        if len(classes) == 2 else "")},
         "inputs": {"features": [{"name": f.get("name"), "kind": f.get("kind")}
                                 for f in schema.get("features") or []],
                    "key_column": data.id_column or _DEFAULT_KEY.get(data.source),

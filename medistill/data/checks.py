@@ -43,7 +43,7 @@ _DATE_CELL = re.compile(
     r"|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")
 
 NoteKind = Literal["dropped_empty", "dropped_constant", "dropped_date", "label_spelling",
-                   "label_leakage"]
+                   "label_leakage", "positive_class"]
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,11 @@ def public_categories(series: pd.Series, min_count: int) -> tuple[str, ...]:
     return tuple(sorted(counts[counts >= min_count].index))
 
 
-def encode_labels(series: pd.Series, *, source: str, label: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Map a label column to integer classes 0..C-1; at least two classes are required."""
+def encode_labels(series: pd.Series, *, source: str, label: str,
+                  positive: str | None = None) -> tuple[np.ndarray, tuple[str, ...], list]:
+    """Map a label column to integer classes 0..C-1; at least two classes are required. A
+    binary label's positive class comes second (``positive`` declared, else read from the
+    class names: :mod:`medistill.data.positive_class`); the notes say which it is."""
     if series.isna().any():
         row = int(series.isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: the label column '{label}' is empty in row {row + 2}; every "
@@ -143,7 +146,12 @@ def encode_labels(series: pd.Series, *, source: str, label: str) -> tuple[np.nda
         raise DataError(f"{source}: the label column '{label}' has a single class "
                         f"({classes[0]!r}) in all {len(series)} rows; a classifier needs at "
                         "least two.", hint="Check that the right column is named in data.label.")
-    return codes.astype(np.int64), classes
+    from medistill.data.positive_class import order_binary_classes
+
+    codes, classes, note = order_binary_classes(codes.astype(np.int64), classes,
+                                                declared=positive, source=source, label=label,
+                                                numeric=bool(numeric.notna().all()))
+    return codes, classes, [note] if note else []
 
 
 __all__ = ["BINARY", "CATEGORICAL", "NUMERIC", "FeatureSpec", "TableSchema", "coerce_numeric",

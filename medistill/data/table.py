@@ -170,7 +170,9 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     label_values, notes = normalise_label_spellings(frame[label], label=label)
     if label_values.notna().all():
         check_label_type(label_values, source=source, label=label)
-    labels, classes = encode_labels(label_values, source=source, label=label)
+    labels, classes, class_notes = encode_labels(label_values, source=source, label=label,
+                                                 positive=config.positive_class)
+    notes.extend(class_notes)
     check_class_sizes(labels, classes, source=source, label=label)
     patient_ids = (frame[id_column].astype(str).to_numpy() if id_column
                    else np.array([f"row{i}" for i in range(len(frame))]))

@@ -304,6 +304,9 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
         tmp.unlink(missing_ok=True)
     if not model.integrity.startswith("ok"):
         notes.append(f"model integrity: {model.integrity}")
+    if model.binary:
+        notes.append(f"'probability' is of {model.schema.label} = "
+                     f"{model.schema.classes[-1]} (the model's positive class)")
     return PredictSummary(
         input=str(source), output=str(output), format=fmt, model_sha256=model.sha256,
         key_column=data.key_column, n_rows=counts["rows"], n_scored=counts["scored"],

@@ -432,3 +432,8 @@ def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
     bom = tmp_path / "bom.csv"
     cohort.head(5).to_csv(bom, index=False, encoding="utf-8-sig")
     assert predict_file(run_dir, bom, tmp_path / "o.csv").n_scored == 5
+
+
+def test_the_summary_names_the_class_of_probability(tmp_path, run_dir, records_csv) -> None:
+    summary = predict_file(run_dir, records_csv, tmp_path / "o.csv")
+    assert "'probability' is of cv_event_1y = 1 (the model's positive class)" in summary.notes
