@@ -41,6 +41,16 @@ FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _PLAIN = re.compile(r"\s*" + _NUMBER + r"(?:[eE][+-]?\d+)?\s*")
 
 
+SPREADSHEET_ERRORS = ("#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!",
+                      "#SPILL!", "#CALC!")
+"""Excel's (and LibreOffice's) error values: what a formula cell exports when it fails."""
+
+
+def is_spreadsheet_error(text: str) -> bool:
+    """Whether ``text`` is one of :data:`SPREADSHEET_ERRORS` (any case)."""
+    return text.strip().upper() in SPREADSHEET_ERRORS
+
+
 def number_format(text: str) -> str | None:
     """The description of the format in :data:`FORMATS` that ``text`` is written in, or
     None (plain numbers and other text)."""
@@ -103,5 +113,5 @@ def check_numbers_as_text(columns: dict[str, pd.Series], *, source: str) -> None
                     "rare to keep.", hint=hint)
 
 
-__all__ = ["FORMATS", "check_numbers_as_text", "conversion_hint", "number_format",
+__all__ = ["FORMATS", "SPREADSHEET_ERRORS", "check_numbers_as_text", "is_spreadsheet_error", "conversion_hint", "number_format",
            "numbers_as_text"]

@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medistill.data.number_text import conversion_hint, number_format
+from medistill.data.number_text import (
+    SPREADSHEET_ERRORS,
+    conversion_hint,
+    is_spreadsheet_error,
+    number_format,
+)
 from medistill.errors import DataError
 
 NUMERIC, BINARY, CATEGORICAL = "numeric", "binary", "categorical"
@@ -81,6 +86,13 @@ def coerce_numeric(frame: pd.DataFrame, column: str, *, source: str) -> pd.Serie
     if bad is not None:
         row, text = bad
         written = number_format(text)
+        if is_spreadsheet_error(text):
+            raise DataError(
+                f"{source}: column '{column}' is numeric but row {row + 2} (line {row + 2} of "
+                "a CSV with a header) holds a spreadsheet error value (one of "
+                f"{', '.join(SPREADSHEET_ERRORS)}): a formula that failed.",
+                hint="Fix the formulas, or read such cells as missing: data.missing_values: "
+                     "['#DIV/0!', '#N/A', '#VALUE!'] (list the ones the export has).")
         if written is not None:
             raise DataError(
                 f"{source}: column '{column}' is numeric but row {row + 2} (line {row + 2} of "

@@ -88,3 +88,13 @@ def test_a_mostly_numeric_column_names_the_format_of_its_first_text_cell(tmp_pat
                                         r"sign") as info:
         load_sensitive(config, seed=0)
     assert "<5" not in str(info.value)
+
+
+def test_a_spreadsheet_error_value_is_named_as_one(tmp_path) -> None:
+    lab = [str(v) for v in range(40, 80)] * 2 + ["#DIV/0!"]
+    config = _table(tmp_path, {"lab": lab})
+    with pytest.raises(DataError, match=r"row 82 .*spreadsheet error value .*data.missing_"
+                                        r"values: \['#DIV/0!'"):
+        load_sensitive(config, seed=0)
+    declared = config.model_copy(update={"missing_values": ("#DIV/0!",)})
+    assert load_sensitive(declared, seed=0).schema.feature("lab").kind == "numeric"
