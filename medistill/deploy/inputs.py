@@ -68,6 +68,8 @@ class Prepared:
     problems: list[RowProblem] = field(default_factory=list)
     unseen: dict[str, int] = field(default_factory=dict)
     n_dropped: int = 0
+    # per feature, how many valid rows have a value (not missing, so not imputed)
+    filled: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -277,9 +279,11 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
     if not valid.all():
         feeds = {k: v[valid] for k, v in feeds.items()}
         keys = keys[valid] if keys is not None else None
+    filled = {k: int(np.count_nonzero(v != "") if v.dtype == object
+                     else np.count_nonzero(~np.isnan(v))) for k, v in feeds.items()}
     feeds = {k: v.reshape(-1, 1) for k, v in feeds.items()}
     problems.sort()
-    return Prepared(feeds, valid, keys, problems, unseen, chunk.n_dropped)
+    return Prepared(feeds, valid, keys, problems, unseen, chunk.n_dropped, filled)
 
 
 # --------------------------------------------------------------------------- sources

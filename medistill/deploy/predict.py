@@ -60,6 +60,8 @@ class PredictSummary:
     unseen_categories: dict[str, int]
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    # inputs without a value in any scored row: the model imputed them for every patient
+    empty_inputs: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -67,7 +69,8 @@ class PredictSummary:
                 "model_sha256": self.model_sha256, "key_column": self.key_column,
                 "n_rows": self.n_rows, "n_scored": self.n_scored, "n_skipped": self.n_skipped,
                 "problems": [p.to_dict() for p in self.problems],
-                "unseen_categories": self.unseen_categories, "seconds": self.seconds,
+                "unseen_categories": self.unseen_categories,
+                "empty_inputs": list(self.empty_inputs), "seconds": self.seconds,
                 "notes": list(self.notes)}
 
     def lines(self, limit: int = 20) -> list[str]:
@@ -84,6 +87,12 @@ class PredictSummary:
         for column, count in self.unseen_categories.items():
             out.append(f"warning: column '{column}': {count:,} value(s) the model has not "
                        "seen; scored as an unknown category")
+        if self.empty_inputs and self.n_scored:
+            out.append(f"warning: {len(self.empty_inputs)} of the model's inputs had no value "
+                       "in any scored row, so the model imputed them for every patient: "
+                       + ", ".join(f"'{c}'" for c in self.empty_inputs)
+                       + ". Check the input's column names, its missing-value codes, or the "
+                       "FHIR mapping.")
         out += [f"note: {n}" for n in self.notes]
         return out
 
@@ -312,6 +321,7 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
         key_column=data.key_column, n_rows=counts["rows"], n_scored=counts["scored"],
         n_skipped=counts["rows"] - counts["scored"] + data.n_dropped,
         problems=tuple(counts["problems"]), unseen_categories=counts["unseen"],
+        empty_inputs=tuple(counts["empty"]),
         seconds=time.perf_counter() - started, notes=tuple(notes))
 
 
@@ -342,6 +352,7 @@ def _score_all(model: DeployedModel, data: _Input, tmp: Path, fmt: OutputFormat,
                on_error: OnError) -> dict[str, Any]:
     problems: list[RowProblem] = list(data.problems[:MAX_LISTED])
     unseen: dict[str, int] = {}
+    filled = dict.fromkeys(model.schema.feature_names, 0)
     rows = scored = 0
     writer = (_FhirWriter(tmp, model) if fmt == "fhir"
               else _TableWriter(tmp, fmt, model, data.key_column))
@@ -355,6 +366,8 @@ def _score_all(model: DeployedModel, data: _Input, tmp: Path, fmt: OutputFormat,
             problems.extend(prepared.problems[:MAX_LISTED - len(problems)])
             for column, count in prepared.unseen.items():
                 unseen[column] = unseen.get(column, 0) + count
+            for column, count in prepared.filled.items():
+                filled[column] = filled.get(column, 0) + count
             rows += prepared.n_rows
             if prepared.n_valid:
                 probs = score(model, prepared)
@@ -363,7 +376,8 @@ def _score_all(model: DeployedModel, data: _Input, tmp: Path, fmt: OutputFormat,
                 scored += prepared.n_valid
     finally:
         writer.close()
-    return {"rows": rows, "scored": scored, "problems": problems, "unseen": unseen}
+    return {"rows": rows, "scored": scored, "problems": problems, "unseen": unseen,
+            "empty": [c for c, n in filled.items() if n == 0]}
 
 
 __all__ = ["FORMATS", "OnError", "PredictSummary", "infer_format", "is_fhir_input",

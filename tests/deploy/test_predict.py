@@ -437,3 +437,16 @@ def test_non_utf8_csv(tmp_path, run_dir, cohort) -> None:
 def test_the_summary_names_the_class_of_probability(tmp_path, run_dir, records_csv) -> None:
     summary = predict_file(run_dir, records_csv, tmp_path / "o.csv")
     assert "'probability' is of cv_event_1y = 1 (the model's positive class)" in summary.notes
+
+
+def test_inputs_empty_in_every_row_are_named(tmp_path, run_dir, cohort) -> None:
+    """A column present but blank in every row (a renamed export field, a FHIR mapping that
+    found nothing) is scored by imputation alone: the summary names it."""
+    source = tmp_path / "in.csv"
+    cohort.head(8).assign(age=np.nan).to_csv(source, index=False)
+    summary = predict_file(run_dir, source, tmp_path / "o.csv")
+    assert summary.empty_inputs == ("age",) and summary.to_dict()["empty_inputs"] == ["age"]
+    assert any("'age'" in line and "imputed them for every patient" in line
+               for line in summary.lines())
+    cohort.head(8).to_csv(source, index=False)
+    assert predict_file(run_dir, source, tmp_path / "o2.csv").empty_inputs == ()
