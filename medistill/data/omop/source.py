@@ -37,6 +37,13 @@ class CdmSource(Protocol):
     def has_table(self, table: str) -> bool:
         """Whether the CDM holds ``table``."""
 
+    def file_of(self, table: str) -> str | None:
+        """The name of the file ``table`` is read from, for error messages (None: not a file)."""
+
+    def first_line(self, table: str, column: str, predicate: str) -> int | None:
+        """The line of ``table``'s file where the DuckDB ``predicate`` (over the text value
+        ``v`` of ``column``) first holds; None when the table is not a CSV file."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -57,10 +64,12 @@ def _missing_columns(source: str, table: str, missing: list[str], found: list[st
 class DuckDbCdm:
     """A CDM in DuckDB: a database file (opened read-only) or a folder of table files."""
 
-    def __init__(self, con, name: str, schema: str | None = None) -> None:
+    def __init__(self, con, name: str, schema: str | None = None,
+                 files: dict[str, Path] | None = None) -> None:
         self.con = con
         self.name = name
         self.schema = schema
+        self.files = files or {}
 
     @classmethod
     def from_file(cls, path: Path, schema: str | None = None) -> DuckDbCdm:
@@ -79,7 +88,7 @@ class DuckDbCdm:
         import duckdb
 
         con = duckdb.connect(":memory:")
-        seen: set[str] = set()
+        seen: dict[str, Path] = {}
         for path in sorted(folder.iterdir()):
             name = path.name.lower()
             table = next((name[: -len(s)] for s in _TABLE_SUFFIXES if name.endswith(s)), None)
@@ -87,21 +96,29 @@ class DuckDbCdm:
                 table, path = name, path / "*.parquet"
             if table is None or not table.isidentifier() or table in seen:
                 continue
-            seen.add(table)
-            relation = (con.read_csv(str(path), header=True) if ".csv" in name
-                        else con.read_parquet(str(path)))
+            seen[table] = path
+            # Text only: DuckDB's sniffer would guess each file's date format on its own
+            # (05/10/2012 as 5 October in one file, 10 May in another); the loader converts
+            # every value with one rule (medistill.data.omop.convert).
+            relation = (con.read_csv(str(path), header=True, all_varchar=True)
+                        if ".csv" in name else con.read_parquet(str(path)))
             relation.create_view(table)
         if not seen:
             raise DataError(f"{folder}: holds no CDM table files (person.parquet, "
                             "person.csv, ...).")
-        return cls(con, folder.name)
+        return cls(con, folder.name, files={t: p for t, p in seen.items()
+                                            if ".csv" in p.name.lower()})
+
+    def _column_types(self, table: str) -> dict[str, tuple[str, str]]:
+        """Lower-case column name -> (its name in the CDM, its DuckDB type)."""
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE "
+            "lower(table_name) = ? AND (? IS NULL OR lower(table_schema) = lower(?)) "
+            "ORDER BY ordinal_position", [table, self.schema, self.schema]).fetchall()
+        return {r[0].lower(): (r[0], r[1]) for r in rows}
 
     def _columns(self, table: str) -> dict[str, str]:
-        rows = self.con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE lower(table_name) = ? "
-            "AND (? IS NULL OR lower(table_schema) = lower(?)) ORDER BY ordinal_position",
-            [table, self.schema, self.schema]).fetchall()
-        return {r[0].lower(): r[0] for r in rows}
+        return {k: name for k, (name, _) in self._column_types(table).items()}
 
     def _qualified(self, table: str) -> str:
         rows = self.con.execute(
@@ -116,9 +133,25 @@ class DuckDbCdm:
     def has_table(self, table: str) -> bool:
         return bool(self._columns(table))
 
+    def file_of(self, table: str) -> str | None:
+        path = self.files.get(table)
+        return path.name if path else None
+
+    def first_line(self, table: str, column: str, predicate: str) -> int | None:
+        if table not in self.files:
+            return None
+        found = self._columns(table)
+        # The header is line 1; a CSV scan keeps the file's row order.
+        ((line,),) = self.con.execute(
+            f'SELECT min(line) FROM (SELECT row_number() OVER () + 1 AS line, '
+            f'"{found[column]}" AS v FROM {self._qualified(table)}) WHERE {predicate}'
+        ).fetchall()
+        return None if line is None else int(line)
+
     def read(self, table: str, columns: Sequence[str],
              where: tuple[str, Sequence[int]] | None = None) -> pd.DataFrame:
-        found = self._columns(table)
+        types = self._column_types(table)
+        found = {k: name for k, (name, _) in types.items()}
         if not found:
             raise _missing_table(self.name, table)
         missing = [c for c in columns if c not in found]
@@ -129,11 +162,23 @@ class DuckDbCdm:
         if where is None:
             return self.con.execute(sql).df()
         column, values = where
-        sql += f' WHERE "{found[column]}" IN (SELECT unnest(?::BIGINT[]))'
+        sql += " WHERE " + _id_filter(f'"{found[column]}"', types[column][1])
         return self.con.execute(sql, [[int(v) for v in values]]).df()
 
     def close(self) -> None:
         self.con.close()
+
+
+def _id_filter(column: str, column_type: str) -> str:
+    """DuckDB ``WHERE`` clause: ``column`` in the bound id list. An id column stored as text
+    is compared as a number, and its unreadable values are kept, so that the loader's type
+    check reports them instead of dropping their rows silently."""
+    wanted = "IN (SELECT unnest(?::BIGINT[]))"
+    if column_type != "VARCHAR":
+        return f"{column} {wanted}"
+    text = f"nullif(trim(CAST({column} AS VARCHAR)), '')"
+    return (f"(TRY_CAST({text} AS BIGINT) {wanted} OR "
+            f"({text} IS NOT NULL AND TRY_CAST({text} AS BIGINT) IS NULL))")
 
 
 class SqlAlchemyCdm:
@@ -160,6 +205,12 @@ class SqlAlchemyCdm:
 
     def has_table(self, table: str) -> bool:
         return table in self._names
+
+    def file_of(self, table: str) -> str | None:
+        return None
+
+    def first_line(self, table: str, column: str, predicate: str) -> int | None:
+        return None
 
     def _table(self, table: str):
         if table not in self._tables:
