@@ -26,6 +26,10 @@ _TYPE_FILE = re.compile(r"^(?:\d+[._-])?(?P<type>[A-Z][A-Za-z]+)(?:[._-]\d+)*"
                         r"\.(?:ndjson|jsonl)(?:\.gz)?$")
 ERROR_TYPE = "OperationOutcome"
 MAX_ERROR_LINES = 100_000
+MANIFEST_MAX_BYTES = 64 << 20
+"""The largest export manifest read (an export of 100,000 files has a manifest of ~15 MiB)."""
+SMALL_JSON_BYTES = 1 << 20
+SNIFF_BYTES = 1 << 16
 
 
 def resource_type_of(name: str) -> str | None:
@@ -82,10 +86,31 @@ def _entries(data: dict[str, Any], key: str, name: str) -> tuple[tuple[str, str]
     return tuple(out)
 
 
-def read_manifest(path: Path, max_bytes: int) -> Manifest | None:
-    """The manifest in ``path``, or None when the file is not a Bulk Data manifest."""
-    if path.stat().st_size > max_bytes:
-        return None
+def _head(path: Path, n: int = SNIFF_BYTES) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def read_manifest(path: Path, max_bytes: int = MANIFEST_MAX_BYTES) -> Manifest | None:
+    """The manifest in ``path``, or None when the file is not a Bulk Data manifest.
+
+    Files over 1 MiB whose start names a ``resourceType`` (Bundles) are not parsed; a
+    manifest over ``max_bytes`` is an error rather than silently not a manifest.
+    """
+    size = path.stat().st_size
+    if size > SMALL_JSON_BYTES:
+        head = _head(path)
+        if b'"resourceType"' in head:
+            return None
+        if size > max_bytes:
+            if b'"output"' in head or b'"transactionTime"' in head:
+                raise DataError(
+                    f"{path.name}: this Bulk Data manifest is {size / (1 << 20):.0f} MiB, over "
+                    f"the {max_bytes >> 20} MiB medistill reads.",
+                    hint="Check that the file is an export manifest; to read the export "
+                         "without it, move it out of the folder (the files named after "
+                         "resource types are then read, and the index date must be given).")
+            return None
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (ValueError, OSError):
@@ -187,5 +212,5 @@ def _token(value: Any) -> str:
     return "?"
 
 
-__all__ = ["ExportErrors", "Layout", "Manifest", "plan_layout", "read_manifest",
-           "resource_type_of", "summarize_errors"]
+__all__ = ["MANIFEST_MAX_BYTES", "ExportErrors", "Layout", "Manifest", "plan_layout",
+           "read_manifest", "resource_type_of", "summarize_errors"]

@@ -92,6 +92,10 @@ class CodeMatcher:
     def empty(self) -> bool:
         return not (self.exact or self.any_system or self.prefixes or self.match_all)
 
+    def match_codes(self, codings: Iterable[tuple[str | None, str]]) -> set[int]:
+        """The slots matched by one of ``codings`` through a code (not by matching all)."""
+        return self.match(codings) - set(self.match_all)
+
     def match(self, codings: Iterable[tuple[str | None, str]]) -> set[int]:
         """The slots matched by any of ``codings`` (pairs of system, code)."""
         hits = set(self.match_all)

@@ -9,6 +9,7 @@ are never read.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from medistill.data.fhir.plan import Plan
-from medistill.data.fhir.units import converter
+from medistill.data.fhir.units import converter, normalize_unit
 
 
 class BadResource(Exception):
@@ -53,6 +54,8 @@ _DATETIME = re.compile(
     r"^(\d{4})(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
     r"(T([01]\d|2[0-3]):[0-5]\d(:([0-5]\d|60)(\.\d+)?)?"
     r"(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?$")
+_URN = ("urn:uuid:", "urn:oid:")
+_OTHER_TYPE = re.compile(r"(?:^|/)(?!Patient/)[A-Z][A-Za-z]+/[^/]+(?:/_history/[^/]+)?$")
 _EPOCH = date(1970, 1, 1).toordinal()
 _GENDERS = frozenset({"male", "female", "other", "unknown"})
 _SKIP_STATUS = {
@@ -62,6 +65,17 @@ _SKIP_STATUS = {
     "MedicationRequest": frozenset({"entered-in-error"}),
     "Procedure": frozenset({"entered-in-error", "not-done"}),
 }
+_VALUE_X = re.compile(r"^value[A-Z][A-Za-z]*$")
+_COMPARATORS = frozenset({"<", "<=", ">=", ">", "ad"})
+_UNIT_TOKEN = re.compile(r"^[A-Za-z0-9%/\[\]{}()._*^'-]{1,24}$")
+_NOT_YET = {
+    "Observation": frozenset({"registered"}),
+    "Encounter": frozenset({"planned"}),
+    "MedicationRequest": frozenset({"draft"}),
+    "Procedure": frozenset({"preparation"}),
+}
+"""Statuses of resources that have not happened yet: their dates (a planned visit, a draft
+order) say nothing about when the export was made."""
 _SKIP_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 RACE = {"1002-5": "american_indian_or_alaska_native", "2028-9": "asian",
@@ -151,6 +165,23 @@ def reference_key(reference: str) -> str | None:
     return None
 
 
+UNRESOLVABLE = "?"
+"""The key of a medication reference that names no Medication resource."""
+
+
+def medication_key(reference: str) -> str | None:
+    """``Medication/<id>`` for relative and absolute Medication references (also with
+    ``/_history/``), the whole ``urn:uuid:``/``urn:oid:`` reference, or None."""
+    if reference.startswith(_URN):
+        return reference
+    parts = reference.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) >= 2 and parts[-2] == "Medication" and parts[-1]:
+        return f"Medication/{parts[-1]}"
+    return None
+
+
 def subject_key(res: dict[str, Any], rtype: str) -> str | None:
     """The Patient key of ``subject`` (or ``patient``); None when it is not a Patient."""
     subject = res.get("subject", res.get("patient"))
@@ -160,10 +191,30 @@ def subject_key(res: dict[str, Any], rtype: str) -> str | None:
         raise BadResource(f"{rtype}.subject: expected a Reference object")
     ref = subject.get("reference")
     if ref is None:
+        if subject.get("identifier") is not None:
+            raise BadResource(f"{rtype}.subject: a reference by identifier cannot be matched "
+                              "to a Patient of the export; expected Patient/<id>")
         return None
     if not isinstance(ref, str):
         raise BadResource(f"{rtype}.subject.reference: expected a string")
-    return reference_key(ref)
+    if ref.startswith("Patient?"):
+        raise BadResource(f"{rtype}.subject.reference: a conditional reference (Patient?...) "
+                          "cannot be matched to a Patient of the export; expected Patient/<id>")
+    key = reference_key(ref)
+    if key is not None:
+        return key
+    if subject.get("type") == "Patient" and ref and "/" not in ref and "?" not in ref:
+        return ref   # a bare id with type: Patient
+    if _OTHER_TYPE.search(ref.split("?")[0]):
+        return None  # a Group, a Location...
+    raise BadResource(f"{rtype}.subject.reference: not a reference medistill can match to a "
+                      "Patient (expected Patient/<id>, a URL ending in Patient/<id>, or "
+                      "urn:uuid:)")
+
+
+def not_happened(res: dict[str, Any], rtype: str) -> bool:
+    """True when the resource's status says it has not happened yet (planned, draft…)."""
+    return res.get("status") in _NOT_YET.get(rtype, ())
 
 
 def _status_skipped(res: dict[str, Any], rtype: str) -> bool:
@@ -181,11 +232,20 @@ class Extractor:
 
     def __post_init__(self) -> None:
         self.dropped: dict[str, int] = {}
+        self.recent: list[str] = []   # keys dropped since the caller last cleared it
+        self.units: dict[int, set[str]] = {}  # slot without a declared unit -> units seen
+        self.pending: list[tuple[str, int, float]] = []  # (Medication key, day, ts) to resolve
+
+    def _drop(self, key: str) -> None:
+        self.dropped[key] = self.dropped.get(key, 0) + 1
+        self.recent.append(key)
 
     def patient(self, res: dict[str, Any], full_url: str | None, line: int) -> PatientRecord:
         pid = res.get("id")
+        if pid is None and isinstance(full_url, str) and full_url.startswith(_URN):
+            pid = full_url   # a transaction entry the server has not given an id yet
         if not isinstance(pid, str) or not pid:
-            raise BadResource("Patient has no id")
+            raise BadResource("Patient has no id (nor a urn:uuid: fullUrl)")
         gender = res.get("gender", "unknown")
         if gender not in _GENDERS:
             raise BadResource("Patient.gender: expected male, female, other or unknown")
@@ -267,15 +327,57 @@ class Extractor:
         return self._simple(res, "Encounter", codes, ("period", "actualPeriod"))
 
     def _MedicationRequest(self, res: dict[str, Any]) -> list[Event]:
+        codes, pending = self._medication_codes(res)
+        events = self._simple(res, "MedicationRequest", codes, ("authoredOn",))
+        if pending is not None and self.plan.reads_medication_codes:
+            when = _first_date(res, "MedicationRequest", ("authoredOn",))
+            if when is not None:
+                self.pending.append((pending, when[0], when[1]))
+        return events
+
+    def _medication_codes(self, res: dict[str, Any]
+                          ) -> tuple[list[tuple[str | None, str]], str | None]:
+        """The medication's codes, read from the request or its contained Medication, and
+        the key of a Medication resource to resolve them from later (or None)."""
         if "medicationCodeableConcept" in res:
-            codes = _codings(res["medicationCodeableConcept"],
-                             "MedicationRequest.medicationCodeableConcept")
-        elif isinstance(res.get("medication"), dict):
-            codes = _codings(res["medication"].get("concept"),
-                             "MedicationRequest.medication.concept")
-        else:
-            codes = []
-        return self._simple(res, "MedicationRequest", codes, ("authoredOn",))
+            return _codings(res["medicationCodeableConcept"],
+                            "MedicationRequest.medicationCodeableConcept"), None
+        reference: Any = res.get("medicationReference")
+        path = "MedicationRequest.medicationReference"
+        medication = res.get("medication")
+        if isinstance(medication, dict):  # R5 CodeableReference
+            if medication.get("concept") is not None:
+                return _codings(medication["concept"], "MedicationRequest.medication.concept"), \
+                    None
+            reference, path = medication.get("reference"), "MedicationRequest.medication.reference"
+        if reference is None:
+            return [], None
+        if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+            raise BadResource(f"{path}: expected a Reference with a 'reference' string")
+        target = reference["reference"]
+        if target.startswith("#"):
+            return self._contained_codes(res, target[1:], path), None
+        return [], medication_key(target) or UNRESOLVABLE
+
+    @staticmethod
+    def _contained_codes(res: dict[str, Any], local_id: str, path: str
+                         ) -> list[tuple[str | None, str]]:
+        contained = res.get("contained") or []
+        if not isinstance(contained, list):
+            raise BadResource("MedicationRequest.contained: expected a list")
+        for i, inner in enumerate(contained):
+            if isinstance(inner, dict) and inner.get("resourceType") == "Medication" \
+                    and inner.get("id") == local_id:
+                return _codings(inner.get("code"), f"MedicationRequest.contained[{i}].code")
+        raise BadResource(f"{path}: refers to a contained Medication that is not there")
+
+    def medication(self, res: dict[str, Any], full_url: Any) -> tuple[list[str], set[int]]:
+        """The reference keys of a Medication resource and the coded slots it matches."""
+        codes = _codings(res.get("code"), "Medication.code")
+        keys = [f"Medication/{res['id']}"] if isinstance(res.get("id"), str) else []
+        if isinstance(full_url, str) and (alias := medication_key(full_url)) is not None:
+            keys.append(alias)
+        return keys, self.plan.matchers["MedicationRequest"].match_codes(codes)
 
     def _Procedure(self, res: dict[str, Any]) -> list[Event]:
         codes = _codings(res.get("code"), "Procedure.code")
@@ -319,34 +421,74 @@ class Extractor:
                 return None
             hits = self.plan.categories[s].match(_codings(concept, f"{path}.valueCodeableConcept"))
             return float(min(hits)) if hits else float(len(slot.categories) - 1)
+        read = self._number(holder, path, slot.name)
+        if read is None:
+            return None
+        value, code, unit = read
+        if slot.unit is not None:
+            convert = converter(code, slot.unit, slot.analyte) or \
+                converter(unit, slot.unit, slot.analyte)
+            if convert is None:
+                if code is None and unit is None:
+                    self._drop(f"{slot.name}: a value without a unit does not convert to "
+                               f"{slot.unit}")
+                else:
+                    self._drop(f"{slot.name}: unit {unit_label(code, unit)!r} does not "
+                               f"convert to {slot.unit}")
+                return None
+            value = convert(value)
+        elif code is not None or unit is not None:
+            self.units.setdefault(s, set()).add(unit_label(code, unit))
+        if slot.threshold is not None:
+            passed = value > slot.threshold if slot.above else value < slot.threshold
+            return 1.0 if passed else None
+        return value
+
+    def _number(self, holder: dict[str, Any], path: str, name: str
+                ) -> tuple[float, str | None, str | None] | None:
+        """(value, unit code, unit text) of ``valueQuantity`` or ``valueInteger``; None, with
+        the value counted as dropped, for a bound (``comparator``) or a non-numeric value."""
         quantity = holder.get("valueQuantity")
         if quantity is None:
+            number = holder.get("valueInteger")
+            if number is not None:
+                if isinstance(number, bool) or not isinstance(number, int):
+                    raise BadResource(f"{path}.valueInteger: expected an integer")
+                return float(number), None, None
+            other = next((k for k in holder if _VALUE_X.match(k)), None)
+            if other is not None:
+                self._drop(f"{name}: {other} is not a number")
             return None
         if not isinstance(quantity, dict):
             raise BadResource(f"{path}.valueQuantity: expected a Quantity object")
         value = quantity.get("value")
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadResource(f"{path}.valueQuantity.value: expected a number")
-        value = float(value)
-        if slot.unit is not None:
-            units = [quantity.get("code"), quantity.get("unit")]
-            if any(u is not None and not isinstance(u, str) for u in units):
-                raise BadResource(f"{path}.valueQuantity: code and unit must be strings")
-            unit = units[0] if units[0] is not None else units[1]
-            convert = converter(units[0], slot.unit, slot.analyte) or \
-                converter(units[1], slot.unit, slot.analyte)
-            if convert is None:
-                key = f"{slot.name}: unit {str(unit)[:24]!r} does not convert to {slot.unit}"
-                self.dropped[key] = self.dropped.get(key, 0) + 1
-                return None
-            value = convert(value)
-        if slot.threshold is not None:
-            passed = value > slot.threshold if slot.above else value < slot.threshold
-            return 1.0 if passed else None
-        return value
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise BadResource(f"{path}.valueQuantity.value: expected a finite number")
+        code, unit = quantity.get("code"), quantity.get("unit")
+        if any(u is not None and not isinstance(u, str) for u in (code, unit)):
+            raise BadResource(f"{path}.valueQuantity: code and unit must be strings")
+        comparator = quantity.get("comparator")
+        if comparator is not None:
+            shown = comparator if comparator in _COMPARATORS else "?"
+            self._drop(f"{name}: a value with comparator {shown!r} is a bound, not a value")
+            return None
+        return float(value), code, unit
+
+
+def unit_label(code: str | None, unit: str | None) -> str:
+    """How a unit is named in messages: its canonical UCUM code when known, else the code (or
+    text) when it looks like a unit code, else ``?``: never free text."""
+    for text in (code, unit):
+        known = normalize_unit(text)
+        if known is not None:
+            return known
+    raw = code if code is not None else unit
+    return raw if raw is not None and _UNIT_TOKEN.match(raw) else "?"
 
 
 __all__ = ["BadResource", "ETHNICITY", "Event", "Extractor", "PatientRecord", "RACE",
-           "parse_when", "reference_key", "subject_key"]
+           "UNRESOLVABLE", "medication_key", "not_happened", "parse_when", "reference_key",
+           "subject_key", "unit_label"]

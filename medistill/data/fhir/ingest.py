@@ -2,9 +2,11 @@
 
 Files are split into chunks that are read in the calling process (``n_jobs=1``), in
 worker processes (joblib), or as tasks on the run's Dask cluster (:mod:`medistill.compute`;
-its workers must see the export's path); results are merged in file order, so errors, line numbers and
-the table do not depend on ``n_jobs``. The table holds a salted key per patient
-(HMAC-SHA-256 of the FHIR id with ``salt``) and the mapping's columns, nothing else.
+its workers must see the export's path); results are merged in file order, so errors, line
+numbers and the table do not depend on ``n_jobs``. The merger also reads each resource once
+(:mod:`medistill.data.fhir.dedup`) and resolves medication references. The table holds a
+salted key per patient (HMAC-SHA-256 of the FHIR id with ``salt``) and the mapping's
+columns, nothing else.
 """
 
 from __future__ import annotations
@@ -31,18 +33,33 @@ from medistill.data.fhir.aggregate import (
     reduce_events,
 )
 from medistill.data.fhir.bulk import ExportErrors, summarize_errors
+from medistill.data.fhir.dedup import DIFFERENT, NEW, SAME, SeenResources, unpack_where
 from medistill.data.fhir.extract import PatientRecord
 from medistill.data.fhir.labels import deceased_label
 from medistill.data.fhir.mapping import FhirMapping, default_mapping
+from medistill.data.fhir.medications import UNRESOLVED_MEDICATION, MedicationReferences
 from medistill.data.fhir.plan import Plan, compile_mapping
 from medistill.data.fhir.reader import Export, discover, ndjson_ranges, open_binary
 from medistill.data.fhir.version import VERSION_OPTIONS, VersionOption
-from medistill.data.fhir.worker import ChunkResult, OnError, Options, Task, Validate, run_task
+from medistill.data.fhir.worker import (
+    NO_PATIENT,
+    ChunkResult,
+    OnError,
+    Options,
+    Task,
+    Validate,
+    run_task,
+)
 from medistill.errors import ConfigError, DataError
 
 MAX_SKIPPED_LISTED = 1000
 COMPACT_EVENTS = 1_000_000
 """Buffered events (about 40 bytes each) beyond which they are reduced while reading."""
+MAX_AGE_YEARS = 120
+IMPOSSIBLE_AGE = (f"age: birthDate after the index date or more than {MAX_AGE_YEARS} years "
+                  "before it")
+LATE_EXPORT_DATE_DAYS = 365
+"""An inferred export date more days than this after 99 % of the events gets a note."""
 _SKIP_HINT = "Fix the line, or skip bad lines with --on-error skip (on_error='skip')."
 
 
@@ -73,6 +90,8 @@ class IngestSummary:
     seconds: float
     skipped_files: tuple[tuple[str, str], ...] = ()   # (file name, why it was not read)
     export_errors: ExportErrors = field(default_factory=ExportErrors)
+    unresolved_references: dict[str, int] = field(default_factory=dict)  # field -> count
+    notes: tuple[str, ...] = ()   # warnings about the result; never hold record values
 
     @property
     def n_resources(self) -> int:
@@ -172,10 +191,16 @@ class _Merger:
         self.ref_where: list[tuple[int, int]] = []
         self.ref_count: list[int] = []
         self.patients: dict[int, PatientRecord] = {}  # reference number -> record
+        self.seen = SeenResources()
+        self.medications = MedicationReferences()
+        self.unresolved: dict[str, int] = {}
+        self.notes: list[str] = []
+        self.aliases: list[tuple[str, str]] = []  # (fullUrl key, id) of merged Patient copies
         self.line_offset: dict[int, int] = {}
         self.counts: dict[str, int] = {}
         self.versions: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
+        self.units: dict[int, set[str]] = {}
         self.skipped: list[SkippedLine] = []
         self.n_skipped = 0
         self.n_without_patient = 0
@@ -203,6 +228,7 @@ class _Merger:
         self.line_offset[fi] = offset + r.n_lines
         for line, reason in r.skipped:
             self._skip(fi, offset + line, reason)
+        self._take_out_duplicates(r, fi, offset)
         gids = np.array([self._ref(k, fi, offset + line)
                          for k, line in zip(r.refs, r.ref_first_line, strict=True)], np.int64)
         for gid, n in zip(gids.tolist(), r.ref_count, strict=True):
@@ -210,6 +236,7 @@ class _Merger:
         if len(r.events):
             r.events.owner = gids[r.events.owner]
             self.buffer.add(r.events)
+        self._add_medications(r, gids)
         for rec in r.patients:
             line = offset + rec.line
             gid = self._ref(rec.fhir_id, fi, line)
@@ -223,7 +250,57 @@ class _Merger:
             for k, v in more.items():
                 table[k] = table.get(k, 0) + v
         self.n_without_patient += r.n_without_patient
+        for slot, units in r.units.items():
+            self.units.setdefault(slot, set()).update(units)
+            if len(self.units[slot]) > 1:
+                self._mixed_units(slot)
         self.max_day = max(self.max_day, r.max_day)
+
+    def _add_medications(self, r: ChunkResult, gids: np.ndarray) -> None:
+        self.medications.add_medications(r.medications)
+        if r.pending:
+            ref, _, keys, day, ts = zip(*r.pending, strict=True)
+            self.medications.add_references(gids[np.asarray(ref, np.int64)], list(keys),
+                                            np.asarray(day), np.asarray(ts))
+
+    def _resolve_medications(self) -> None:
+        """Events of the medication references, through the Medication resources read."""
+        events, unresolved = self.medications.resolve()
+        self.buffer.add(events)
+        if unresolved:
+            self.unresolved[UNRESOLVED_MEDICATION] = unresolved
+
+    def _mixed_units(self, slot: int) -> None:
+        name = self.plan.slots[slot].name
+        units = sorted(self.units[slot])
+        raise DataError(
+            f"{self.source}: the observation '{name}' of the mapping declares no unit, but its "
+            f"values come in {len(units)} units ({', '.join(units)}), which would be mixed in "
+            "one column.",
+            hint=f"Declare the unit of '{name}' in the mapping (e.g. 'unit: {units[0]}'), and "
+                 "'analyte:' to convert between mass and molar concentration: every value is "
+                 "then converted to it, and those that do not convert are counted in "
+                 "summary.dropped_values (see docs/fhir.md, Observations).")
+
+    def _take_out_duplicates(self, r: ChunkResult, fi: int, offset: int) -> None:
+        """Read a resource seen before (same type and id) once: an identical copy is taken
+        out of the chunk's result, a different one is bad input (stop, or skip it)."""
+        log = r.resources
+        if not len(log):
+            return
+        lines = np.asarray(log.line, np.int64) + offset
+        wheres = (np.uint64(fi) << np.uint64(40)) | lines.astype(np.uint64)
+        verdict = self.seen.check(np.array(log.key, np.uint64),
+                                  np.array(log.content, np.uint64), wheres)
+        for i in np.flatnonzero(verdict.status == DIFFERENT).tolist():
+            first_file, first_line = unpack_where(int(verdict.first[i]))
+            self._skip(fi, int(lines[i]),
+                       f"a second {log.rtype[i]} with the same id and different content (the "
+                       f"first is at {self.export.files[first_file].name} line {first_line}); "
+                       "each resource must appear once (identical copies are read once)")
+        drop = np.flatnonzero(verdict.status != NEW)
+        if len(drop):
+            _take_out(r, drop, verdict.status == SAME, self.aliases)
 
     def _rows_of_refs(self) -> np.ndarray:
         row_of_ref = np.full(len(self.ref_where), -1, np.int64)
@@ -233,6 +310,10 @@ class _Merger:
             alias = self.ref_ids.get(rec.alias) if rec.alias else None
             if alias is not None and row_of_ref[alias] < 0:
                 row_of_ref[alias] = row
+        for alias_key, fhir_id in self.aliases:
+            alias, gid = self.ref_ids.get(alias_key), self.ref_ids.get(fhir_id)
+            if alias is not None and gid is not None and row_of_ref[alias] < 0:
+                row_of_ref[alias] = row_of_ref[gid]
         missing = [g for g in np.flatnonzero(row_of_ref < 0).tolist() if self.ref_count[g]]
         for g in sorted(missing, key=lambda g: self.ref_where[g]):
             fi, line = self.ref_where[g]
@@ -241,6 +322,19 @@ class _Merger:
                                  f"(no valid Patient resource with that id or fullUrl; {n} "
                                  f"resource(s) of that patient left out)", count=n)
         return row_of_ref
+
+    def _check_inferred_date(self, events: Events) -> None:
+        """A note when the inferred export date lies far after nearly all the data."""
+        days = events.day[events.owner >= 0]
+        if not len(days):
+            return
+        gap = self.max_day - int(np.percentile(days, 99, method="lower"))
+        if gap > LATE_EXPORT_DATE_DAYS:
+            self.notes.append(
+                f"the export date was inferred as the latest date read, which is {gap} days "
+                "after 99% of the dated events: a mistyped or future date may have moved "
+                "everyone's index date. Check the summary's index_date, or give it with "
+                "'index: {kind: fixed, date: YYYY-MM-DD}' or a Bulk Data manifest.")
 
     def _index_days(self, events: Events, n_rows: int) -> tuple[np.ndarray, date | None]:
         spec = self.plan.mapping.index
@@ -252,6 +346,7 @@ class _Merger:
                                 "date, but the export has no Bulk Data manifest and no dated "
                                 "resource the mapping reads.",
                                 hint="Use 'index: {kind: fixed, date: YYYY-MM-DD}'.")
+            self._check_inferred_date(events)
             day = self.max_day + spec.offset_days
             return np.full(n_rows, day, np.int64), date.fromordinal(day)
         (slot,) = self.plan.slot_index("index")
@@ -270,6 +365,7 @@ class _Merger:
         records = list(self.patients.values())
         n = len(records)
         row_of_ref = self._rows_of_refs()
+        self._resolve_medications()
         events = self.buffer.drain()
         events.owner = row_of_ref[events.owner]  # -1: a patient not in the export
         index_day, index_date = self._index_days(events, n)
@@ -298,12 +394,23 @@ class _Merger:
             dropped_values=dict(sorted(self.dropped.items())),
             n_without_patient=self.n_without_patient, index_date=index_date,
             validate=self.options.validate, seconds=round(time.perf_counter() - started, 3),
-            skipped_files=self.export.skipped_files, export_errors=export_errors)
+            skipped_files=self.export.skipped_files, export_errors=export_errors,
+            unresolved_references=dict(self.unresolved), notes=tuple(self.notes))
         if len(table) == 0:
             raise DataError(f"{summary.source}: every patient was left out "
                             f"({', '.join(f'{k}: {v}' for k, v in excluded.items())}), so the "
                             "table would be empty.", hint="Check the mapping's index and label.")
         return IngestResult(table, summary, label, kept_ids)
+
+    def _ages(self, birth: np.ndarray, index_day: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Years from birth to the index date; an impossible age (birth after the index
+        date, or more than MAX_AGE_YEARS before it) is missing and counted as dropped."""
+        age = np.round((index_day - birth) / 365.25, 2)
+        known = (birth >= 0) & keep
+        impossible = known & ((age < 0) | (age > MAX_AGE_YEARS))
+        if impossible.any():
+            self.dropped[IMPOSSIBLE_AGE] = int(impossible.sum())
+        return np.where(known & ~impossible, age, np.nan)
 
     def _columns(self, records: list[PatientRecord], index_day: np.ndarray, reduced: Events,
                  values: np.ndarray) -> tuple[dict[str, Any], np.ndarray, dict[str, int]]:
@@ -319,8 +426,7 @@ class _Merger:
         cols: dict[str, Any] = {}
         demo = mapping.demographics
         if demo.age:
-            age = (index_day - birth) / 365.25
-            cols["age"] = np.where((birth >= 0) & keep, np.round(age, 2), np.nan)
+            cols["age"] = self._ages(birth, index_day, keep)
         if demo.sex:
             cols["sex"] = [r.gender for r in records]
         if demo.deceased:
@@ -360,6 +466,40 @@ class _Merger:
         if label is not None:  # the label column goes last
             cols[label.name] = cols.pop(label.name)
         return cols, keep, excluded
+
+
+def _decrement(table: dict[str, int], key: str) -> None:
+    table[key] -= 1
+    if not table[key]:
+        del table[key]
+
+
+def _take_out(r: ChunkResult, drop: np.ndarray, same: np.ndarray,
+              aliases: list[tuple[str, str]]) -> None:
+    """Remove the resources ``drop`` (numbers in ``r.resources``) from a chunk's result; the
+    fullUrl of an identical Patient copy is kept in ``aliases`` as another name for it."""
+    log = r.resources
+    for i in drop.tolist():
+        _decrement(r.counts, log.rtype[i])
+        _decrement(r.versions, log.version[i])
+        for key in log.dropped.get(i, ()):
+            _decrement(r.dropped, key)
+        if log.ref[i] >= 0:
+            r.ref_count[log.ref[i]] -= 1
+        elif log.ref[i] == NO_PATIENT:
+            r.n_without_patient -= 1
+    if len(r.events):
+        keep = np.flatnonzero(~np.isin(r.event_resource, drop))
+        r.events = r.events.take(keep)
+        r.event_resource = r.event_resource[keep]
+    gone = set(drop.tolist())
+    aliases += [(rec.alias, rec.fhir_id) for rec, i in zip(r.patients, r.patient_resource,
+                                                           strict=True)
+                if i in gone and same[i] and rec.alias]
+    r.pending = [p for p in r.pending if p[1] not in gone]
+    kept = [k for k, i in enumerate(r.patient_resource) if i not in gone]
+    r.patients = [r.patients[k] for k in kept]
+    r.patient_resource = [r.patient_resource[k] for k in kept]
 
 
 def ingest_fhir(source: str | Path, mapping: FhirMapping | None = None, *,

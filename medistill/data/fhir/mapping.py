@@ -159,7 +159,8 @@ class Demographics(_Strict):
 class ObservationFeature(_Feature):
     """Observations (or Observation components) with one of ``codes``, aggregated.
 
-    ``value: quantity`` reads ``valueQuantity`` converted to ``unit``; ``value: coded``
+    ``value: quantity`` reads ``valueQuantity`` (or ``valueInteger``) converted to ``unit``
+    (without ``unit``, all values must share one unit); ``value: coded``
     reads ``valueCodeableConcept`` and maps it to a category of ``categories`` ("other"
     when it matches none).
     """

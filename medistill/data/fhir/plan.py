@@ -53,8 +53,18 @@ class Plan:
 
     @property
     def resource_types(self) -> frozenset[str]:
-        """Resource types the mapping reads (Patient always)."""
-        return frozenset({"Patient", *(t for t, m in self.matchers.items() if not m.empty)})
+        """Resource types the mapping reads (Patient always; Medication when a medication
+        feature has codes, to resolve ``medicationReference``)."""
+        types = {"Patient", *(t for t, m in self.matchers.items() if not m.empty)}
+        if self.reads_medication_codes:
+            types.add("Medication")
+        return frozenset(types)
+
+    @property
+    def reads_medication_codes(self) -> bool:
+        """True when some medication feature lists codes."""
+        m = self.matchers["MedicationRequest"]
+        return bool(m.exact or m.any_system or m.prefixes)
 
     def slot_index(self, role: str) -> list[int]:
         return [i for i, s in enumerate(self.slots) if s.role == role]

@@ -21,7 +21,6 @@ from medistill.errors import DataError
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 JSON_SUFFIXES = (".json",)
-_MANIFEST_MAX_BYTES = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -96,7 +95,7 @@ def discover(source: Path) -> Export:
             skipped.append((path.name, "not an NDJSON or JSON file"))
         elif kind == "ndjson":
             ndjson.append(path)
-        elif manifest is None and (found := read_manifest(path, _MANIFEST_MAX_BYTES)):
+        elif manifest is None and (found := read_manifest(path)):
             manifest = found
         else:
             bundles.append(path)
@@ -232,47 +231,59 @@ class _TextStream:
             return obj
 
 
+def _iter_document(s: _TextStream, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, entry) for each ``entry`` of the JSON document at the stream's
+    position; a single resource is yielded as one entry."""
+    s.peek()
+    start = s.line_at(s.pos)
+    s.take("{")
+    head: dict[str, Any] = {}
+    seen_entry = False
+    first_key = True
+    while s.peek() != "}":
+        if not first_key:
+            s.take(",")
+        first_key = False
+        key = s.value(decoder)
+        if not isinstance(key, str):
+            raise BundleSyntaxError(s.line_at(s.pos), "not valid JSON (expected a key)")
+        s.take(":")
+        if key == "entry" and s.peek() == "[":
+            seen_entry = True
+            s.take("[")
+            first = True
+            while s.peek() != "]":
+                if not first:
+                    s.take(",")
+                first = False
+                s.peek()
+                line = s.line_at(s.pos)
+                yield line, s.value(decoder)
+            s.take("]")
+        else:
+            head[key] = s.value(decoder)
+    s.take("}")
+    if not seen_entry and head.get("resourceType") not in (None, "Bundle"):
+        yield start, {"resource": head}
+
+
 def iter_bundle(path: Path, block: int = 1 << 20) -> Iterator[tuple[int, Any]]:
     """Yield (line number, entry) for each ``entry`` of a Bundle file, one at a time.
 
-    A file holding a single resource instead of a Bundle yields ``(1, {"resource": it})``.
+    A file holding a single resource instead of a Bundle yields ``(line, {"resource": it})``.
+    A file holding several JSON documents one after another (NDJSON saved as ``.json``, or
+    Bundles appended to one another) yields the entries of every document, in order.
     Raises :class:`BundleSyntaxError` at the first syntax error.
     """
     decoder = json.JSONDecoder()
     with open(path, encoding="utf-8-sig", errors="strict") as f:
         s = _TextStream(f, block)
         try:
-            s.take("{")
-            head: dict[str, Any] = {}
-            seen_entry = False
-            first_key = True
-            while s.peek() != "}":
-                if not first_key:
-                    s.take(",")
-                first_key = False
-                key = s.value(decoder)
-                if not isinstance(key, str):
-                    raise BundleSyntaxError(s.line_at(s.pos), "not valid JSON (expected a key)")
-                s.take(":")
-                if key == "entry" and s.peek() == "[":
-                    seen_entry = True
-                    s.take("[")
-                    first = True
-                    while s.peek() != "]":
-                        if not first:
-                            s.take(",")
-                        first = False
-                        s.peek()
-                        line = s.line_at(s.pos)
-                        yield line, s.value(decoder)
-                    s.take("]")
-                else:
-                    head[key] = s.value(decoder)
-            s.take("}")
+            yield from _iter_document(s, decoder)
+            while s.peek():
+                yield from _iter_document(s, decoder)
         except UnicodeDecodeError:
             raise BundleSyntaxError(s.line_at(s.pos), "not valid UTF-8 text") from None
-        if not seen_entry and head.get("resourceType") not in (None, "Bundle"):
-            yield 1, {"resource": head}
 
 
 __all__ = [

@@ -2,8 +2,10 @@
 
 A chunk is handled the same way in the calling process (``n_jobs=1``) or in a worker
 process: parse each line, check the resource type, validate (fully with ``fhir.resources``,
-or only the fields the mapping reads), extract events, and return compact arrays. Line
-numbers of NDJSON chunks are relative to the chunk; the caller makes them absolute.
+or only the fields the mapping reads), extract events, and return compact arrays. A Bundle
+found on a line or in an entry is read entry by entry. Each resource read is logged with its
+id and content hashes and its contributions, so the merger can take duplicates back out.
+Line numbers of NDJSON chunks are relative to the chunk; the caller makes them absolute.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any, Literal
 import numpy as np
 
 from medistill.data.fhir.aggregate import Events
+from medistill.data.fhir.dedup import resource_hashes
 from medistill.data.fhir.extract import (
     BadResource,
     Event,
     Extractor,
     PatientRecord,
-    parse_when,
+    not_happened,
     subject_key,
 )
 from medistill.data.fhir.plan import Plan
@@ -33,6 +36,7 @@ from medistill.data.fhir.version import (
     is_resource_type,
 )
 
+MAX_BUNDLE_DEPTH = 8
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{0,39}$")
 OnError = Literal["stop", "skip"]
 Validate = Literal["full", "mapped"]
@@ -56,9 +60,32 @@ class Options:
     validate: Validate = "full"
 
 
+NO_PATIENT = -1   # ResourceLog.ref of a resource whose subject is not a Patient
+IS_PATIENT = -2   # ResourceLog.ref of a Patient
+IS_MEDICATION = -3  # ResourceLog.ref of a Medication
+
+
+@dataclass
+class ResourceLog:
+    """Each resource a chunk read for the mapping, in reading order, with what it
+    contributed, so that the merger can take a duplicate back out."""
+
+    key: list[int] = field(default_factory=list)       # hash of type/id; 0: no id
+    content: list[int] = field(default_factory=list)   # hash of the content without meta
+    line: list[int] = field(default_factory=list)
+    rtype: list[str] = field(default_factory=list)
+    version: list[str] = field(default_factory=list)
+    ref: list[int] = field(default_factory=list)       # index in refs, or NO_PATIENT, IS_…
+    dropped: dict[int, list[str]] = field(default_factory=dict)  # resource -> dropped keys
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+
 @dataclass
 class ChunkResult:
-    """What one chunk contributes; ``events.owner`` indexes ``refs``."""
+    """What one chunk contributes; ``events.owner`` indexes ``refs``, ``event_resource``
+    indexes ``resources`` and ``patient_resource`` maps ``patients`` to it."""
 
     task: Task
     n_lines: int = 0
@@ -66,11 +93,18 @@ class ChunkResult:
     ref_first_line: list[int] = field(default_factory=list)
     ref_count: list[int] = field(default_factory=list)
     events: Events = field(default_factory=Events.empty)
+    event_resource: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     patients: list[PatientRecord] = field(default_factory=list)
+    patient_resource: list[int] = field(default_factory=list)
+    resources: ResourceLog = field(default_factory=ResourceLog)
+    medications: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # key, slots
+    pending: list[tuple[int, int, str, int, float]] = field(default_factory=list)
+    """Medication references to resolve: (ref, resource number, Medication key, day, ts)."""
     counts: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    units: dict[int, set[str]] = field(default_factory=dict)  # unitless slot -> units seen
     n_without_patient: int = 0
     max_day: int = -1
     stopped: bool = False
@@ -86,6 +120,7 @@ class _Collector:
         self.result = ChunkResult(task)
         self._ref_index: dict[str, int] = {}
         self._events: list[tuple[int, int, int, float, float]] = []
+        self._event_resource: list[int] = []
 
     def bad(self, line: int, reason: str) -> None:
         self.result.skipped.append((line, reason))
@@ -95,7 +130,24 @@ class _Collector:
     def _count(self, table: dict[str, int], key: str) -> None:
         table[key] = table.get(key, 0) + 1
 
-    def item(self, obj: Any, line: int, full_url: Any = None) -> None:
+    def bundle(self, bundle: dict[str, Any], line: int, depth: int) -> None:
+        """Read the entries of a Bundle held in a file line or in another Bundle's entry."""
+        if depth > MAX_BUNDLE_DEPTH:
+            self.bad(line, f"Bundles nested more than {MAX_BUNDLE_DEPTH} deep")
+            return
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            self.bad(line, "Bundle.entry: expected a list")
+            return
+        for entry in entries:
+            if not isinstance(entry, dict):
+                self.bad(line, "Bundle entry: expected a JSON object")
+            elif entry.get("resource") is not None:
+                self.item(entry["resource"], line, entry.get("fullUrl"), depth + 1)
+            if self.result.stopped:
+                return
+
+    def item(self, obj: Any, line: int, full_url: Any = None, depth: int = 0) -> None:
         if not isinstance(obj, dict):
             kind = {list: "a list", str: "a string"}.get(type(obj), type(obj).__name__)
             self.bad(line, f"expected a JSON object (a FHIR resource), got {kind}")
@@ -103,6 +155,9 @@ class _Collector:
         rtype = obj.get("resourceType")
         if not isinstance(rtype, str) or not rtype:
             self.bad(line, "has no resourceType; expected a FHIR resource")
+            return
+        if rtype == "Bundle":
+            self.bundle(obj, line, depth)
             return
         if rtype not in self.types:
             if is_resource_type(rtype):
@@ -121,22 +176,43 @@ class _Collector:
             version = self.options.fhir_version
         else:
             version = detect_version(obj) or "unknown"
+        self.extractor.recent.clear()
+        self.extractor.pending.clear()
         try:
-            self._extract(obj, rtype, line, full_url)
+            ref = self._extract(obj, rtype, line, full_url)
         except BadResource as exc:
             self.bad(line, exc.reason)
             return
         self._count(self.result.counts, rtype)
         self._count(self.result.versions, str(version))
+        self._log(obj, rtype, str(version), line, ref)
 
-    def _extract(self, obj: dict[str, Any], rtype: str, line: int, full_url: Any) -> None:
+    def _log(self, obj: dict[str, Any], rtype: str, version: str, line: int, ref: int) -> None:
+        log = self.result.resources
+        if self.extractor.recent:
+            log.dropped[len(log)] = list(self.extractor.recent)
+        key, content = resource_hashes(obj)
+        log.key.append(key)
+        log.content.append(content)
+        log.line.append(line)
+        log.rtype.append(rtype)
+        log.version.append(version)
+        log.ref.append(ref)
+
+    def _extract(self, obj: dict[str, Any], rtype: str, line: int, full_url: Any) -> int:
+        """Extract one resource; return its ``ResourceLog.ref``."""
         if rtype == "Patient":
             self.result.patients.append(self.extractor.patient(obj, full_url, line))
-            return
+            self.result.patient_resource.append(len(self.result.resources))
+            return IS_PATIENT
+        if rtype == "Medication":
+            keys, slots = self.extractor.medication(obj, full_url)
+            self.result.medications += [(k, tuple(sorted(slots))) for k in keys]
+            return IS_MEDICATION
         key = subject_key(obj, rtype)
         if key is None:
             self.result.n_without_patient += 1
-            return
+            return NO_PATIENT
         events: list[Event] = self.extractor.events(obj, rtype)
         ref = self._ref_index.get(key)
         if ref is None:
@@ -145,16 +221,18 @@ class _Collector:
             self.result.ref_first_line.append(line)
             self.result.ref_count.append(0)
         self.result.ref_count[ref] += 1
+        number = len(self.result.resources)
+        dates_export = not not_happened(obj, rtype)
         for e in events:
             self._events.append((ref, e.slot, e.day, e.ts, e.value))
-            if e.day > self.result.max_day:
+            self._event_resource.append(number)
+            if dates_export and e.day > self.result.max_day:
                 self.result.max_day = e.day
-        meta = obj.get("meta")
-        if isinstance(meta, dict) and isinstance(meta.get("lastUpdated"), str):
-            try:
-                self.result.max_day = max(self.result.max_day, parse_when(meta["lastUpdated"])[0])
-            except ValueError:
-                pass
+        for medication, day, ts in self.extractor.pending:
+            self.result.pending.append((ref, number, medication, day, ts))
+            if dates_export and day > self.result.max_day:
+                self.result.max_day = day
+        return ref
 
     def finish(self) -> ChunkResult:
         rows = self._events
@@ -164,7 +242,9 @@ class _Collector:
                 np.asarray(cols[0], np.int64), np.asarray(cols[1], np.int16),
                 np.asarray(cols[2], np.int32), np.asarray(cols[3], np.float64),
                 np.asarray(cols[4], np.float64), np.ones(len(rows)))
+            self.result.event_resource = np.asarray(self._event_resource, np.int64)
         self.result.dropped = dict(self.extractor.dropped)
+        self.result.units = self.extractor.units
         return self.result
 
 
@@ -204,4 +284,5 @@ def run_task(task: Task, plan: Plan, options: Options) -> ChunkResult:
     return c.finish()
 
 
-__all__ = ["ChunkResult", "OnError", "Options", "Task", "Validate", "run_task"]
+__all__ = ["IS_MEDICATION", "IS_PATIENT", "NO_PATIENT", "ChunkResult", "OnError", "Options",
+           "ResourceLog", "Task", "Validate", "run_task"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,12 @@ ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SYNTHETIC_SEED = 20250101
 SYNTHETIC_PATIENTS = 300
+_IDS = itertools.count(1)
+
+
+def _uid(prefix: str) -> str:
+    """A fresh resource id: the same type/id read twice is a duplicate."""
+    return f"{prefix}{next(_IDS)}"
 
 
 class Build:
@@ -35,9 +42,9 @@ class Build:
 
     @staticmethod
     def obs(pid: str, code: str, value: float | None, unit: str | None, when: str,
-            oid: str = "o", **extra: Any) -> dict[str, Any]:
+            oid: str | None = None, **extra: Any) -> dict[str, Any]:
         res: dict[str, Any] = {
-            "resourceType": "Observation", "id": oid, "status": "final",
+            "resourceType": "Observation", "id": oid or _uid("o"), "status": "final",
             "code": {"coding": [{"system": LOINC, "code": code}]},
             "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when, **extra}
         if value is not None:
@@ -46,7 +53,7 @@ class Build:
 
     @staticmethod
     def coded_obs(pid: str, code: str, answer: str, when: str) -> dict[str, Any]:
-        return {"resourceType": "Observation", "id": "c", "status": "final",
+        return {"resourceType": "Observation", "id": _uid("c"), "status": "final",
                 "code": {"coding": [{"system": LOINC, "code": code}]},
                 "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when,
                 "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": answer}]}}
@@ -54,7 +61,7 @@ class Build:
     @staticmethod
     def condition(pid: str, code: str, onset: str | None, system: str = SNOMED,
                   **extra: Any) -> dict[str, Any]:
-        res: dict[str, Any] = {"resourceType": "Condition", "id": "cd",
+        res: dict[str, Any] = {"resourceType": "Condition", "id": _uid("cd"),
                                "code": {"coding": [{"system": system, "code": code}]},
                                "subject": {"reference": f"Patient/{pid}"}, **extra}
         if onset is not None:
@@ -64,18 +71,18 @@ class Build:
     @staticmethod
     def encounter(pid: str, cls: str, start: str, r5: bool = False) -> dict[str, Any]:
         if r5:
-            return {"resourceType": "Encounter", "id": "e", "status": "completed",
+            return {"resourceType": "Encounter", "id": _uid("e"), "status": "completed",
                     "class": [{"coding": [{"system": ACT, "code": cls}]}],
                     "subject": {"reference": f"Patient/{pid}"},
                     "actualPeriod": {"start": start}}
-        return {"resourceType": "Encounter", "id": "e", "status": "finished",
+        return {"resourceType": "Encounter", "id": _uid("e"), "status": "finished",
                 "class": {"system": ACT, "code": cls},
                 "subject": {"reference": f"Patient/{pid}"}, "period": {"start": start}}
 
     @staticmethod
     def medication(pid: str, code: str, authored: str, r5: bool = False) -> dict[str, Any]:
         concept = {"coding": [{"system": RXNORM, "code": code}]}
-        res: dict[str, Any] = {"resourceType": "MedicationRequest", "id": "m",
+        res: dict[str, Any] = {"resourceType": "MedicationRequest", "id": _uid("m"),
                                "status": "active", "intent": "order",
                                "subject": {"reference": f"Patient/{pid}"},
                                "authoredOn": authored}
@@ -87,7 +94,7 @@ class Build:
 
     @staticmethod
     def procedure(pid: str, code: str, when: str, r5: bool = False) -> dict[str, Any]:
-        return {"resourceType": "Procedure", "id": "pr", "status": "completed",
+        return {"resourceType": "Procedure", "id": _uid("pr"), "status": "completed",
                 "code": {"coding": [{"system": SNOMED, "code": code}]},
                 "subject": {"reference": f"Patient/{pid}"},
                 ("occurrenceDateTime" if r5 else "performedDateTime"): when}

@@ -135,3 +135,48 @@ def test_cli_ingests_a_client_export_without_flags(client_export, tmp_path, mani
     assert summary["n_patients"] == 4
     assert [s[0] for s in summary["skipped_files"]] == ["README.txt", "log.ndjson"]
     assert summary["export_errors"]["n_outcomes"] == 2
+
+
+def _manifest_folder(build, tmp_path: Path, n_outputs: int) -> Path:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    _write(folder / "Patient.000.ndjson", [build.patient("p1")])
+    outputs = [{"type": "Patient", "url": f"{BASE}/Patient.000.ndjson"}]
+    outputs += [{"type": "Observation", "url": f"{BASE}/Observation.{i:05d}.ndjson", "count": 1}
+                for i in range(n_outputs)]
+    _write(folder / "Observation.00000.ndjson",
+           [build.obs("p1", "8867-4", 70, "/min", "2024-05-01")])
+    (folder / "manifest.json").write_text(json.dumps(
+        {"transactionTime": "2026-05-01T10:00:00Z", "request": "x", "output": outputs[:2],
+         "error": [], "extension": {"padding": "x" * (2 << 20)}}))
+    return folder
+
+
+def test_a_manifest_over_one_mib_is_still_the_manifest(build, tmp_path):
+    folder = _manifest_folder(build, tmp_path, 1)
+    assert (folder / "manifest.json").stat().st_size > 1 << 20
+    export = discover(folder)
+    assert export.transaction_time.isoformat() == "2026-05-01"
+    assert [f.name for f in export.files] == ["Observation.00000.ndjson", "Patient.000.ndjson"]
+
+
+def test_a_manifest_over_the_cap_is_an_error(build, tmp_path, monkeypatch):
+    from medistill.data.fhir import bulk
+    folder = _manifest_folder(build, tmp_path, 1)
+    monkeypatch.setattr(bulk.read_manifest, "__defaults__", (1 << 20,))
+    with pytest.raises(DataError, match=r"manifest.json: this Bulk Data manifest is 2 MiB, "
+                                        r"over the 1 MiB medistill reads"):
+        discover(folder)
+
+
+def test_a_large_bundle_is_not_parsed_as_a_manifest(build, tmp_path):
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    entries = [{"resource": build.obs("p1", "8867-4", 70, "/min", "2024-05-01")}
+               for _ in range(6000)]
+    (folder / "big.json").write_text(json.dumps(
+        {"resourceType": "Bundle", "type": "collection",
+         "entry": [{"resource": build.patient("p1")}, *entries]}))
+    assert (folder / "big.json").stat().st_size > 1 << 20
+    export = discover(folder)
+    assert [f.name for f in export.files] == ["big.json"] and export.transaction_time is None

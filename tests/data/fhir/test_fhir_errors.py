@@ -27,7 +27,7 @@ def _export(build, tmp_path, bad_observation_line: str):
 
 
 def _ok_obs(build, **changes):
-    return json.dumps({**build.obs("p1", "8867-4", 80, "/min", "2024-06-01"), **changes})
+    return json.dumps({**build.obs("p1", "8867-4", 80, "/min", "2024-06-01", oid="o"), **changes})
 
 
 BAD_LINES = {
@@ -130,10 +130,12 @@ def test_bad_bundle_stops_with_its_line(tmp_path):
         ingest_fhir(path, demo_mapping(), salt="s")
 
 
-def test_duplicate_patient(build, tmp_path):
-    folder = build.export(tmp_path / "x", [build.patient("p1"), build.patient("p1")])
+def test_duplicate_patient_with_different_content(build, tmp_path):
+    folder = build.export(tmp_path / "x", [build.patient("p1"),
+                                           build.patient("p1", birth="1961-01-01")])
     with pytest.raises(DataError, match="Patient.000.ndjson line 2: a second Patient with the "
-                                        "same id"):
+                                        "same id and different content \\(the first is at "
+                                        "Patient.000.ndjson line 1\\)"):
         ingest_fhir(folder, demo_mapping(), salt="s")
 
 

@@ -151,9 +151,49 @@ def test_export_date_without_any_date_is_an_error(build, tmp_path):
         ingest_fhir(folder, mapping, salt="s")
 
 
+def test_planned_resources_and_last_updated_do_not_move_the_export_date(build, tmp_path):
+    mapping = mapping_from_dict({"index": {"kind": "export_date"},
+                                 "encounters": [{"name": "n_encounters"}]})
+    planned = build.encounter("p0", "AMB", "2031-03-01")
+    planned["status"] = "planned"
+    folder = build.export(tmp_path / "x", [
+        build.patient("p0"), build.encounter("p0", "AMB", "2024-12-01"), planned,
+        {**build.encounter("p0", "AMB", "2024-11-01"),
+         "meta": {"lastUpdated": "2030-01-01T00:00:00Z"}}])
+    result = ingest_fhir(folder, mapping, salt="s")
+    assert result.summary.index_date.isoformat() == "2024-12-01"
+    assert result.table["n_encounters"].tolist() == [2]
+    assert result.summary.notes == ()
+
+
+def test_an_inferred_export_date_far_after_the_data_gets_a_note(build, tmp_path):
+    mapping = mapping_from_dict({"index": {"kind": "export_date"},
+                                 "encounters": [{"name": "n_encounters"}]})
+    folder = build.export(tmp_path / "x", [build.patient("p0")] + [
+        build.encounter("p0", "AMB", f"2024-{m:02d}-01") for m in range(1, 13)] + [
+        build.encounter("p0", "AMB", "2042-01-01")])   # a mistyped year
+    result = ingest_fhir(folder, mapping, salt="s")
+    (note,) = result.summary.notes
+    assert "days after 99% of the dated events" in note and "2042" not in note
+
+
 def test_describe_label():
     text = describe_label(_mapping({"name": "y", "kind": "observation_above",
                                     "codes": ["loinc:4548-4"], "horizon_days": 90,
                                     "threshold": 6.5, "unit": "%"}).label)
     assert text == ("1 if an Observation with one of 1 codes is above 6.5 % in the 90 days "
                     "after the index date (index day excluded)")
+
+
+def test_impossible_ages_are_missing_and_counted(build, tmp_path):
+    mapping = mapping_from_dict({"index": {"kind": "fixed", "date": "2025-01-01"}})
+    births = {"ok": "1960-01-01", "placeholder": "0001-01-01", "far": "9999-12-31",
+              "after": "2025-06-01", "oldest": "1905-01-02", "newborn": "2025-01-01"}
+    folder = build.export(tmp_path / "x", [build.patient(p, birth=b) for p, b in births.items()])
+    result = ingest_fhir(folder, mapping, salt="s", keep_patient_ids=True)
+    ages = dict(zip(result.patient_ids, result.table["age"], strict=True))
+    assert ages["ok"] == pytest.approx(65.0, abs=0.01) and ages["newborn"] == 0.0
+    assert ages["oldest"] == pytest.approx(120.0, abs=0.01)
+    assert all(ages[p] != ages[p] for p in ("placeholder", "far", "after"))   # NaN
+    assert result.summary.dropped_values == {
+        "age: birthDate after the index date or more than 120 years before it": 3}

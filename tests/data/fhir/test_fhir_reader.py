@@ -165,3 +165,36 @@ def test_byte_order_marks_are_accepted(tmp_path):
     path = tmp_path / "b.json"
     path.write_bytes(b'\xef\xbb\xbf{"resourceType": "Bundle", "entry": [{"resource": {}}]}')
     assert list(iter_bundle(path)) == [(1, {"resource": {}})]
+
+
+def test_ndjson_saved_as_json_yields_every_line(tmp_path):
+    path = tmp_path / "Patient.json"
+    path.write_text("".join(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n"
+                            for i in range(3)))
+    assert [(line, e["resource"]["id"]) for line, e in iter_bundle(path)] == \
+        [(1, "p0"), (2, "p1"), (3, "p2")]
+
+
+def test_concatenated_bundles_yield_the_entries_of_each(tmp_path):
+    path = tmp_path / "pages.json"
+    page = {"resourceType": "Bundle", "type": "searchset"}
+    path.write_text(json.dumps({**page, "entry": [{"resource": {"id": "a"}}]}) + "\n\n"
+                    + json.dumps({**page, "entry": [{"resource": {"id": "b"}},
+                                                    {"resource": {"id": "c"}}]}))
+    assert [(line, e["resource"]["id"]) for line, e in iter_bundle(path)] == \
+        [(1, "a"), (3, "b"), (3, "c")]
+
+
+def test_garbage_after_a_bundle_is_a_syntax_error_at_its_line(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text('{"resourceType": "Bundle", "entry": []}\n\n]')
+    with pytest.raises(BundleSyntaxError) as info:
+        list(iter_bundle(path))
+    assert info.value.line == 3
+
+
+def test_every_patient_of_a_json_file_holding_ndjson_is_ingested(build, tmp_path):
+    from medistill.data.fhir import demo_mapping, ingest_fhir
+    path = tmp_path / "Patient.json"
+    path.write_text("".join(json.dumps(build.patient(f"p{i}")) + "\n" for i in range(3)))
+    assert ingest_fhir(path, demo_mapping(), salt="s").summary.n_patients == 3
