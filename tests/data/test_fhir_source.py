@@ -36,5 +36,8 @@ def test_ingest_fhir_summary_reports_unresolved_references_and_notes(tmp_path) -
     summary = json.loads(json.dumps(out["summary"]))
     assert summary["unresolved_references"] == {
         "MedicationRequest.medication (no such Medication in the export)": 1}
-    assert summary["notes"] == []
+    assert summary["notes"] == [
+        "1 feature(s) of the mapping matched no resource of the export: n_statins. Their "
+        "columns are 0 or missing for every patient; check their codes and code systems "
+        "against the export (see docs/fhir.md, Codes)."]
     assert "PT-SECRET" not in json.dumps(summary) and "absent" not in json.dumps(summary)

@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from medistill.data.fhir.plan import Plan
+from medistill.data.fhir.plan import MEDICATION_TYPES, Plan
 from medistill.data.fhir.units import converter, normalize_unit
 
 
@@ -63,6 +63,7 @@ _SKIP_STATUS = {
     "Condition": frozenset(),
     "Encounter": frozenset({"entered-in-error", "cancelled"}),
     "MedicationRequest": frozenset({"entered-in-error"}),
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken"}),
     "Procedure": frozenset({"entered-in-error", "not-done"}),
 }
 _VALUE_X = re.compile(r"^value[A-Z][A-Za-z]*$")
@@ -72,10 +73,15 @@ _NOT_YET = {
     "Observation": frozenset({"registered"}),
     "Encounter": frozenset({"planned"}),
     "MedicationRequest": frozenset({"draft"}),
+    "MedicationStatement": frozenset({"intended"}),
     "Procedure": frozenset({"preparation"}),
 }
 """Statuses of resources that have not happened yet: their dates (a planned visit, a draft
 order) say nothing about when the export was made."""
+_MEDICATION_DATES = {
+    "MedicationRequest": ("authoredOn",),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted"),
+}
 _SKIP_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 RACE = {"1002-5": "american_indian_or_alaska_native", "2028-9": "asian",
@@ -234,7 +240,9 @@ class Extractor:
         self.dropped: dict[str, int] = {}
         self.recent: list[str] = []   # keys dropped since the caller last cleared it
         self.units: dict[int, set[str]] = {}  # slot without a declared unit -> units seen
-        self.pending: list[tuple[str, int, float]] = []  # (Medication key, day, ts) to resolve
+        self.pending: list[tuple[str, str, int, float]] = []
+        """(referring type, Medication key, day, ts) of references to resolve."""
+        self.matched: set[int] = set()  # slots that matched at least one resource
 
     def _drop(self, key: str) -> None:
         self.dropped[key] = self.dropped.get(key, 0) + 1
@@ -300,6 +308,7 @@ class Extractor:
         slots = self.plan.matchers[rtype].match(codes)
         if not slots:
             return []
+        self.matched.update(slots)
         when = _first_date(res, rtype, dates)
         if when is None:
             return []
@@ -327,57 +336,68 @@ class Extractor:
         return self._simple(res, "Encounter", codes, ("period", "actualPeriod"))
 
     def _MedicationRequest(self, res: dict[str, Any]) -> list[Event]:
-        codes, pending = self._medication_codes(res)
-        events = self._simple(res, "MedicationRequest", codes, ("authoredOn",))
-        if pending is not None and self.plan.reads_medication_codes:
-            when = _first_date(res, "MedicationRequest", ("authoredOn",))
+        return self._medication_events(res, "MedicationRequest")
+
+    def _MedicationStatement(self, res: dict[str, Any]) -> list[Event]:
+        return self._medication_events(res, "MedicationStatement")
+
+    def _medication_events(self, res: dict[str, Any], rtype: str) -> list[Event]:
+        """Events of a MedicationRequest or MedicationStatement; a reference to a Medication
+        resource is kept in ``pending`` to be resolved once every chunk is read."""
+        codes, pending = self._medication_codes(res, rtype)
+        dates = _MEDICATION_DATES[rtype]
+        events = self._simple(res, rtype, codes, dates)
+        if pending is not None and self.plan.reads_codes(rtype):
+            when = _first_date(res, rtype, dates)
             if when is not None:
-                self.pending.append((pending, when[0], when[1]))
+                self.pending.append((rtype, pending, when[0], when[1]))
         return events
 
-    def _medication_codes(self, res: dict[str, Any]
+    def _medication_codes(self, res: dict[str, Any], rtype: str
                           ) -> tuple[list[tuple[str | None, str]], str | None]:
-        """The medication's codes, read from the request or its contained Medication, and
+        """The medication's codes, read from the resource or its contained Medication, and
         the key of a Medication resource to resolve them from later (or None)."""
         if "medicationCodeableConcept" in res:
             return _codings(res["medicationCodeableConcept"],
-                            "MedicationRequest.medicationCodeableConcept"), None
+                            f"{rtype}.medicationCodeableConcept"), None
         reference: Any = res.get("medicationReference")
-        path = "MedicationRequest.medicationReference"
+        path = f"{rtype}.medicationReference"
         medication = res.get("medication")
         if isinstance(medication, dict):  # R5 CodeableReference
             if medication.get("concept") is not None:
-                return _codings(medication["concept"], "MedicationRequest.medication.concept"), \
-                    None
-            reference, path = medication.get("reference"), "MedicationRequest.medication.reference"
+                return _codings(medication["concept"], f"{rtype}.medication.concept"), None
+            reference, path = medication.get("reference"), f"{rtype}.medication.reference"
         if reference is None:
             return [], None
         if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
             raise BadResource(f"{path}: expected a Reference with a 'reference' string")
         target = reference["reference"]
         if target.startswith("#"):
-            return self._contained_codes(res, target[1:], path), None
+            return self._contained_codes(res, target[1:], path, rtype), None
         return [], medication_key(target) or UNRESOLVABLE
 
     @staticmethod
-    def _contained_codes(res: dict[str, Any], local_id: str, path: str
+    def _contained_codes(res: dict[str, Any], local_id: str, path: str, rtype: str
                          ) -> list[tuple[str | None, str]]:
         contained = res.get("contained") or []
         if not isinstance(contained, list):
-            raise BadResource("MedicationRequest.contained: expected a list")
+            raise BadResource(f"{rtype}.contained: expected a list")
         for i, inner in enumerate(contained):
             if isinstance(inner, dict) and inner.get("resourceType") == "Medication" \
                     and inner.get("id") == local_id:
-                return _codings(inner.get("code"), f"MedicationRequest.contained[{i}].code")
+                return _codings(inner.get("code"), f"{rtype}.contained[{i}].code")
         raise BadResource(f"{path}: refers to a contained Medication that is not there")
 
-    def medication(self, res: dict[str, Any], full_url: Any) -> tuple[list[str], set[int]]:
-        """The reference keys of a Medication resource and the coded slots it matches."""
+    def medication(self, res: dict[str, Any], full_url: Any
+                   ) -> tuple[list[str], dict[str, set[int]]]:
+        """The reference keys of a Medication resource and, per resource type referring to
+        it (MedicationRequest, MedicationStatement), the coded slots it matches."""
         codes = _codings(res.get("code"), "Medication.code")
         keys = [f"Medication/{res['id']}"] if isinstance(res.get("id"), str) else []
         if isinstance(full_url, str) and (alias := medication_key(full_url)) is not None:
             keys.append(alias)
-        return keys, self.plan.matchers["MedicationRequest"].match_codes(codes)
+        return keys, {t: self.plan.matchers[t].match_codes(codes) for t in MEDICATION_TYPES
+                      if self.plan.reads_codes(t)}
 
     def _Procedure(self, res: dict[str, Any]) -> list[Event]:
         codes = _codings(res.get("code"), "Procedure.code")
@@ -399,6 +419,8 @@ class Extractor:
                 for holder, path in parts]
         if not any(slots for _, _, slots in hits):
             return []
+        for _, _, slots in hits:
+            self.matched.update(slots)
         when = _first_date(res, "Observation", ("effectiveDateTime", "effectiveInstant",
                                                 "effectivePeriod", "issued"))
         if when is None:

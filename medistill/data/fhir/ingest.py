@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -37,8 +38,8 @@ from medistill.data.fhir.dedup import DIFFERENT, NEW, SAME, SeenResources, unpac
 from medistill.data.fhir.extract import PatientRecord
 from medistill.data.fhir.labels import deceased_label
 from medistill.data.fhir.mapping import FhirMapping, default_mapping
-from medistill.data.fhir.medications import UNRESOLVED_MEDICATION, MedicationReferences
-from medistill.data.fhir.plan import Plan, compile_mapping
+from medistill.data.fhir.medications import MedicationReferences, unresolved_medication
+from medistill.data.fhir.plan import MEDICATION_TYPES, Plan, compile_mapping
 from medistill.data.fhir.reader import Export, discover, ndjson_ranges, open_binary
 from medistill.data.fhir.version import VERSION_OPTIONS, VersionOption
 from medistill.data.fhir.worker import (
@@ -61,6 +62,9 @@ IMPOSSIBLE_AGE = (f"age: birthDate after the index date or more than {MAX_AGE_YE
 LATE_EXPORT_DATE_DAYS = 365
 """An inferred export date more days than this after 99 % of the events gets a note."""
 _SKIP_HINT = "Fix the line, or skip bad lines with --on-error skip (on_error='skip')."
+MAX_NAMES_IN_NOTE = 20
+_JOBLIB_EARLY_EXIT = r".*(executed\s+but not used|have been cancelled)"
+"""joblib's warning when its generator is closed early, as after the first bad line."""
 
 
 class SkippedLine(NamedTuple):
@@ -192,7 +196,10 @@ class _Merger:
         self.ref_count: list[int] = []
         self.patients: dict[int, PatientRecord] = {}  # reference number -> record
         self.seen = SeenResources()
-        self.medications = MedicationReferences()
+        self.medications = {t: MedicationReferences() for t in MEDICATION_TYPES}
+        self.matched: set[int] = set()   # slots that matched at least one resource
+        self.patients_rejected = 0
+        self.first_patient_rejection: tuple[int, int, str] | None = None  # file, line, reason
         self.unresolved: dict[str, int] = {}
         self.notes: list[str] = []
         self.aliases: list[tuple[str, str]] = []  # (fullUrl key, id) of merged Patient copies
@@ -226,6 +233,7 @@ class _Merger:
         fi = r.task.file_index
         offset = self.line_offset.get(fi, 0)
         self.line_offset[fi] = offset + r.n_lines
+        self._note_patient_rejections(r, fi, offset)
         for line, reason in r.skipped:
             self._skip(fi, offset + line, reason)
         self._take_out_duplicates(r, fi, offset)
@@ -255,20 +263,66 @@ class _Merger:
             if len(self.units[slot]) > 1:
                 self._mixed_units(slot)
         self.max_day = max(self.max_day, r.max_day)
+        self.matched |= r.matched
+
+    def _note_patient_rejections(self, r: ChunkResult, fi: int, offset: int) -> None:
+        """Count the Patients that were bad input and keep the first one's reason, to explain
+        an export whose every Patient was rejected."""
+        self.patients_rejected += r.patients_rejected
+        if self.first_patient_rejection is None and r.first_patient_rejection is not None:
+            line, reason = r.first_patient_rejection
+            self.first_patient_rejection = (fi, offset + line, reason)
 
     def _add_medications(self, r: ChunkResult, gids: np.ndarray) -> None:
-        self.medications.add_medications(r.medications)
-        if r.pending:
-            ref, _, keys, day, ts = zip(*r.pending, strict=True)
-            self.medications.add_references(gids[np.asarray(ref, np.int64)], list(keys),
-                                            np.asarray(day), np.asarray(ts))
+        for rtype, key, slots in r.medications:
+            self.medications[rtype].add_medications([(key, slots)])
+        for rtype, table in self.medications.items():
+            mine = [p for p in r.pending if p[2] == rtype]
+            if mine:
+                ref, _, _, keys, day, ts = zip(*mine, strict=True)
+                table.add_references(gids[np.asarray(ref, np.int64)], list(keys),
+                                     np.asarray(day), np.asarray(ts))
 
     def _resolve_medications(self) -> None:
         """Events of the medication references, through the Medication resources read."""
-        events, unresolved = self.medications.resolve()
-        self.buffer.add(events)
-        if unresolved:
-            self.unresolved[UNRESOLVED_MEDICATION] = unresolved
+        for rtype, table in self.medications.items():
+            events, unresolved = table.resolve()
+            self.buffer.add(events)
+            self.matched.update(np.unique(events.slot).tolist())
+            if unresolved:
+                self.unresolved[unresolved_medication(rtype)] = unresolved
+
+    def _note_unmatched(self) -> None:
+        """A note naming the features (and label) that matched no resource of the export:
+        a code list in another spelling than the export's would otherwise go unnoticed."""
+        names = [s.name for i, s in enumerate(self.plan.slots)
+                 if s.role != "index" and i not in self.matched]
+        if not names:
+            return
+        shown = ", ".join(names[:MAX_NAMES_IN_NOTE])
+        more = f" and {len(names) - MAX_NAMES_IN_NOTE} more" if len(names) > MAX_NAMES_IN_NOTE \
+            else ""
+        self.notes.append(
+            f"{len(names)} feature(s) of the mapping matched no resource of the export: "
+            f"{shown}{more}. Their columns are 0 or missing for every patient; check their "
+            "codes and code systems against the export (see docs/fhir.md, Codes).")
+
+    def _no_patient(self) -> DataError:
+        """The error of an export without a valid Patient, with the first rejection's
+        reason when Patients were there but every one was bad input."""
+        if self.first_patient_rejection is None:
+            return DataError(f"{self.source}: no valid Patient resource was found, so there "
+                             "is no patient to make a row for.",
+                             hint="A Bulk Data export needs its Patient file(s).")
+        fi, line, reason = self.first_patient_rejection
+        return DataError(
+            f"{self.source}: no valid Patient resource was found: all "
+            f"{self.patients_rejected} Patient resource(s) read were rejected as bad input; "
+            f"the first, at {self.export.files[fi].name} line {line}: {reason}.",
+            hint="Fix the Patient resources. validate='full' applies the FHIR rules of "
+                 "fhir.resources (e.g. ids of letters, digits, '-' and '.' only); "
+                 "validate='mapped' (--validate mapped) checks only the fields the mapping "
+                 "reads (see docs/fhir.md, Validation).")
 
     def _mixed_units(self, slot: int) -> None:
         name = self.plan.slots[slot].name
@@ -359,13 +413,12 @@ class _Merger:
     def finish(self, salt: str, keep_patient_ids: bool, started: float,
                export_errors: ExportErrors) -> IngestResult:
         if not self.patients:
-            raise DataError(f"{self.source}: no valid Patient resource was found, so there "
-                            "is no patient to make a row for.",
-                            hint="A Bulk Data export needs its Patient file(s).")
+            raise self._no_patient()
         records = list(self.patients.values())
         n = len(records)
         row_of_ref = self._rows_of_refs()
         self._resolve_medications()
+        self._note_unmatched()
         events = self.buffer.drain()
         events.owner = row_of_ref[events.owner]  # -1: a patient not in the export
         index_day, index_date = self._index_days(events, n)
@@ -502,6 +555,17 @@ def _take_out(r: ChunkResult, drop: np.ndarray, same: np.ndarray,
     r.patient_resource = [r.patient_resource[k] for k in kept]
 
 
+def _close(results: Iterator[ChunkResult]) -> None:
+    """Close the chunk generator; stopping early at a bad line is not worth joblib's
+    warning about the chunks read ahead and not used."""
+    close = getattr(results, "close", None)
+    if close is None:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JOBLIB_EARLY_EXIT, category=UserWarning)
+        close()
+
+
 def ingest_fhir(source: str | Path, mapping: FhirMapping | None = None, *,
                 on_error: OnError = "stop", fhir_version: VersionOption = "auto", salt: str,
                 n_jobs: int = 1, validate: Validate = "full", keep_patient_ids: bool = False,
@@ -534,9 +598,7 @@ def ingest_fhir(source: str | Path, mapping: FhirMapping | None = None, *,
         for result in results:
             merger.add(result)
     finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()
+        _close(results)
     errors = summarize_errors(export.error_files, open_binary)
     return merger.finish(salt, keep_patient_ids, started, errors)
 

@@ -194,10 +194,31 @@ class ConditionFeature(_Feature):
 
 
 class CountFeature(_Feature):
-    """MedicationRequests (RxNorm codes) or Procedures with one of ``codes``; any if empty."""
+    """Procedures (or medications, see :class:`MedicationFeature`) with one of ``codes``;
+    any if empty."""
 
     codes: CodeList = ()
     agg: Literal["count", "flag"] = "count"
+
+
+MedicationResource = Literal["MedicationRequest", "MedicationStatement"]
+
+
+def _check_medication_resources(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("needs at least one of MedicationRequest, MedicationStatement")
+    if len(set(value)) != len(value):
+        raise ValueError("lists a resource type twice")
+    return value
+
+
+class MedicationFeature(CountFeature):
+    """Medications (RxNorm codes…) with one of ``codes``; any if empty. ``resources`` says
+    which resources are counted: MedicationRequests (orders, the default) and/or
+    MedicationStatements (what the patient reports taking), each resource counted once."""
+
+    resources: Annotated[tuple[MedicationResource, ...],
+                         AfterValidator(_check_medication_resources)] = ("MedicationRequest",)
 
 
 class EncounterFeature(_Feature):
@@ -252,7 +273,7 @@ class FhirMapping(_Strict):
     observations: tuple[ObservationFeature, ...] = ()
     conditions: tuple[ConditionFeature, ...] = ()
     encounters: tuple[EncounterFeature, ...] = ()
-    medications: tuple[CountFeature, ...] = ()
+    medications: tuple[MedicationFeature, ...] = ()
     procedures: tuple[CountFeature, ...] = ()
     label: LabelSpec | None = None
 
@@ -327,6 +348,7 @@ __all__ = [
     "FhirMapping",
     "IndexSpec",
     "LabelSpec",
+    "MedicationFeature",
     "ObservationFeature",
     "default_mapping",
     "demo_mapping",

@@ -1,10 +1,12 @@
 """Medication codes through ``medicationReference``: requests wait for their Medication.
 
-A MedicationRequest that names its drug by reference (``Medication/<id>``, an absolute URL or
-a Bundle entry's ``urn:uuid:``) cannot be matched against code lists while its chunk is read:
-the Medication may sit in another file, read by another process. Chunks report the
-Medication resources they read (key -> coded slots) and the references they met (owner,
-Medication key, day); once every chunk is merged, the references become events.
+A MedicationRequest (or MedicationStatement) that names its drug by reference
+(``Medication/<id>``, an absolute URL or a Bundle entry's ``urn:uuid:``) cannot be matched
+against code lists while its chunk is read: the Medication may sit in another file, read by
+another process. Chunks report the Medication resources they read (key -> coded slots) and
+the references they met (owner, Medication key, day); once every chunk is merged, the
+references become events. Each referring resource type has its own table, since its
+features (slots) differ.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import numpy as np
 
 from medistill.data.fhir.aggregate import Events
 
-UNRESOLVED_MEDICATION = "MedicationRequest.medication (no such Medication in the export)"
+def unresolved_medication(resource_type: str) -> str:
+    """The ``summary.unresolved_references`` key of ``resource_type``'s references to a
+    Medication that is not in the export."""
+    return f"{resource_type}.medication (no such Medication in the export)"
+
+
+UNRESOLVED_MEDICATION = unresolved_medication("MedicationRequest")
 
 
 class MedicationReferences:
@@ -56,4 +64,4 @@ class MedicationReferences:
         return Events(owner[rep], slot, day[rep], ts[rep], ones, ones.copy()), unresolved
 
 
-__all__ = ["UNRESOLVED_MEDICATION", "MedicationReferences"]
+__all__ = ["UNRESOLVED_MEDICATION", "MedicationReferences", "unresolved_medication"]

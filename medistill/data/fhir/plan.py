@@ -17,7 +17,8 @@ from medistill.data.fhir.mapping import FhirMapping
 Agg = Literal["latest", "mean", "min", "max", "count", "flag", "first"]
 AGGS: tuple[str, ...] = ("latest", "mean", "min", "max", "count", "flag", "first")
 OTHER = "other"
-MAPPED_TYPES = ("Observation", "Condition", "Encounter", "MedicationRequest", "Procedure")
+MEDICATION_TYPES = ("MedicationRequest", "MedicationStatement")
+MAPPED_TYPES = ("Observation", "Condition", "Encounter", *MEDICATION_TYPES, "Procedure")
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,13 @@ class Plan:
         """Resource types the mapping reads (Patient always; Medication when a medication
         feature has codes, to resolve ``medicationReference``)."""
         types = {"Patient", *(t for t, m in self.matchers.items() if not m.empty)}
-        if self.reads_medication_codes:
+        if any(self.reads_codes(t) for t in MEDICATION_TYPES):
             types.add("Medication")
         return frozenset(types)
 
-    @property
-    def reads_medication_codes(self) -> bool:
-        """True when some medication feature lists codes."""
-        m = self.matchers["MedicationRequest"]
+    def reads_codes(self, resource_type: str) -> bool:
+        """True when some feature of ``resource_type`` lists codes."""
+        m = self.matchers[resource_type]
         return bool(m.exact or m.any_system or m.prefixes)
 
     def slot_index(self, role: str) -> list[int]:
@@ -81,10 +81,11 @@ def compile_mapping(mapping: FhirMapping) -> Plan:
     matchers = {t: CodeMatcher() for t in MAPPED_TYPES}
     categories: dict[int, CodeMatcher] = {}
 
-    def add(slot: Slot, codes: tuple[str, ...]) -> int:
+    def add(slot: Slot, codes: tuple[str, ...], types: tuple[str, ...] = ()) -> int:
         slots.append(slot)
         i = len(slots) - 1
-        matchers[slot.resource_type].add(i, [parse_code(c) for c in codes])
+        for rtype in types or (slot.resource_type,):
+            matchers[rtype].add(i, [parse_code(c) for c in codes])
         return i
 
     default = mapping.lookback_days
@@ -105,8 +106,8 @@ def compile_mapping(mapping: FhirMapping) -> Plan:
     for f in mapping.encounters:
         add(Slot(f.name, "Encounter", f.agg, *_window(f.lookback_days, default)), f.classes)
     for f in mapping.medications:
-        add(Slot(f.name, "MedicationRequest", f.agg, *_window(f.lookback_days, default)),
-            f.codes)
+        add(Slot(f.name, f.resources[0], f.agg, *_window(f.lookback_days, default)),
+            f.codes, f.resources)
     for f in mapping.procedures:
         add(Slot(f.name, "Procedure", f.agg, *_window(f.lookback_days, default)), f.codes)
     label = mapping.label
@@ -123,4 +124,4 @@ def compile_mapping(mapping: FhirMapping) -> Plan:
     return Plan(mapping, tuple(slots), matchers, categories)
 
 
-__all__ = ["AGGS", "MAPPED_TYPES", "OTHER", "Plan", "Slot", "compile_mapping"]
+__all__ = ["AGGS", "MAPPED_TYPES", "MEDICATION_TYPES", "OTHER", "Plan", "Slot", "compile_mapping"]

@@ -62,7 +62,7 @@ def _structure_hint(resource: dict[str, Any]) -> FhirVersion | None:
             return "R4"
         if isinstance(cls, list) or "actualPeriod" in resource or "admission" in resource:
             return "R5"
-    elif rtype == "MedicationRequest":
+    elif rtype in ("MedicationRequest", "MedicationStatement"):
         if "medicationCodeableConcept" in resource or "medicationReference" in resource:
             return "R4"
         if "medication" in resource:
@@ -121,6 +121,9 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
     for err in errors[:limit]:
         loc = ".".join(str(x) for x in err["loc"]) or "(resource)"
         msg = " ".join(str(err["msg"]).split())
+        if err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("id",):
+            msg = ("the id does not match the FHIR id pattern (1-64 letters, digits, '-' and "
+                   "'.'; no '_' or spaces)")
         if len(msg) > 120:
             msg = msg[:117] + "..."
         parts.append(f"{loc}: {msg}")

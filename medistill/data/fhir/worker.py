@@ -97,9 +97,14 @@ class ChunkResult:
     patients: list[PatientRecord] = field(default_factory=list)
     patient_resource: list[int] = field(default_factory=list)
     resources: ResourceLog = field(default_factory=ResourceLog)
-    medications: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # key, slots
-    pending: list[tuple[int, int, str, int, float]] = field(default_factory=list)
-    """Medication references to resolve: (ref, resource number, Medication key, day, ts)."""
+    medications: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)
+    """Medication resources read: (referring type, key, coded slots of that type)."""
+    pending: list[tuple[int, int, str, str, int, float]] = field(default_factory=list)
+    """Medication references to resolve: (ref, resource number, referring type, Medication
+    key, day, ts)."""
+    matched: set[int] = field(default_factory=set)  # slots that matched some resource
+    patients_rejected: int = 0   # Patient resources that were bad input
+    first_patient_rejection: tuple[int, str] | None = None  # (line, reason)
     counts: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)
@@ -122,8 +127,12 @@ class _Collector:
         self._events: list[tuple[int, int, int, float, float]] = []
         self._event_resource: list[int] = []
 
-    def bad(self, line: int, reason: str) -> None:
+    def bad(self, line: int, reason: str, rtype: str | None = None) -> None:
         self.result.skipped.append((line, reason))
+        if rtype == "Patient":
+            self.result.patients_rejected += 1
+            if self.result.first_patient_rejection is None:
+                self.result.first_patient_rejection = (line, reason)
         if self.options.on_error == "stop":
             self.result.stopped = True
 
@@ -170,7 +179,7 @@ class _Collector:
         if self.options.validate == "full":
             version, reason = self.validator.validate(obj)
             if reason is not None:
-                self.bad(line, reason)
+                self.bad(line, reason, rtype)
                 return
         elif self.options.fhir_version != "auto":
             version = self.options.fhir_version
@@ -181,7 +190,7 @@ class _Collector:
         try:
             ref = self._extract(obj, rtype, line, full_url)
         except BadResource as exc:
-            self.bad(line, exc.reason)
+            self.bad(line, exc.reason, rtype)
             return
         self._count(self.result.counts, rtype)
         self._count(self.result.versions, str(version))
@@ -206,8 +215,9 @@ class _Collector:
             self.result.patient_resource.append(len(self.result.resources))
             return IS_PATIENT
         if rtype == "Medication":
-            keys, slots = self.extractor.medication(obj, full_url)
-            self.result.medications += [(k, tuple(sorted(slots))) for k in keys]
+            keys, per_type = self.extractor.medication(obj, full_url)
+            self.result.medications += [(t, k, tuple(sorted(slots)))
+                                        for t, slots in per_type.items() for k in keys]
             return IS_MEDICATION
         key = subject_key(obj, rtype)
         if key is None:
@@ -228,8 +238,8 @@ class _Collector:
             self._event_resource.append(number)
             if dates_export and e.day > self.result.max_day:
                 self.result.max_day = e.day
-        for medication, day, ts in self.extractor.pending:
-            self.result.pending.append((ref, number, medication, day, ts))
+        for referrer, medication, day, ts in self.extractor.pending:
+            self.result.pending.append((ref, number, referrer, medication, day, ts))
             if dates_export and day > self.result.max_day:
                 self.result.max_day = day
         return ref
@@ -245,7 +255,14 @@ class _Collector:
             self.result.event_resource = np.asarray(self._event_resource, np.int64)
         self.result.dropped = dict(self.extractor.dropped)
         self.result.units = self.extractor.units
+        self.result.matched = self.extractor.matched
         return self.result
+
+
+def json_error(exc: json.JSONDecodeError) -> str:
+    """``exc``'s message and column, without the value it quotes (Python's messages hold
+    none) and without a doubled "at" ("Unterminated string starting at column 12")."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def run_task(task: Task, plan: Plan, options: Options) -> ChunkResult:
@@ -261,7 +278,7 @@ def run_task(task: Task, plan: Plan, options: Options) -> ChunkResult:
                 try:
                     obj = json.loads(raw.rstrip(b"\r\n"))
                 except json.JSONDecodeError as exc:
-                    c.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                    c.bad(number, f"not valid JSON ({json_error(exc)})")
                 except UnicodeDecodeError:
                     c.bad(number, "not valid UTF-8 text")
                 else:
@@ -269,7 +286,8 @@ def run_task(task: Task, plan: Plan, options: Options) -> ChunkResult:
                 if c.result.stopped:
                     break
         except (OSError, EOFError) as exc:  # e.g. a truncated .gz file
-            c.bad(c.result.n_lines + 1, f"the file cannot be read on ({type(exc).__name__})")
+            c.bad(c.result.n_lines + 1, "the file cannot be read from this line on "
+                                        f"({type(exc).__name__}: damaged or cut short)")
     else:
         try:
             for line, entry in iter_bundle(path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from medistill.data.fhir import demo_mapping, ingest_fhir
+from medistill.data.fhir import demo_mapping, ingest_fhir, mapping_from_dict
 from medistill.errors import ConfigError, DataError
 
 SECRETS = ("Secretname", "Hidden", "MRN-SECRET-1", "555-000-1111", "Secret Street")
@@ -158,7 +158,7 @@ def test_truncated_gzip_file(build, tmp_path):
     (folder / "Patient.000.ndjson").unlink()
     (folder / "Patient.000.ndjson.gz").write_bytes(gzip.compress(raw)[:-200])
     with pytest.raises(DataError, match=r"Patient\.000\.ndjson\.gz line \d+: the file cannot be "
-                                        r"read on"):
+                                        r"read from this line on \(\w+: damaged or cut short\)"):
         ingest_fhir(folder, demo_mapping(), salt="s")
 
 
@@ -183,3 +183,50 @@ def test_bad_options(build, tmp_path, kwargs, expected):
     folder = build.export(tmp_path / "x", [build.patient("p1")])
     with pytest.raises(ConfigError, match=expected):
         ingest_fhir(folder, demo_mapping(), **kwargs)
+
+
+def test_every_patient_rejected_gives_the_first_reason(build, tmp_path):
+    ids = [f"MRN_{i:06d}" for i in range(3)]   # '_' is not allowed in a FHIR id
+    folder = build.export(tmp_path / "x", [build.patient(p) for p in ids])
+    with pytest.raises(DataError) as info:
+        ingest_fhir(folder, demo_mapping(), salt="s", on_error="skip")
+    msg = str(info.value)
+    assert "all 3 Patient resource(s) read were rejected as bad input; the first, at " \
+           "Patient.000.ndjson line 1: not a valid R4 Patient: id: the id does not match the " \
+           "FHIR id pattern" in msg
+    assert "needs its Patient file" not in msg and "validate='mapped'" in msg
+    assert not any(p in msg for p in ids) and not any(s in msg for s in SECRETS)
+    mapped = ingest_fhir(folder, demo_mapping(), salt="s", validate="mapped")
+    assert len(mapped.table) == 3
+
+
+def test_json_error_names_the_column_once(build, tmp_path):
+    folder = _export(build, tmp_path, '{"resourceType": "Observation", "id": "unterminated')
+    with pytest.raises(DataError) as info:
+        ingest_fhir(folder, demo_mapping(), salt="s")
+    assert "(Unterminated string starting at column 39)" in str(info.value)
+
+
+def test_stopping_early_with_workers_gives_no_joblib_warning(build, tmp_path, recwarn):
+    patients = [build.patient(f"p{i}") for i in range(50)]
+    observations = [build.obs(f"p{i % 50}", "8867-4", 70, "/min", "2024-05-01")
+                    for i in range(400)]
+    folder = build.export(tmp_path / "x", patients + observations)
+    path = folder / "Observation.000.ndjson"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["{not json"] + lines) + "\n")
+    with pytest.raises(DataError, match="line 1: not valid JSON"):
+        ingest_fhir(folder, demo_mapping(), salt="s", n_jobs=2, chunk_bytes=2000)
+    assert not [w for w in recwarn if "tasks" in str(w.message)]
+
+
+def test_datetime_without_time_zone_full_refuses_mapped_reads_its_day(build, tmp_path):
+    folder = build.export(tmp_path / "x", [
+        build.patient("p1"), build.obs("p1", "8867-4", 70, "/min", "2024-12-31T23:30:00")])
+    with pytest.raises(DataError, match="effectiveDateTime"):
+        ingest_fhir(folder, demo_mapping(), salt="s")
+    mapping = mapping_from_dict({"index": {"kind": "fixed", "date": "2024-12-31"},
+                                 "lookback_days": 0,
+                                 "observations": [{"name": "hr", "codes": ["loinc:8867-4"]}]})
+    table = ingest_fhir(folder, mapping, salt="s", validate="mapped").table
+    assert table["hr"].tolist() == [70.0]   # the day as written, whatever the zone

@@ -139,8 +139,9 @@ def test_top_level_must_be_a_mapping(tmp_path):
     ("loinc:8867-4", Code(("http://loinc.org",), "8867-4")),
     ("http://loinc.org|8867-4", Code(("http://loinc.org",), "8867-4")),
     ("8867-4", Code(None, "8867-4")),
-    ("icd10:I21*", Code(("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10"),
-                        "I21", prefix=True)),
+    ("icd10:I21*", Code(("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10",
+                         "http://fhir.de/CodeSystem/bfarm/icd-10-gm"), "I21", prefix=True)),
+    (" icd10gm: E11.9 ", Code(("http://fhir.de/CodeSystem/bfarm/icd-10-gm",), "E11.9")),
 ])
 def test_code_syntax(text, expected):
     assert parse_code(text) == expected
