@@ -14,9 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from medistill.errors import MedistillError
+from medistill.errors import ConfigError, MedistillError
 
 err = Console(stderr=True)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels (``--log-level``)."""
 
 
 def _fail(error: MedistillError) -> NoReturn:
@@ -56,20 +58,27 @@ def predict(
         help="Also write the summary (counts, bad rows by line; no values) as JSON.")] = None,
     allow_unverified_model: Annotated[bool, typer.Option(
         "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace --out (and --summary-json) if it exists; by default an "
+                            "existing file is refused.")] = False,
 ) -> None:
     """Score a table or FHIR export with the student (onnxruntime only, never torch)."""
-    from medistill.deploy.predict import predict_file
+    from medistill.deploy.predict import check_summary_path, predict_file
 
     _warn_unverified(allow_unverified_model, model)
     try:
+        if summary_json is not None:   # before any scoring: a bad path must not cost a run
+            check_summary_path(summary_json, source=input_path, out=out, model=model,
+                               overwrite=overwrite)
         summary = predict_file(model, input_path, out, on_error=on_error,  # type: ignore[arg-type]
                                chunk_rows=chunk_rows, output_format=output_format, salt=salt,
-                               verify=not allow_unverified_model)
+                               verify=not allow_unverified_model, overwrite=overwrite)
     except MedistillError as error:
         _fail(error)
     for line in summary.lines():
         err.print(line, highlight=False, soft_wrap=True, markup=False)
     if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2))
 
 
@@ -82,17 +91,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_serve_options(port: int, log_level: str) -> str:
+    """The log level, lower-cased; a ConfigError for a port outside 1–65535 or a log level
+    uvicorn does not know (checked before the model is loaded)."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535. Got {port}.")
+    level = log_level.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}. "
+                          f"Got {log_level!r}.")
+    return level
+
+
 def serve(
     model: Annotated[Path, typer.Option("--model", help="student.onnx (or its run folder).")],
     host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port (1–65535).")] = 8080,
     token: Annotated[str | None, typer.Option(
         envvar="MEDISTILL_TOKEN", show_default=False,
         help="Bearer token required by /predict and /model. Prefer the MEDISTILL_TOKEN "
              "environment variable: options are visible to other users in `ps`.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Larger requests get 413.")] = 1_000_000,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per request.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(
+        help=f"Log level: {', '.join(LOG_LEVELS)}.")] = "info",
     allow_unverified_model: Annotated[bool, typer.Option(
         "--allow-unverified-model", help=UNVERIFIED_HELP)] = False,
     access_log: Annotated[bool, typer.Option(
@@ -100,6 +122,10 @@ def serve(
              "bodies).")] = True,
 ) -> None:
     """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
+    try:
+        log_level = _check_serve_options(port, log_level)
+    except ConfigError as error:
+        _fail(error)
     _warn_unverified(allow_unverified_model, model)
     try:
         import uvicorn

@@ -29,7 +29,8 @@ MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", 
                   "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
                   "nan", "null")
 """Cells read as missing (pandas' defaults, as when the training table was read)."""
-_BLOCK_BYTES = 1 << 20
+_BLOCK_BYTES = 8 << 20
+"""Bytes pyarrow reads at a time; one record (a free-text note included) must fit in it."""
 MAX_LISTED = 1000
 """Problems listed per column and chunk (and in a summary); all of them are counted."""
 
@@ -143,8 +144,10 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str,
     if pa.types.is_null(arr.type):
         return np.full(n, np.nan, dtype=np.float32), not_number, not_number
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        try:  # fast path: every cell is a plain number or missing
-            return _finite(_without_codes(pc.cast(arr, pa.float64()), missing), not_number)
+        try:  # fast path: every cell is a plain number or a missing token
+            coded = pc.is_in(arr, value_set=pa.array(list(missing), arr.type))
+            numbers = pc.cast(pc.if_else(coded, pa.scalar(None, arr.type), arr), pa.float64())
+            return _finite(_without_codes(numbers, missing), not_number)
         except pa.ArrowInvalid:
             pass
         text = pc.utf8_trim_whitespace(arr)
@@ -157,6 +160,11 @@ def _numeric(arr: pa.Array, *, binary: bool, column: str, source: str,
         not_number = pc.fill_null(pc.and_(pc.invert(ok), pc.invert(blank)), False
                                   ).to_numpy(zero_copy_only=False)
         arr = pc.cast(pc.if_else(ok, text, pa.scalar(None, text.type)), pa.float64())
+    elif pa.types.is_boolean(arr.type) and not binary:
+        # true/false stand for 1/0 only in a binary column; in a measurement they are not
+        # numbers (as the text 'true' is not)
+        not_number = pc.fill_null(pc.is_valid(arr), False).to_numpy(zero_copy_only=False)
+        arr = pa.nulls(n, pa.float64())
     elif (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)
           or pa.types.is_boolean(arr.type) or pa.types.is_decimal(arr.type)):
         arr = pc.cast(arr, pa.float64())
@@ -270,11 +278,17 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
     if key_column is not None:
         key_arr = _decode(chunk.columns[key_column])
         if not (pa.types.is_string(key_arr.type) or pa.types.is_large_string(key_arr.type)):
-            key_arr = pc.cast(key_arr, pa.string())
+            try:
+                key_arr = pc.cast(key_arr, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise _type_error(key_column, key_arr, "patient keys as text or whole numbers",
+                                  source) from None
         keys = key_arr.to_numpy(zero_copy_only=False)
         if require_key:
-            flag(np.asarray(key_arr.is_null().to_numpy(zero_copy_only=False)), key_column,
-                 "the patient key is empty")
+            empty = pc.or_(pc.is_null(key_arr),
+                           pc.equal(pc.utf8_trim_whitespace(key_arr), ""))
+            flag(np.asarray(pc.fill_null(empty, True).to_numpy(zero_copy_only=False)),
+                 key_column, "the patient key is empty")
     valid = ~bad
     if not valid.all():
         feeds = {k: v[valid] for k, v in feeds.items()}
@@ -288,10 +302,24 @@ def prepare(chunk: RawChunk, schema: ModelSchema, *, key_column: str | None, sou
 
 # --------------------------------------------------------------------------- sources
 
+def _refuse_repeated(names: Sequence[str], source: str) -> None:
+    """A column name that appears twice: which one holds the model's input is a guess."""
+    seen: set[str] = set()
+    for name in names:
+        if not name.strip():      # a spreadsheet's empty unnamed columns: never read
+            continue
+        if name in seen:
+            raise DataError(f"{source}: column '{name}' appears twice; every column needs a "
+                            "distinct name.", hint="Rename or remove one of them.")
+        seen.add(name)
+
+
 class CsvSource:
     """A CSV file read in blocks. Lines are numbered from the header (line 1) without
     counting blank lines (which are skipped), so they are exact for files without blank
-    lines or quoted values that span lines. Cells equal to a ``missing`` token are null."""
+    lines or quoted values that span lines (which are read as one value). Cells stay text:
+    :func:`prepare` reads the ``missing`` tokens as missing in the model's columns, never in
+    the patient key."""
 
     unit = "line"
 
@@ -304,6 +332,7 @@ class CsvSource:
         if self.names != self.header and len(set(self.names)) < len(self.names):
             raise DataError(f"{path.name}: two columns of the header line differ only in "
                             "surrounding spaces.", hint="Rename or remove one of them.")
+        _refuse_repeated(self.names, path.name)
 
     def _header(self) -> list[str]:
         with self.path.open("rb") as handle:
@@ -313,6 +342,12 @@ class CsvSource:
             line = first.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise not_utf8_error(self.path, source=self.path.name) from None
+        if "\r" in line.rstrip("\r\n"):
+            raise DataError(f"{self.path.name}: lines end in a carriage return alone (the "
+                            "classic Mac OS 'CSV (Macintosh)' format); medistill reads lines "
+                            "that end in a line feed (Unix) or CR LF (Windows).",
+                            hint="Save the file again as 'CSV UTF-8', or convert the line ends: "
+                                 "tr '\\r' '\\n' < old.csv > new.csv.")
         check_comma_separated(line.rstrip("\r\n"), source=self.path.name)
         header = next(csv.reader([line]), None)
         if not header or not any(h.strip() for h in header):
@@ -341,11 +376,16 @@ class CsvSource:
                     use_threads=False, block_size=_BLOCK_BYTES,
                     **({} if self.names == self.header else
                        {"column_names": self.names, "skip_rows": 1})),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+                # quoted values may hold line breaks (a free-text note): without this a
+                # block boundary inside one split it into rows of their own
+                parse_options=pacsv.ParseOptions(invalid_row_handler=invalid,
+                                                 newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(columns),
-                    column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
-                    quoted_strings_can_be_null=False, null_values=list(self.missing)))
+                    # cells stay text: the feature readers treat missing tokens as missing,
+                    # and a patient key spelled like one ("NA") is kept as it is
+                    column_types={c: pa.string() for c in columns},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
         except pa.ArrowInvalid as error:
             raise _unreadable(self.path, error) from None
         parsed = reported = 0
@@ -390,6 +430,12 @@ def _unreadable(path: Path, error: Exception) -> DataError:
     reason = str(error).splitlines()[0][:160]
     if "invalid UTF8" in reason:
         return not_utf8_error(path, source=path.name)
+    if "straddl" in reason:
+        return DataError(f"{path.name}: a record is longer than {_BLOCK_BYTES >> 20} MiB (a "
+                         "very long free-text cell?), which the reader cannot hold at once.",
+                         hint="Remove or shorten the long text column (medistill reads only "
+                              "the model's columns and the patient key), or convert the file "
+                              "to Parquet.")
     return DataError(f"{path.name}: cannot be read as CSV ({reason}).",
                      hint="Check that it is UTF-8 CSV with one record per line.")
 
@@ -410,6 +456,7 @@ class ParquetSource:
             reason = str(error).splitlines()[0][:160]
             raise DataError(f"{path.name}: not a readable Parquet file ({reason}).") from None
         self.names = list(self.file.schema_arrow.names)
+        _refuse_repeated(self.names, path.name)
         if self.file.metadata.num_rows == 0:
             raise DataError(f"{path.name}: the file is empty (no rows).")
 
@@ -443,14 +490,15 @@ def open_table(path: Path, missing: Sequence[str] = MISSING_TOKENS) -> CsvSource
 
 # --------------------------------------------------------------------------- JSON rows
 
-_NUMBER_TYPES = (int, float, bool)
+_NUMBER_TYPES = (int, float)
+"""JSON values sent straight to float64 (exact types: a boolean is not one of them)."""
 
 
 def _as_text(value: Any, where: str, missing: Sequence[str] = MISSING_TOKENS) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        return "1" if value else "0"
+    if isinstance(value, bool):      # 1/0 in a binary column; not a number in a measurement
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -470,7 +518,7 @@ def rows_chunk(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
     for column in columns:
         values = [r.get(column) for r in rows]
         if all(v is None or type(v) in _NUMBER_TYPES for v in values):
-            # JSON numbers (and booleans) straight to float64; NaN is missing.
+            # JSON numbers straight to float64; NaN is missing.
             data[column] = pa.array([None if v is None or v != v else float(v)
                                      for v in values], type=pa.float64())
         else:

@@ -261,10 +261,48 @@ def _temporary(output: Path) -> Path:
     return output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_output_path(path: Path, *, source: Path, model_folder: Path, overwrite: bool,
+                      option: str = "--out") -> None:
+    """Refuse to write ``path`` over the input, inside the model's folder (its model,
+    manifest and reports), or over an existing file unless ``overwrite`` (medistill does
+    not replace a file it cannot tell it wrote); and a folder, or a parent that is a file."""
+    if path.is_dir():
+        raise DataError(f"{option} '{path}' is a folder; expected a file path.")
+    if source.exists() and path.exists() and source.resolve() == path.resolve():
+        raise DataError(f"{option} '{path}' is the input file; choose another output path.")
+    if _inside(path, model_folder):
+        raise DataError(f"{option} '{path}' is inside the model's folder '{model_folder}', "
+                        "which holds the model, its manifest and its reports.",
+                        hint="Write the scores outside the model's folder.")
+    if path.exists() and not overwrite:
+        raise DataError(f"{option} '{path}' already exists; medistill does not replace a "
+                        "file it cannot tell it wrote.",
+                        hint="Choose a new path, or pass --overwrite to replace it.")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(f"{option} '{path}': '{parent}' is a file, not a folder.")
+
+
+def check_summary_path(path: Path, *, source: Path, out: Path, model: Path,
+                       overwrite: bool) -> None:
+    """``--summary-json`` may not be ``--out``, the input, a file inside the model's folder
+    or an existing file (unless ``overwrite``): checked before anything is scored."""
+    if path.resolve() == out.resolve():
+        raise DataError(f"--summary-json '{path}' is the same file as --out.",
+                        hint="Give the summary its own path, e.g. scores.summary.json.")
+    check_output_path(path, source=source, model_folder=model if model.is_dir() else model.parent,
+                      overwrite=overwrite, option="--summary-json")
+
+
 def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
                  output_path: str | Path, *, on_error: OnError = "stop",
                  chunk_rows: int = 100_000, output_format: str | None = None,
-                 salt: str | None = None, verify: bool = True) -> PredictSummary:
+                 salt: str | None = None, verify: bool = True,
+                 overwrite: bool = False) -> PredictSummary:
     """Score every row of ``input_path`` and write ``output_path`` atomically.
 
     ``verify`` (default): refuse a model whose sha256 does not match the manifest beside it;
@@ -274,6 +312,7 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
     column, and nothing is written. ``"skip"``: bad rows are left out and listed in the
     summary. ``salt`` keys the patient hash of FHIR input (as in ``ingest-fhir``; give the
     same secret salt to link the output with other tables; None: a random one).
+    ``overwrite``: replace an existing ``output_path`` (refused by default).
     """
     started = time.perf_counter()
     if on_error not in ("stop", "skip"):
@@ -283,9 +322,13 @@ def predict_file(model_path: str | Path | DeployedModel, input_path: str | Path,
     model = (model_path if isinstance(model_path, DeployedModel)
              else load_model(model_path, verify=verify))
     source, output = Path(input_path), Path(output_path)
+    if source.exists() and not (source.is_file() or source.is_dir()):
+        raise DataError(f"'{source}' is not a regular file (a pipe or a device?); medistill "
+                        "reads the input in blocks and needs a file it can seek in.",
+                        hint="Save the input to a file first.")
     fmt = infer_format(output, output_format)
-    if source.exists() and output.exists() and source.resolve() == output.resolve():
-        raise DataError(f"--out '{output}' is the input file; choose another output path.")
+    check_output_path(output, source=source, model_folder=model.folder,
+                      overwrite=overwrite)
     notes: list[str] = []
     if is_fhir_input(source):
         if salt is None and fmt != "fhir":

@@ -1,7 +1,10 @@
 """The HTTP service: ``create_app(model_path)`` returns a FastAPI app (the ``serve`` extra).
 
 ``POST /predict`` scores JSON rows (``{"rows": [{column: value}, ...]}``) or a FHIR Bundle
-(answered with a Bundle of RiskAssessments); ``GET /health``; ``GET /model`` (model card and
+(answered with a Bundle of RiskAssessments); keys that are not model columns, inputs
+imputed for every row and rows without any input value are warned about, a key differing
+from a model column only in case is refused, and patient keys must be strings or integers
+in one key column per request; ``GET /health``; ``GET /model`` (model card and
 privacy claim). Optional bearer token (constant-time comparison; it also guards
 ``/openapi.json``, which names the label and features), a request size limit (413), a
 malformed-value check (a number beyond float range, a string that is not valid Unicode,
@@ -9,18 +12,23 @@ JSON nested deeper than ``MAX_DEPTH``: 422), and no request body, query string, 
 or identifier in any log line or error message (the access log has method, path, status).
 """
 
+import difflib
 import hmac
 import json
 import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+
+import numpy as np
 
 from medistill import __version__
 from medistill.deploy.inputs import (
     MAX_LISTED,
+    Prepared,
     RowProblem,
     check_columns,
     columns_of_rows,
@@ -49,11 +57,17 @@ access_log = logging.getLogger("medistill.access")
 MAX_DEPTH = 64
 FHIR_JSON = "application/fhir+json"
 Scalar = float | int | str | bool | None
+MAX_NAMED = 20
+"""Column names (or rows) named in one warning or error; the rest are counted."""
+NAME_CHARS = 64
+"""A column name longer than this is cut in warnings and errors."""
 
 
 class RowsRequest(BaseModel):
     """Rows to score: one object per patient, feature columns by name. A missing key or
-    null is a missing value; extra keys are ignored (a patient-key column is echoed)."""
+    null is a missing value; other keys are ignored with a warning (a key differing from a
+    model column only in case is refused); the patient key (a string or an integer, in one
+    key column per request) is echoed."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"rows": [{"patient_key": "a1", "age": 64, "sex": "female", "bmi": 31.2}]}]})
@@ -87,6 +101,11 @@ class PredictResponse(BaseModel):
     n_skipped: int
     predictions: list[RowPrediction]
     warnings: list[str]
+    empty_inputs: list[str] = Field(default_factory=list, description=(
+        "Model inputs with no value in any scored row: imputed for every patient."))
+    unknown_columns: list[str] = Field(default_factory=list, description=(
+        "Keys of the rows that are not model columns, so were ignored (up to 20, each "
+        "cut to 64 characters)."))
 
 
 class Problem(BaseModel):
@@ -220,40 +239,188 @@ def _rejected(detail: str, problems: list[RowProblem]) -> JSONResponse:
                         status_code=422)
 
 
+def _cut(name: str) -> str:
+    """A column name cut to ``NAME_CHARS`` characters."""
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS] + "…"
+
+
+def _listed(names: Sequence[str], limit: int = MAX_NAMED) -> str:
+    """Column names quoted (each cut by :func:`_cut`), at most ``limit`` of them."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(f"'{_cut(n)}'" for n in names[:limit]) + more
+
+
+def _rows_listed(indices: Sequence[int], limit: int = MAX_NAMED) -> str:
+    more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
+    return ", ".join(f"rows[{i}]" for i in indices[:limit]) + more
+
+
+def _known_columns(model: DeployedModel) -> list[str]:
+    return [*model.schema.feature_names, *model.id_columns]
+
+
+def check_case(names: Sequence[str], model: DeployedModel) -> None:
+    """Raise a DataError for keys that differ from a model column (feature or patient key)
+    only in case or surrounding spaces: the value would be ignored and the input imputed,
+    so such a request is refused rather than scored with a warning."""
+    known = _known_columns(model)
+    folded = {c.strip().casefold(): c for c in known}
+    pairs = [(n, folded[n.strip().casefold()]) for n in names
+             if n not in known and n.strip().casefold() in folded]
+    if pairs:
+        listed = ", ".join(f"'{_cut(n)}' for '{c}'" for n, c in pairs[:MAX_NAMED])
+        raise DataError(f"rows: {len(pairs)} key(s) differ from a model column only in case or "
+                        f"surrounding spaces: {listed}. Column names are case-sensitive; no row "
+                        "was scored.", hint="Rename the key(s) to the model's spelling.")
+
+
+def _suggestion(name: str, columns: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the model column closest to ``name``, or ''."""
+    lowered = {c.casefold(): c for c in columns}
+    close = difflib.get_close_matches(name.casefold(), list(lowered), n=1, cutoff=0.75)
+    return f" (did you mean '{lowered[close[0]]}'?)" if close else ""
+
+
+def unknown_columns(names: Sequence[str], model: DeployedModel) -> list[str]:
+    """Keys that are neither a feature, a patient-key column nor the label."""
+    known = {*_known_columns(model), model.schema.label}
+    return [n for n in names if n not in known]
+
+
+def _unknown_warning(unknown: Sequence[str], model: DeployedModel) -> str:
+    columns = _known_columns(model)
+    listed = ", ".join(f"'{_cut(n)}'" + _suggestion(n, columns) for n in unknown[:MAX_NAMED])
+    more = f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""
+    return (f"{len(unknown)} key(s) are not model columns and were ignored: {listed}{more}. "
+            "A row without a feature is scored with that feature imputed.")
+
+
+def check_one_key(rows: Sequence[dict[str, Scalar]], key: str | None,
+                  candidates: Sequence[str]) -> None:
+    """Raise a DataError when some rows carry their patient key only in another key column
+    than ``key`` (the first of ``candidates`` any row has): one key column per request."""
+    others = [c for c in candidates if c != key]
+    if key is None or not others:
+        return
+    mixed = [i for i, row in enumerate(rows) if row.get(key) is None
+             and any(row.get(c) is not None for c in others)]
+    if mixed:
+        raise DataError(f"rows: the request's key column is '{key}', but "
+                        f"{_rows_listed(mixed)} carry a key only in "
+                        f"{_listed(others)}; no row was scored.",
+                        hint="Send one patient-key column per request.")
+
+
+def key_problems(rows: Sequence[dict[str, Scalar]], key: str | None) -> list[RowProblem]:
+    """Rows whose patient key is neither a string, an integer nor null: a boolean or a
+    floating-point number (``1.0``, ``-Infinity``) would come back reformatted."""
+    if key is None:
+        return []
+    problems = []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+            continue
+        kind = "true/false" if isinstance(value, bool) else "a floating-point number"
+        problems.append(RowProblem(i, key, f"the patient key is {kind}; keys must be "
+                                           "strings or integers", "rows[]"))
+    return problems
+
+
+def _row_fill(feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Per prepared row, how many inputs have a value (are not imputed)."""
+    counts = np.zeros(len(next(iter(feeds.values()))), dtype=np.int64)
+    for values in feeds.values():
+        column = values.ravel()
+        counts += column != "" if column.dtype == object else ~np.isnan(column)
+    return counts
+
+
+def empty_warnings(prepared: Prepared, positions: np.ndarray) -> tuple[list[str], list[str]]:
+    """The inputs without a value in any scored row (as batch scoring's ``empty_inputs``),
+    and warnings about them and about scored rows without any input value."""
+    if prepared.n_valid == 0:
+        return [], []
+    empty = [c for c, n in prepared.filled.items() if n == 0]
+    warnings = []
+    if empty:
+        warnings.append(f"{len(empty)} of the model's inputs had no value in any scored row, "
+                        f"so the model imputed them for every patient: {_listed(empty)}. "
+                        "Check the rows' keys and missing-value codes.")
+    blank = positions[prepared.valid][_row_fill(prepared.feeds) == 0].tolist()
+    if blank:
+        warnings.append(f"{len(blank)} row(s) had no value for any model input, so every "
+                        f"input was imputed: {_rows_listed(blank)}.")
+    return empty, warnings
+
+
+def _prepare_rows(model: DeployedModel, rows: list[dict[str, Scalar]], kept: list[int]
+                  ) -> tuple[Prepared, np.ndarray]:
+    """The rows at indices ``kept``, checked by :func:`prepare` (problems by index in
+    ``rows``), and those indices as an array."""
+    positions = np.asarray(kept, dtype=np.int64)
+    chunk = rows_chunk([rows[i] for i in kept], model.schema.feature_names,
+                       missing_tokens(model.schema))
+    chunk.positions = positions
+    return prepare(chunk, model.schema, key_column=None, source="rows", unit="rows[]"), positions
+
+
+def _prediction(model: DeployedModel, i: int, key: str | None, p: list[float]
+                ) -> RowPrediction:
+    classes = list(model.schema.classes)
+    best = max(range(len(classes)), key=p.__getitem__)
+    return RowPrediction(row=i, key=key, prediction=classes[best],
+                         probability=p[-1] if model.binary else None,
+                         probabilities=None if model.binary
+                         else dict(zip(classes, p, strict=True)))
+
+
+def _results(model: DeployedModel, rows: list[dict[str, Scalar]], key: str | None,
+             prepared: Prepared, positions: np.ndarray, problems: list[RowProblem]
+             ) -> list[RowPrediction]:
+    """One result per row: its prediction, or the first problem that kept it unscored (a
+    row whose key was refused gets no key back)."""
+    probs = iter(score(model, prepared).tolist())
+    errors: dict[int, str] = {}
+    for p in problems:
+        errors.setdefault(p.line, f"column '{p.column}': {p.reason}")
+    valid = dict(zip(positions.tolist(), prepared.valid.tolist(), strict=True))
+    results = []
+    for i, row in enumerate(rows):
+        row_key = row.get(key) if key and i in valid else None
+        row_key = None if row_key is None else str(row_key)
+        results.append(_prediction(model, i, row_key, next(probs)) if valid.get(i)
+                       else RowPrediction(row=i, key=row_key, error=errors.get(i, "bad row")))
+    return results
+
+
 def _score_rows(model: DeployedModel, rows: list[dict[str, Scalar]], on_error: str
                 ) -> JSONResponse | PredictResponse:
     names = columns_of_rows(rows)
+    check_case(names, model)
     check_columns(names, model.schema, "rows")
     key = pick_key(names, model.id_columns)
-    chunk = rows_chunk(rows, model.schema.feature_names + ([key] if key else []),
-                       missing_tokens(model.schema))
-    prepared = prepare(chunk, model.schema, key_column=key, source="rows", unit="rows[]")
-    if prepared.problems and on_error == "stop":
-        return _rejected(f"{len(prepared.problems)} bad value(s); no row was scored (use "
-                         "on_error=skip to score the others)", prepared.problems)
-    probs = score(model, prepared).tolist()
-    classes = list(model.schema.classes)
-    errors: dict[int, str] = {}
-    for p in prepared.problems:
-        errors.setdefault(p.line, f"column '{p.column}': {p.reason}")
-    results, scored = [], iter(range(len(probs)))
-    for i, ok in enumerate(prepared.valid.tolist()):
-        row_key = rows[i].get(key) if key else None
-        row_key = None if row_key is None else str(row_key)
-        if not ok:
-            results.append(RowPrediction(row=i, key=row_key, error=errors.get(i, "bad row")))
-            continue
-        p = probs[next(scored)]
-        best = max(range(len(classes)), key=p.__getitem__)
-        results.append(RowPrediction(
-            row=i, key=row_key, prediction=classes[best],
-            probability=p[-1] if model.binary else None,
-            probabilities=None if model.binary else dict(zip(classes, p, strict=True))))
+    check_one_key(rows, key, model.id_columns)
+    bad_keys = key_problems(rows, key)
+    refused = {p.line for p in bad_keys}
+    prepared, positions = _prepare_rows(model, rows, [i for i in range(len(rows))
+                                                      if i not in refused])
+    problems = sorted(bad_keys + prepared.problems)
+    if problems and on_error == "stop":
+        return _rejected(f"{len(problems)} bad value(s); no row was scored (use "
+                         "on_error=skip to score the others)", problems)
     warnings = [f"column '{c}': {n} value(s) the model has not seen, scored as an unknown "
                 "category" for c, n in prepared.unseen.items()]
-    return PredictResponse(model_sha256=model.sha256, classes=classes,
-                           n_scored=prepared.n_valid, n_skipped=prepared.n_bad,
-                           predictions=results, warnings=warnings)
+    unknown = unknown_columns(names, model)
+    if unknown:
+        warnings.append(_unknown_warning(unknown, model))
+    empty, empty_notes = empty_warnings(prepared, positions)
+    return PredictResponse(
+        model_sha256=model.sha256, classes=list(model.schema.classes),
+        n_scored=prepared.n_valid, n_skipped=len(rows) - prepared.n_valid,
+        predictions=_results(model, rows, key, prepared, positions, problems),
+        warnings=warnings + empty_notes, empty_inputs=empty,
+        unknown_columns=[_cut(n) for n in unknown[:MAX_NAMED]])
 
 
 def _score_bundle(model: DeployedModel, bundle: BundleRequest, on_error: str, salt: str

@@ -61,6 +61,26 @@ def test_predict_bad_row_exit_2_then_skip(tmp_path, app, run_dir, cohort) -> Non
     assert len(pd.read_csv(out)) == 9
 
 
+def test_summary_json_is_checked_before_scoring(tmp_path, app, run_dir, records_csv) -> None:
+    """--summary-json over the input, over --out or over an existing file is refused before
+    anything is written; a folder that does not exist yet is created; --overwrite replaces
+    existing outputs."""
+    model = ["predict", "--model", str(run_dir), str(records_csv)]
+    out = tmp_path / "scores.csv"
+    kept = records_csv.read_text()
+    for summary, fragment in ((records_csv, "is the input file"), (out, "same file as --out")):
+        result = _run(app, [*model, "--out", str(out), "--summary-json", str(summary)])
+        assert result.exit_code == 2 and fragment in result.stderr, result.stderr
+        assert not out.exists() and records_csv.read_text() == kept
+    nested = tmp_path / "new" / "s.json"
+    assert _run(app, [*model, "--out", str(out), "--summary-json", str(nested)]).exit_code == 0
+    assert json.loads(nested.read_text())["n_scored"] == 400
+    again = _run(app, [*model, "--out", str(out), "--summary-json", str(nested)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert _run(app, [*model, "--out", str(out), "--summary-json", str(nested),
+                      "--overwrite"]).exit_code == 0
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--model", "{tmp}/none.onnx", "{csv}", "--out", "{tmp}/o.csv"], "does not exist"),
     (["--model", "{run}", "{csv}", "--out", "{tmp}/o.xlsx"], "output format"),
@@ -104,6 +124,32 @@ def test_serve_starts_uvicorn_on_loopback(app, run_dir, monkeypatch) -> None:
     open_result = _run(app, ["serve", "--model", str(run_dir), "--host", "0.0.0.0",
                              "--token", ""])
     assert "without a token" in open_result.stderr
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--port", "99999"], "--port must be between 1 and 65535. Got 99999."),
+    (["--port", "0"], "--port must be between 1 and 65535"),
+    (["--port", "-1"], "--port must be between 1 and 65535"),
+    (["--log-level", "verbose"], "--log-level must be one of critical, error, warning"),
+])
+def test_serve_checks_port_and_log_level_first(tmp_path, app, args, fragment) -> None:
+    # the model does not exist: the option error comes before the model is loaded
+    result = _run(app, ["serve", "--model", str(tmp_path / "none.onnx"), *args])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_serve_log_level_is_case_insensitive(app, run_dir, monkeypatch) -> None:
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(**kw))
+    result = _run(app, ["serve", "--model", str(run_dir), "--log-level", "DEBUG",
+                        "--port", "65535"])
+    assert result.exit_code == 0, result.output
+    assert (calls["log_level"], calls["port"]) == ("debug", 65535)
 
 
 def test_help_is_fast_and_lazy() -> None:

@@ -138,7 +138,7 @@ def test_fhir_export_input(tmp_path, run_dir, cohort, reference) -> None:
     predict_file(model_dir / "student.onnx", export, table, salt="s")
     got = pd.read_csv(table)
     assert got["patient_key"].tolist() == result.table["patient_key"].tolist()
-    unsalted = predict_file(model_dir / "student.onnx", export, table)
+    unsalted = predict_file(model_dir / "student.onnx", export, table, overwrite=True)
     assert "random one was used" in unsalted.notes[0]
     assert set(pd.read_csv(table)["patient_key"]).isdisjoint(got["patient_key"])
 
@@ -164,7 +164,7 @@ def test_junk_number_stops_with_line_and_writes_nothing(tmp_path, run_dir, cohor
     frame.to_csv(source, index=False)
     out.write_text("previous results\n")
     with pytest.raises(DataError) as caught:
-        predict_file(run_dir / "student.onnx", source, out, chunk_rows=10)
+        predict_file(run_dir / "student.onnx", source, out, chunk_rows=10, overwrite=True)
     message = str(caught.value)
     assert "in.csv: line 43, column 'bmi': not a number" in message
     assert "n/a?" not in message  # cell values may be sensitive: never echoed
@@ -450,3 +450,104 @@ def test_inputs_empty_in_every_row_are_named(tmp_path, run_dir, cohort) -> None:
                for line in summary.lines())
     cohort.head(8).to_csv(source, index=False)
     assert predict_file(run_dir, source, tmp_path / "o2.csv").empty_inputs == ()
+
+
+def test_outputs_never_replace_the_model_or_a_file_medistill_did_not_write(
+        tmp_path, run_dir, records_csv) -> None:
+    """--out inside the model's folder (its student.onnx, manifest, reports) is refused, and
+    so is an existing file unless overwrite is asked for; nothing is written either way."""
+    for name in ("student.onnx", "manifest.json", "scores.csv"):
+        with pytest.raises(DataError, match="inside the model's folder"):
+            predict_file(run_dir, records_csv, run_dir / name, output_format="csv")
+    assert not (run_dir / "scores.csv").exists()
+    theirs = tmp_path / "report_by_nurse.csv"
+    theirs.write_text("kept\n")
+    with pytest.raises(DataError, match="already exists.*--overwrite"):
+        predict_file(run_dir, records_csv, theirs)
+    assert theirs.read_text() == "kept\n"
+    assert predict_file(run_dir, records_csv, theirs, overwrite=True).n_scored > 0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        predict_file(run_dir, records_csv, blocker / "scores.csv")
+
+
+def test_a_quoted_line_break_never_makes_a_row_of_its_own(tmp_path, run_dir, cohort,
+                                                           monkeypatch) -> None:
+    """A free-text column whose quoted values hold line breaks (and look like records) is
+    read as one value per cell across the reader's blocks (64 KiB here, so that many block
+    boundaries fall inside notes): one output row per record."""
+    from medistill.deploy import inputs
+
+    monkeypatch.setattr(inputs, "_BLOCK_BYTES", 1 << 16)
+    frame = pd.concat([cohort] * 5, ignore_index=True)
+    frame["patient_id"] = [f"K{i:06d}" for i in range(len(frame))]
+    frame["notes"] = [f"seen,\nGHOST{i},1,2,3,seen again " + "x" * 300
+                      for i in range(len(frame))]
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    assert source.stat().st_size > 10 * (1 << 16)
+    out = tmp_path / "o.csv"
+    summary = predict_file(run_dir, source, out)
+    scored = pd.read_csv(out)
+    assert summary.n_scored == len(frame) == len(scored)
+    assert scored["patient_id"].str.startswith("K").all()
+
+
+def test_keys_spelled_like_missing_markers_are_kept(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    cohort.head(3).assign(patient_id=["NA", "null", " P5 "]).to_csv(source, index=False)
+    out = tmp_path / "o.csv"
+    predict_file(run_dir, source, out)
+    assert pd.read_csv(out, keep_default_na=False)["patient_id"].tolist() == ["NA", "null",
+                                                                              " P5 "]
+
+
+def test_booleans_count_as_numbers_only_in_binary_columns(tmp_path, run_dir, cohort) -> None:
+    """A Parquet boolean in a measurement column is not a number (as the text 'true' is not);
+    in a binary column it is 1/0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = cohort.head(4)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("bmi"), "bmi",
+                             pa.array([True, False, None, True]))
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    summary = predict_file(run_dir, source, tmp_path / "o.csv", on_error="skip")
+    assert {(p.line, p.column, p.reason) for p in summary.problems} == {
+        (1, "bmi", "not a number"), (2, "bmi", "not a number"), (4, "bmi", "not a number")}
+    assert summary.n_scored == 1
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("diabetes"), "diabetes",
+                             pa.array([True, False, False, True]))
+    pq.write_table(table, source)
+    assert predict_file(run_dir, source, tmp_path / "o2.csv").n_scored == 4
+
+
+def test_a_repeated_column_name_is_refused(tmp_path, run_dir, cohort) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = cohort.head(3)
+    text = frame.to_csv(index=False).splitlines()
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join([text[0] + ",bmi,,"] + [t + ",1,," for t in text[1:]]) + "\n")
+    with pytest.raises(DataError, match="column 'bmi' appears twice"):
+        predict_file(run_dir, source, tmp_path / "o.csv")
+    source.write_text("\n".join([text[0] + ",,"] + [t + ",," for t in text[1:]]) + "\n")
+    assert predict_file(run_dir, source, tmp_path / "o.csv").n_scored == 3   # empty, unnamed
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_arrays(table.columns + [table.column("bmi")],
+                                 names=table.column_names + ["bmi"])
+    pq.write_table(table, tmp_path / "in.parquet")
+    with pytest.raises(DataError, match="column 'bmi' appears twice"):
+        predict_file(run_dir, tmp_path / "in.parquet", tmp_path / "o2.csv")
+
+
+def test_classic_mac_line_ends_are_refused_by_name(tmp_path, run_dir, cohort) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(cohort.head(3).to_csv(index=False).replace("\n", "\r").encode())
+    with pytest.raises(DataError, match="carriage return alone"):
+        predict_file(run_dir, source, tmp_path / "o.csv")

@@ -112,7 +112,9 @@ def test_rows_with_declared_missing_codes(client, coded_dir, cohort, reference) 
     rows[0]["bmi"], rows[1]["smoking"], rows[2]["sbp"] = ".", ".", -99
     coded = TestClient(create_app(coded_dir / "student.onnx"))
     body = coded.post("/predict", json={"rows": rows}).json()
-    assert body["n_scored"] == 3 and not body["warnings"]
+    assert body["n_scored"] == 3 and not [w for w in body["warnings"] if "not seen" in w]
+    assert body["unknown_columns"] == ["name", "mrn", "phone"]  # warned about, not scored
+    assert body["empty_inputs"] == ["creatinine"]  # missing in all three rows
     clean = cohort.head(3).copy().astype({"smoking": object})
     clean.loc[0, "bmi"], clean.loc[1, "smoking"], clean.loc[2, "sbp"] = np.nan, None, np.nan
     np.testing.assert_allclose([p["probability"] for p in body["predictions"]],
@@ -299,3 +301,98 @@ def test_16_9_serve_turns_off_uvicorn_access_log() -> None:
     config = _log_config("info")
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
     assert config["loggers"]["medistill"]["handlers"] == ["default"]
+
+
+def test_unknown_keys_are_named_with_a_suggestion(client, cohort) -> None:
+    rows = _rows(cohort.head(2))
+    rows[1]["glucos"] = rows[1].pop("glucose")
+    rows[1]["ward"] = "SECRET-WARD-77"
+    body = client.post("/predict", json={"rows": rows}, headers=AUTH).json()
+    assert (body["n_scored"], body["n_skipped"]) == (2, 0)  # a missing feature is allowed
+    assert body["unknown_columns"] == ["name", "mrn", "phone", "glucos", "ward"]
+    warning = next(w for w in body["warnings"] if "not model columns" in w)
+    assert "'glucos' (did you mean 'glucose'?)" in warning and "'ward'," not in warning
+    assert "'ward'" in warning and "did you mean 'ward'" not in warning
+    assert "cv_event_1y" not in warning  # the label is known, so not warned about
+    assert "SECRET-WARD-77" not in json.dumps(body) and rows[1]["name"] not in json.dumps(body)
+
+
+@pytest.mark.parametrize("wrong", ["Glucose", "GLUCOSE", " glucose", "Patient_ID"])
+def test_key_differing_only_in_case_is_refused(client, cohort, wrong) -> None:
+    rows = _rows(cohort.head(2))
+    right = wrong.strip().lower()
+    rows[1][wrong] = rows[1].pop(right)
+    for on_error in ("stop", "skip"):
+        response = client.post(f"/predict?on_error={on_error}", json={"rows": rows},
+                               headers=AUTH)
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert f"'{wrong}' for '{right}'" in detail and "case-sensitive" in detail
+        assert str(rows[1][wrong]) not in detail
+
+
+def test_empty_row_and_empty_input_are_warned(client, cohort, run_dir) -> None:
+    rows = _rows(cohort.head(3))
+    for row in rows:
+        row["hba1c"] = None
+    rows[1]["cholesterol"] = "NA"  # a missing-value token
+    rows[0]["cholesterol"] = rows[2]["cholesterol"] = None
+    rows[0]["creatinine"] = 1.0  # missing in all three rows of the cohort's head
+    body = client.post("/predict", json={"rows": [*rows, {}]}, headers=AUTH).json()
+    assert body["n_scored"] == 4
+    assert body["empty_inputs"] == ["hba1c", "cholesterol"]
+    assert any("2 of the model's inputs had no value in any scored row, so the model "
+               "imputed them for every patient: 'hba1c', 'cholesterol'" in w
+               for w in body["warnings"])
+    assert any("1 row(s) had no value for any model input" in w and "rows[3]" in w
+               for w in body["warnings"])
+    only_nulls = {name: None for name in client.app.state.model.schema.feature_names}
+    blank = client.post("/predict", json={"rows": [rows[0], only_nulls]}, headers=AUTH).json()
+    assert any("rows[1]" in w for w in blank["warnings"])
+    clean = client.post("/predict", json={"rows": _rows(cohort.head(20))}, headers=AUTH)
+    assert clean.json()["empty_inputs"] == []
+    assert not [w for w in clean.json()["warnings"] if "no value" in w]
+
+
+def _keyed(cohort: pd.DataFrame, keys: list[str]) -> str:
+    rows = _rows(cohort.head(len(keys)))
+    for i, row in enumerate(rows):
+        row["patient_id"] = f"@@{i}@@"
+    text = json.dumps({"rows": rows})
+    for i, key in enumerate(keys):
+        text = text.replace(f'"@@{i}@@"', key)
+    return text
+
+
+def test_keys_must_be_strings_or_integers(client, cohort) -> None:
+    ok = client.post("/predict", content=_keyed(cohort, ['"a1"', "12", "null"]),
+                     headers={**AUTH, "Content-Type": "application/json"})
+    assert ok.status_code == 200, ok.text
+    assert [p.get("key") for p in ok.json()["predictions"]] == ["a1", "12", None]
+    bad = _keyed(cohort, ['"a1"', "1.0", "true", "-Infinity", "7"])
+    stop = client.post("/predict", content=bad,
+                       headers={**AUTH, "Content-Type": "application/json"})
+    assert stop.status_code == 422
+    problems = stop.json()["problems"]
+    assert [(p["row"], p["column"]) for p in problems] == [(1, "patient_id"), (2, "patient_id"),
+                                                           (3, "patient_id")]
+    assert "true/false" in problems[1]["reason"] and "floating-point" in problems[0]["reason"]
+    assert "1.0" not in stop.text and "True" not in stop.text and "inf" not in stop.text.lower()
+    skip = client.post("/predict?on_error=skip", content=bad,
+                       headers={**AUTH, "Content-Type": "application/json"}).json()
+    assert (skip["n_scored"], skip["n_skipped"]) == (2, 3)
+    assert [p.get("key") for p in skip["predictions"]] == ["a1", None, None, None, "7"]
+    assert "patient key" in skip["predictions"][2]["error"]
+
+
+def test_one_key_column_per_request(client, cohort) -> None:
+    rows = _rows(cohort.head(3))
+    rows[0]["patient_key"] = "K0"
+    response = client.post("/predict?on_error=skip", json={"rows": rows}, headers=AUTH)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "'patient_key'" in detail and "rows[1], rows[2]" in detail
+    assert "K0" not in detail and rows[1]["patient_id"] not in detail
+    both = [{**row, "patient_key": f"K{i}"} for i, row in enumerate(rows)]
+    body = client.post("/predict", json={"rows": both}, headers=AUTH).json()
+    assert [p["key"] for p in body["predictions"]] == ["K0", "K1", "K2"]
