@@ -38,7 +38,6 @@ FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a unit after the number (120 mmHg, 5.4 mmol/L)",
      re.compile(_NUMBER + r"\s+[A-Za-zµμ°][^\s]*")),
 )
-_PLAIN = re.compile(r"\s*" + _NUMBER + r"(?:[eE][+-]?\d+)?\s*")
 
 
 SPREADSHEET_ERRORS = ("#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!",
@@ -78,7 +77,7 @@ def numbers_as_text(series: pd.Series) -> tuple[int, str] | None:
     formatted = formats.notna()
     if not formatted.any():
         return None
-    plain = values.str.fullmatch(_PLAIN.pattern)
+    plain = pd.to_numeric(values, errors="coerce").notna()   # as infer_kind reads numbers
     if float((plain | formatted).mean()) < SHARE or values.nunique() < MIN_DISTINCT:
         return None
     first = int(series.index.get_loc(formats[formatted].index[0]))

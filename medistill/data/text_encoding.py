@@ -29,11 +29,15 @@ def first_foreign_line(path: Path) -> int | None:
     return None
 
 
-def _is_windows_1252(path: Path) -> bool:
-    try:
-        path.read_bytes().decode("cp1252")
-    except UnicodeDecodeError:
-        return False
+def _is_windows_1252(path: Path, block: int = 1 << 20) -> bool:
+    """Whether every byte of ``path`` is defined in Windows-1252 (read in blocks: a
+    single-byte code page has no sequence to cut)."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(block):
+            try:
+                chunk.decode("cp1252")
+            except UnicodeDecodeError:
+                return False
     return True
 
 

@@ -255,8 +255,7 @@ def _fhir_input(model: DeployedModel, path: Path, chunk_rows: int, *, on_error: 
 # --------------------------------------------------------------------------- predict
 
 def _temporary(output: Path) -> Path:
-    if output.is_dir():
-        raise DataError(f"--out '{output}' is a folder; expected a file path.")
+    """A hidden temporary path beside ``output`` (checked by :func:`check_output_path`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     return output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
 

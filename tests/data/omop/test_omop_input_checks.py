@@ -91,18 +91,21 @@ def test_non_iso_dates_name_the_column_not_an_empty_cohort(cdm_tables, tmp_path,
         read_omop(_config(_csv_folder(tables, tmp_path)))
 
 
-def test_a_decimal_comma_is_refused(cdm_tables, tmp_path):
+def _decimal_commas(cdm_tables, tmp_path):
     tables = dict(cdm_tables)
     tables["measurement"] = cdm_tables["measurement"].assign(value_as_number=["5,0", "7,0"])
+    return _csv_folder(tables, tmp_path)
+
+
+def test_a_decimal_comma_is_refused(cdm_tables, tmp_path):
     with pytest.raises(DataError, match=r"value_as_number of the CDM table 'measurement' "
                                         r"\(file measurement\.csv, first at line 2\).*decimal"):
-        read_omop(_config(_csv_folder(tables, tmp_path)))
+        read_omop(_config(_decimal_commas(cdm_tables, tmp_path)))
 
 
 def test_unused_values_are_not_read(cdm_tables, tmp_path):
-    tables = dict(cdm_tables)
-    tables["measurement"] = cdm_tables["measurement"].assign(value_as_number=["5,0", "7,0"])
-    config = _config(_csv_folder(tables, tmp_path), covariates={"measurement_values": False})
+    config = _config(_decimal_commas(cdm_tables, tmp_path),
+                     covariates={"measurement_values": False})
     assert "measurement_6000_365d" in read_omop(config).table
 
 
