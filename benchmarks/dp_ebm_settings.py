@@ -82,6 +82,7 @@ def score_settings(captured: Captured, variants: dict[str, DPEBMSettings],
         draws = []
         for _ in range(repeats):
             teacher = fit_dp_ebm(captured.train, captured.labels, captured.schema,
+                                 public_rows=len(captured.train),
                                  epsilon=captured.teacher_epsilon, delta=captured.delta,
                                  bounds=bounds_of(ranges), settings=settings)
             proba = teacher.predict_proba(captured.test)[:, 1]

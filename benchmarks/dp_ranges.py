@@ -115,6 +115,7 @@ def score_variants(captured: Captured, variants: dict[str, RangeSettings]) -> di
         ranges = release_ranges(captured.train, captured.columns, noise_multiplier=captured.noise,
                                 rng=secure_generator(), settings=settings)
         teacher = fit_dp_ebm(captured.train, captured.labels, captured.schema,
+                             public_rows=len(captured.train),
                              epsilon=captured.teacher_epsilon, delta=captured.delta,
                              bounds=bounds_of(ranges))
         auroc = roc_auc_score(captured.test_labels, teacher.predict_proba(captured.test)[:, 1])

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError,
+                      field_validator, model_validator)
 
 from medistill.errors import ConfigError
 from medistill.yamlio import did_you_mean, field_path, load_yaml
@@ -549,6 +549,10 @@ class AuditConfig(_Frozen):
     groups: tuple[str, ...] = ()
     fairness_min_patients: int = Field(100, ge=1)
     fairness_min_events: int = Field(10, ge=1)
+    # The releasable model card carries no audit figure by default: they are computed on
+    # sensitive patients and are not covered by the guarantee. true: the hospital accepts
+    # releasing them, coarsened, in the card under a "not covered" heading (docs/deploy.md).
+    card_figures: StrictBool = False
 
     @field_validator("canaries")
     @classmethod

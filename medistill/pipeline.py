@@ -26,8 +26,9 @@ from medistill.privacy.randomness import REPRODUCIBLE_NOTE, Randomness
 from medistill.registry import register_into
 from medistill.runfolder import AtomicRunFolder, check_destination
 from medistill.steps import baselines as baseline_steps
+from medistill.steps.export import export
 from medistill.steps.prepare import Prepared, prepare, with_canaries
-from medistill.steps.student import Student, export, recalibrate, train_released_student
+from medistill.steps.student import Student, recalibrate, train_released_student
 from medistill.steps.teachers import Teachers, train_teachers
 from medistill.steps.transfer import (
     Labelled, label_transfer, make_transfer, public_individuals_ledger, transfer_summary)
@@ -91,7 +92,8 @@ def audit_step(config: PipelineConfig, folder: Path, prepared: Prepared, plan: R
         transfer=transfer_summary(config, prepared, plan, transfer), public_ledger=public_ledger,
         student_trainer=baseline_steps.reference_student_factory(config, prepared, plan, student),
         canary=({"rows": prepared.split.train[prepared.canary_rows],
-                 "included": prepared.canary_in} if len(prepared.canary_rows) else None))
+                 "included": prepared.canary_in} if len(prepared.canary_rows) else None),
+        noisy_class_counts=prepared.facts.class_counts)
     with console.status("Auditing: utility, speed, membership inference "
                         f"({config.audit.reference_models} reference models)…"):
         report, mia_scores = build_report(config, inputs, Randomness(config.seed).seeded("audit"))
@@ -164,7 +166,7 @@ def run_into(config: PipelineConfig, folder: Path, console: Console,
     _say(console, f"student trained: {student.record.steps} DP-SGD steps, noise multiplier "
          f"{student.record.noise_multiplier:.3f}; ledger ε = {epsilon:.3f} at "
          f"δ = {prepared.ledger.delta:.2g}")
-    step("export", export, config, prepared, student, folder / "student.onnx")
+    step("export", export, prepared, student, folder / "student.onnx")
     return step("audit", audit_step, config, folder, prepared, plan, teachers, student,
                 labelled, transfer, console, watch)
 

@@ -110,6 +110,9 @@ class RunPlan:
     # the DP-EBM's max_bins, chosen from its planned ε and the charged patient count
     # (medistill.teachers.dp_ebm.public_max_bins); interpret's default otherwise
     dp_ebm_max_bins: int = DEFAULT_MAX_BINS
+    # the rows the DP-EBM is expected to fit on (from the charged count): interpret's bin
+    # merging reads this public number instead of the exact count
+    dp_ebm_rows: int = 0
 
     def noise(self, name: str) -> float | None:
         """The planned noise multiplier of stage ``name`` (None when it does not run)."""
@@ -552,7 +555,8 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                 f"(at most {NOISY_FINE_TUNE:g}): it runs at learning rate "
                 f"{QUIET_FINE_TUNE_LEARNING_RATE:g}, which measured better than the default "
                 "there (student.fine_tune_learning_rate overrides it).")
-    max_bins = _dp_ebm_max_bins(config, facts, budgets, validation_share, notes)
+    n_fit = max(1, round(facts.n_train * (1 - validation_share)))
+    max_bins = _dp_ebm_max_bins(config, facts, budgets, n_fit, notes)
     return RunPlan(stages=budgets, delta=facts.delta, n_teachers=0,
                    transfer_kinds=("teacher_histograms",),
                    transfer_sizes={"teacher_histograms": n_rows},
@@ -563,11 +567,11 @@ def _plan_dp_teacher(config: PipelineConfig, facts: RunFacts, shares: dict[str, 
                    recalibration_bins=bins, linear_teacher_schedule=linear_schedule,
                    selection_validation_share=validation_share,
                    fine_tune_schedule=fine_tune_schedule, fine_tune_anchor_ratio=anchor_ratio,
-                   dp_ebm_max_bins=max_bins)
+                   dp_ebm_max_bins=max_bins, dp_ebm_rows=n_fit)
 
 
 def _dp_ebm_max_bins(config: PipelineConfig, facts: RunFacts, budgets: tuple[StageBudget, ...],
-                     validation_share: float, notes: list[str]) -> int:
+                     n_fit: int, notes: list[str]) -> int:
     """The DP-EBM's max_bins from its planned ε and the patients it is fitted on (charged
     count); a note when it is not interpret's default."""
     from medistill.privacy.ledger import epsilon_of
@@ -575,7 +579,6 @@ def _dp_ebm_max_bins(config: PipelineConfig, facts: RunFacts, budgets: tuple[Sta
 
     teacher = next(b for b in budgets if b.name == "dp_teacher")
     epsilon = epsilon_of([teacher.event], facts.delta, config.privacy.accountant)
-    n_fit = max(1, round(facts.n_train * (1 - validation_share)))
     max_bins = public_max_bins(n_patients=n_fit, epsilon=epsilon, delta=facts.delta,
                                n_features=len(facts.schema.features),
                                accountant=config.privacy.accountant)

@@ -278,6 +278,28 @@ def test_15_7_model_card_in_run_folder(finished_run) -> None:
     assert '"prevalence":' not in text and prevalence not in text and "fairness" not in card
     assert "clipping_check" not in text and "n_patients" not in text
     assert (out / "model_card.md").read_text().startswith("# Model card: cv")
+    # the patient band is the charged noisy count's; no audit figure, no pipeline hash
+    noisy = report["run"]["plan"]["n_train_noisy"]
+    assert noisy == sum(report["run"]["plan"]["noisy_class_counts"]) > 0
+    low = 10 ** (len(str(noisy)) - 1)
+    assert card["evaluation"]["training_patients_order_of_magnitude"] == f"{low:,}–{10 * low:,}"
+    assert card["evaluation"]["figures"]["in_card"] is False
+    assert "student_auroc" not in text and "pipeline_sha256" not in text
+    assert report["run"]["pipeline_sha256"] not in text
+
+
+@pytest.mark.slow
+def test_onnx_metadata_holds_no_pipeline_hash_and_never_understates_epsilon(
+        finished_run) -> None:
+    import onnx
+
+    _, out = finished_run
+    meta = {p.key: p.value for p in onnx.load(str(out / "student.onnx")).metadata_props}
+    assert not [k for k in meta if "pipeline" in k]
+    assert sha256_of(out / "pipeline.yaml") not in json.dumps(meta)
+    ledger = PrivacyLedger.from_dict(json.loads((out / "ledger.json").read_text()))
+    assert float(meta["epsilon"]) >= ledger.epsilon()
+    assert float(meta["delta"]) >= ledger.total_delta
     assert (out / "report.md").read_text().startswith("*INTERNAL AUDIT REPORT")
 
 

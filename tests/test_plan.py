@@ -337,6 +337,19 @@ def test_selection_sizes_the_dp_ebm_bins_on_the_patients_it_is_fitted_on() -> No
     assert plan.dp_ebm_max_bins == public_max_bins(n_patients=n_fit, **kwargs) == 16
 
 
+def test_the_dp_ebm_merges_its_bins_on_the_planned_not_the_exact_row_count() -> None:
+    """interpret's bin-merging target reads ``plan.dp_ebm_rows``: the charged count of the
+    patients the DP-EBM is fitted on (canaries left out; 80 % under "select")."""
+    from medistill.plan import SELECTION_VALIDATION_SHARE
+
+    facts = _facts(n=1800)
+    seen = facts.without_excluded_canaries(plan_run(_config(), facts).n_canaries).n_train
+    alone = plan_run(_config(teachers={"dp_teacher": "dp_ebm"}), facts)
+    chosen = plan_run(_config(teachers={"dp_teacher": "select"}), facts)
+    assert alone.dp_ebm_rows == seen
+    assert chosen.dp_ebm_rows == round(seen * (1 - SELECTION_VALIDATION_SHARE))
+
+
 def test_dp_teacher_path_audits_canaries_and_sizes_on_the_patients_left() -> None:
     """The DP-teacher path draws the one-run audit's canaries (a tenth of the patients, at
     most 1,000, none below 20) and sizes its steps on the patients the DP stages see, about

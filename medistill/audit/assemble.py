@@ -167,6 +167,9 @@ class AuditInputs:
     canary: dict | None = None             # {"rows": indices, "included": bits}
     dp_teacher: object | None = None       # the DP teacher the student learned from
     dp_selection: object | None = None     # how it was chosen (private_selection.Selection)
+    # the charged noisy per-class counts of training patients (ledger stage patient_counts,
+    # RunFacts.class_counts); the model card's patient band comes from them, never the exact
+    noisy_class_counts: tuple[int, ...] | None = None
 
 
 def _dp_teacher_section(plan, selection) -> dict:
@@ -192,6 +195,15 @@ def _fine_tune_section(config: PipelineConfig, plan: RunPlan) -> dict | None:
             "planned_steps": plan.fine_tune_schedule.steps,
             "planned_sample_rate": plan.fine_tune_schedule.sample_rate,
             "noise_multiplier": plan.noise("student_dp_sgd")}
+
+
+def _noisy_counts(counts: tuple[int, ...] | None) -> dict:
+    """``run.plan``'s noisy per-class training-patient counts (the charged
+    ``patient_counts`` release) and their sum; nothing when the run has none."""
+    if counts is None:
+        return {}
+    return {"noisy_class_counts": [int(c) for c in counts],
+            "n_train_noisy": max(0, int(sum(counts)))}
 
 
 def build_report(config: PipelineConfig, inputs: AuditInputs,
@@ -309,7 +321,7 @@ def build_report(config: PipelineConfig, inputs: AuditInputs,
                                      "what": b.what} for b in plan.stages],
                          "alpha": plan.alpha, "n_queries": plan.n_queries,
                          "repeats": plan.repeats, "sample_rate": plan.schedule.sample_rate,
-                         "steps": plan.schedule.steps},
+                         "steps": plan.schedule.steps, **_noisy_counts(inputs.noisy_class_counts)},
                 "student": {"hidden_layers": [m.out_features for m in network.modules()
                                               if hasattr(m, "out_features")][:-1],
                             "n_parameters": int(sum(p.numel() for p in network.parameters())),

@@ -42,8 +42,10 @@ _DATE_CELL = re.compile(
     r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
     r"|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")
 
-NoteKind = Literal["dropped_empty", "dropped_constant", "dropped_date", "label_spelling",
+NoteKind = Literal["kept_empty", "kept_constant", "dropped_date", "label_spelling",
                    "label_leakage", "positive_class"]
+Uninformative = Literal["empty", "constant"]
+_KEPT: dict[Uninformative, NoteKind] = {"empty": "kept_empty", "constant": "kept_constant"}
 
 
 @dataclass(frozen=True)
@@ -150,32 +152,40 @@ def check_label_type(series: pd.Series, *, source: str, label: str) -> None:
 
 
 def check_class_sizes(codes: np.ndarray, classes: Sequence[str], *, source: str,
-                      label: str) -> None:
-    """Refuse a class with fewer than :data:`MIN_PER_CLASS` records."""
-    counts = np.bincount(codes, minlength=len(classes))
+                      label: str, patient_ids: np.ndarray | None = None) -> None:
+    """Refuse a class with fewer than :data:`MIN_PER_CLASS` patients (records when no
+    patient ids are given): one patient's many records never make a class."""
+    if patient_ids is None:
+        counts = np.bincount(codes, minlength=len(classes))
+    else:
+        pairs = pd.DataFrame({"pid": np.asarray(patient_ids).astype(str), "code": codes})
+        per_class = pairs.drop_duplicates().groupby("code")["pid"].size()
+        counts = per_class.reindex(range(len(classes)), fill_value=0).to_numpy()
+    unit = "records" if patient_ids is None else "patients"
     small = [str(c) for c, n in zip(classes, counts, strict=True) if n < MIN_PER_CLASS]
     if small:
         raise DataError(f"{source}: label class(es) {', '.join(repr(c) for c in small)} of "
-                        f"'{label}' have fewer than {MIN_PER_CLASS} records; every class must "
+                        f"'{label}' have fewer than {MIN_PER_CLASS} {unit}; every class must "
                         "reach the train, test and holdout splits.",
                         hint="Merge rare classes, or use a larger extract.")
 
 
 # --------------------------------------------------------------------------- features
 
-def uninformative(series: pd.Series) -> NoteKind | None:
-    """``dropped_empty`` when every cell is missing, ``dropped_constant`` when the filled
-    cells hold one value (after median imputation the column is constant), else ``None``."""
+def uninformative(series: pd.Series) -> Uninformative | None:
+    """``empty`` when every cell is missing (or spaces only), ``constant`` when the filled
+    cells hold one value, else ``None``. Read from the sensitive values, so it may only
+    inform a note to the operator, never which columns reach a model."""
     values = series.dropna()
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         if values.empty:
-            return "dropped_empty"
-        return "dropped_constant" if values.min() == values.max() else None
+            return "empty"
+        return "constant" if values.min() == values.max() else None
     distinct = pd.Series(values.unique()).astype(str).str.strip()
     distinct = distinct[distinct != ""]
     if distinct.empty:
-        return "dropped_empty"
-    return "dropped_constant" if distinct.nunique() <= 1 else None
+        return "empty"
+    return "constant" if distinct.nunique() <= 1 else None
 
 
 def holds_dates(series: pd.Series) -> bool:
@@ -191,19 +201,29 @@ def holds_dates(series: pd.Series) -> bool:
     return bool(len(values)) and float(values.str.fullmatch(_DATE_CELL).mean()) >= DATE_SHARE
 
 
-def drop_note(kind: NoteKind, column: str) -> InputNote:
-    """The note for a column dropped by :func:`uninformative` or :func:`holds_dates`."""
-    if kind == "dropped_date":
-        return InputNote(kind, column, (
-            f"Column '{column}' was dropped: it holds dates, which the model does not take "
-            "as they are (a calendar date is a quasi-identifier, and as categories each day "
-            "would be its own rare value). Derive a number from it before the run — age at "
-            "the visit, days since diagnosis, the year — or declare it with "
-            f"data.feature_types.{column} to use it as categories."))
-    why = {"dropped_empty": "it is empty in every record",
-           "dropped_constant": "it holds the same value in every record that has one"}[kind]
-    return InputNote(kind, column, f"Column '{column}' was dropped: {why}, so it carries no "
-                                   "information for the model.")
+def drop_note(column: str) -> InputNote:
+    """The note for a column dropped by :func:`holds_dates` (a format rule)."""
+    return InputNote("dropped_date", column, (
+        f"Column '{column}' was dropped: it holds dates, which the model does not take "
+        "as they are (a calendar date is a quasi-identifier, and as categories each day "
+        "would be its own rare value). Derive a number from it before the run — age at "
+        "the visit, days since diagnosis, the year — or declare it with "
+        f"data.feature_types.{column} to use it as categories."))
+
+
+def kept_note(kind: Uninformative, column: str, *, listed: bool) -> InputNote:
+    """The operator's note for an empty or constant column that stays a feature (the note
+    goes to the console and the internal report, never to the model card). ``listed``:
+    the column is named in ``data.features``."""
+    what = {"empty": "is empty in every record",
+            "constant": "holds the same value in every record that has one"}[kind]
+    how = ("remove it from data.features" if listed else
+           "list the columns to use in data.features, or add it to data.identifiers")
+    return InputNote(_KEPT[kind], column, (
+        f"Column '{column}' {what}, so it carries little or no information; it is kept as "
+        "a feature because dropping it would depend on the patients' values (whether a "
+        "column is empty or constant can turn on a single patient, and the exported "
+        f"model's inputs would show it). To leave it out, {how}."))
 
 
 def check_finite(values: pd.Series, *, source: str, column: str) -> None:
@@ -281,6 +301,7 @@ def leakage_notes(features: pd.DataFrame, codes: np.ndarray, kinds: dict[str, st
 
 
 __all__ = ["DATE_SHARE", "FREE_TEXT_UNIQUE_SHARE", "MAX_ABS_VALUE", "MAX_CLASSES",
-           "MIN_PATIENTS", "MIN_PER_CLASS", "InputNote", "check_class_sizes", "check_free_text",
-           "check_finite", "check_headers", "check_label_type", "check_size", "drop_note",
-           "holds_dates", "leakage_notes", "normalise_label_spellings", "uninformative"]
+           "MIN_PATIENTS", "MIN_PER_CLASS", "InputNote", "Uninformative", "check_class_sizes",
+           "check_free_text", "check_finite", "check_headers", "check_label_type", "check_size",
+           "drop_note", "holds_dates", "kept_note", "leakage_notes", "normalise_label_spellings",
+           "uninformative"]

@@ -133,8 +133,9 @@ def detect_identifiers(frame: pd.DataFrame, *, exclude: set[str] | None = None) 
             findings.append(IdentifierFinding(column, "its name suggests a direct identifier"))
             continue
         reason = content_reason(series)
+        filled = int(series.notna().sum())    # an empty column holds no record number
         if reason is None and _ID_LIKE.search(str(column)) and len(frame) >= 20 \
-                and series.nunique(dropna=True) >= 0.95 * series.notna().sum():
+                and filled and series.nunique(dropna=True) >= 0.95 * filled:
             reason = "it is a record number: named like an id, with a unique value per row"
         if reason is not None:
             findings.append(IdentifierFinding(column, reason))

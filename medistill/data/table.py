@@ -20,6 +20,7 @@ from medistill.data.checks import (
     check_size,
     drop_note,
     holds_dates,
+    kept_note,
     leakage_notes,
     normalise_label_spellings,
     uninformative,
@@ -173,30 +174,33 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
     labels, classes, class_notes = encode_labels(label_values, source=source, label=label,
                                                  positive=config.positive_class)
     notes.extend(class_notes)
-    check_class_sizes(labels, classes, source=source, label=label)
     patient_ids = (frame[id_column].astype(str).to_numpy() if id_column
                    else np.array([f"row{i}" for i in range(len(frame))]))
     if id_column and frame[id_column].isna().any():
         row = int(frame[id_column].isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: the patient id column '{id_column}' is empty in row {row + 2}.")
+    check_class_sizes(labels, classes, source=source, label=label, patient_ids=patient_ids)
 
     specs, columns, caveats = [], {}, list(source_caveats)
     inferred_categories = []
     inferred_text: dict[str, pd.Series] = {}
     for column in candidates:
+        if column not in config.feature_types and holds_dates(frame[column]):
+            notes.append(drop_note(column))
+            continue
+        # Empty and constant columns stay features: whether a column is either is read from
+        # the sensitive values (one patient can flip it) and would show in the model's
+        # inputs. The operator gets a note on how to leave such a column out.
         empty_or_constant = uninformative(frame[column])
         if empty_or_constant:
-            notes.append(drop_note(empty_or_constant, column))
-            continue
-        if column not in config.feature_types and holds_dates(frame[column]):
-            notes.append(drop_note("dropped_date", column))
-            continue
+            notes.append(kept_note(empty_or_constant, column,
+                                   listed=config.features is not None))
         kind = config.feature_types.get(column) or infer_kind(frame[column])
         if kind == CATEGORICAL and column not in config.feature_types:
             inferred_text[column] = frame[column]
         if kind == CATEGORICAL:
             values = frame[column].astype("object").where(frame[column].notna(), None)
-            values = values.map(lambda v: None if v is None else str(v).strip())
+            values = values.map(lambda v: None if v is None else str(v).strip() or None)
             check_free_text(values, source=source, column=column,
                             declared=column in config.feature_types)
             # Every category is a candidate here; which reach any model is decided later by
@@ -212,16 +216,19 @@ def load_sensitive(config: DataConfig, *, seed: int) -> SensitiveData:
             specs.append(FeatureSpec(column, kind))
     check_numbers_as_text(inferred_text, source=source)
     if not specs:
-        raise DataError(f"{source}: no usable feature columns: every candidate column is "
-                        "empty, constant or without a frequent category.")
+        raise DataError(f"{source}: no usable feature columns: every candidate column holds "
+                        "dates.", hint="Derive numbers from the dates before the run (age at "
+                        "the visit, days since diagnosis), or declare their type in "
+                        "data.feature_types.")
     if inferred_categories:
         caveats.append(
             "Category lists of " + ", ".join(inferred_categories) + " were read from the "
             "sensitive table; the pipeline keeps only categories declared in "
             "transfer.categories or chosen by a charged DP threshold on patient counts.")
-    if any(n.kind.startswith("dropped_") for n in notes):
-        caveats.append("Which columns were dropped as empty, constant or dates was read from the "
-                       "sensitive table and is treated as public schema metadata.")
+    if any(n.kind == "dropped_date" for n in notes):
+        caveats.append("Which columns were dropped as dates was read from the sensitive "
+                       "table (a format rule on the first filled cells) and is treated as "
+                       "public schema metadata.")
     if id_column is None:
         caveats.append("No patient id column was given: each row is treated as one patient.")
     schema = TableSchema(features=tuple(specs), label=label, classes=classes,

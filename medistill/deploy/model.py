@@ -271,7 +271,8 @@ def _float(value: Any) -> float | None:
 def model_card(model: DeployedModel) -> dict[str, Any]:
     """Identity, inputs and privacy claim of a model (from its metadata), plus the
     releasable ``model_card.json`` beside it when that card describes this very model
-    (same sha256). The internal audit report is never read."""
+    (same sha256). The internal audit report is never read, nor any metadata key beyond
+    these (an older model may still carry ``pipeline_sha256``: it is not echoed)."""
     meta = model.metadata
     privacy: dict[str, Any] = {
         "unit": "patient",
@@ -282,7 +283,6 @@ def model_card(model: DeployedModel) -> dict[str, Any]:
         "model": {"file": model.path.name, "sha256": model.sha256,
                   "size_bytes": model.path.stat().st_size,
                   "medistill_version": meta.get("medistill_version"),
-                  "pipeline_sha256": meta.get("pipeline_sha256"),
                   "label": model.schema.label, "classes": list(model.schema.classes),
                   "features": [{"name": f.name, "kind": f.kind,
                                 "categories": list(f.categories)} for f in model.schema.features],

@@ -16,6 +16,7 @@ from medistill.steps.prepare import Prepared
 from medistill.steps.student import (
     Student,
     anchor_rows,
+    expected_batch_size,
     labelled_transfer,
     sensitive_inputs,
     student_test_metrics,
@@ -87,7 +88,8 @@ def direct_budget(config: PipelineConfig, plan: RunPlan, ledger, facts, n_patien
     """Plan the direct baseline at the run's total ε. Off the DP-teacher path it pays the
     stages of the transfer rows the student's preprocessing was fitted on. On it, it buys
     noisy ranges of the undeclared numeric columns (sized as the DP teacher's are,
-    :func:`~medistill.plan.ranges_fraction`); its DP-SGD takes the rest."""
+    :func:`~medistill.plan.ranges_fraction`); its DP-SGD takes the rest, on a schedule for
+    ``n_patients`` rows (the planned number, from the charged count)."""
     from medistill.teachers.dp_ranges import ranges_event
 
     spent = tuple(event_from_entry(e) for e in ledger.entries if e.stage in TRANSFER_STAGES)
@@ -117,7 +119,9 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
     from medistill.teachers.dp_ranges import ranges_event
 
     ledger, data = prepared.ledger, prepared.data
-    budget = direct_budget(config, plan, ledger, prepared.facts, len(prepared.dp_rows))
+    # sized, like the released student, on the planned patients (charged count), not the exact
+    planned = max(1, prepared.facts.without_excluded_canaries(plan.n_canaries).n_train)
+    budget = direct_budget(config, plan, ledger, prepared.facts, planned)
     per_seed, networks = [], []
     for i in range(config.audit.baseline_seeds):
         seed = replicate_seed(config.seed, 1, i)
@@ -128,7 +132,8 @@ def direct_dp_sgd(config: PipelineConfig, prepared: Prepared, student: Student,
         network, _ = train_student(inputs, labels,
                                    n_classes=data.schema.n_classes, config=config.student,
                                    noise_multiplier=budget.noise, seed=seed,
-                                   batch_size=budget.schedule.batch_size)
+                                   schedule=budget.schedule,
+                                   expected_batch_size=budget.schedule.expected_batch_size())
         per_seed.append(student_test_metrics(network, preprocessor, prepared))
         networks.append(network)
     means = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
@@ -180,7 +185,8 @@ def distillation_gain(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                                      is_transfer=train.is_transfer,
                                      noise_multiplier=student.transfer_record.noise_multiplier,
                                      seed=seed, schedule=plan.schedule, alpha=plan.alpha,
-                                     input_bounds=transfer_bounds(train))
+                                     input_bounds=transfer_bounds(train),
+                                     expected_batch_size=expected_batch_size(plan, train))
         if sensitive is not None:
             replicate = _fine_tuned(replicate, *sensitive, config, plan, student, seed + 1)
         auroc.append(student_test_metrics(replicate, student.preprocessor, prepared)["auroc"])
@@ -195,9 +201,10 @@ def _fine_tuned(network, inputs: np.ndarray, labels: np.ndarray, config: Pipelin
                          noise_multiplier=student.record.noise_multiplier, seed=seed,
                          schedule=plan.fine_tune_schedule,
                          input_bounds=transfer_bounds(student.training),
-                         anchor=anchor_rows(*labelled_transfer(student.training), len(inputs),
-                                            plan.fine_tune_anchor_ratio,
-                                            np.random.default_rng(seed)))
+                         anchor=anchor_rows(*labelled_transfer(student.training),
+                                            n_planned=plan.fine_tune_schedule.n_examples,
+                                            ratio=plan.fine_tune_anchor_ratio,
+                                            rng=np.random.default_rng(seed)))
     return tuned
 
 
@@ -232,14 +239,15 @@ def reference_student_factory(config: PipelineConfig, prepared: Prepared, plan: 
                                        is_transfer=np.ones(len(transfer_x), bool),
                                        noise_multiplier=noise, seed=seed, batch_size=batch,
                                        alpha=alpha, input_bounds=bounds)
+                # as the released student: the plan's schedule, divisor and anchor count
                 x = population[indices].astype(np.float32)
-                schedule = DpSgdSchedule(len(x), tune.batch_size, tune.sample_rate, tune.steps)
                 net, _ = fine_tune(net, x, labels[indices], n_classes=n_classes,
                                    config=student_config, noise_multiplier=tune_noise,
-                                   seed=seed + 1, schedule=schedule, input_bounds=bounds,
-                                   anchor=anchor_rows(transfer_x, transfer_y, len(x),
-                                                      anchor_ratio,
-                                                      np.random.default_rng(seed)))
+                                   seed=seed + 1, schedule=tune, input_bounds=bounds,
+                                   anchor=anchor_rows(transfer_x, transfer_y,
+                                                      n_planned=tune.n_examples,
+                                                      ratio=anchor_ratio,
+                                                      rng=np.random.default_rng(seed)))
             else:
                 x = np.vstack([transfer_x, population[indices]]).astype(np.float32)
                 y = np.vstack([transfer_y, np.eye(n_classes, dtype=np.float32)[labels[indices]]])

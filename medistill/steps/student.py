@@ -1,19 +1,16 @@
-"""Train the student by DP-SGD on labelled transfer rows and sensitive rows; export ONNX."""
+"""Train the student by DP-SGD on labelled transfer rows and sensitive rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
-from medistill import __version__
 from medistill.config import PipelineConfig
 from medistill.plan import RunPlan
 from medistill.privacy.randomness import Randomness
 from medistill.steps.prepare import Prepared
 from medistill.steps.transfer import Labelled
-from medistill.student.export import export_student
 from medistill.student.preprocess import as_model_input, make_preprocessor
 from medistill.student.recalibration import (
     LogitBins,
@@ -110,6 +107,26 @@ def transfer_bounds(training: StudentData) -> tuple[np.ndarray, np.ndarray] | No
     return rows.min(axis=0), rows.max(axis=0)
 
 
+def planned_sensitive_rows(plan: RunPlan) -> int:
+    """The planned number of sensitive rows in the student's data on the PATE path (one per
+    training patient, from the charged count): the plan's examples less its planned labelled
+    rows; 0 when the student does not touch sensitive rows."""
+    if not plan.student_touches_sensitive:
+        return 0
+    return max(1, plan.schedule.n_examples - plan.repeats * plan.n_queries)
+
+
+def expected_batch_size(plan: RunPlan, training: StudentData) -> float | None:
+    """The divisor of the student's noisy gradient sums: the plan's sample rate times the
+    planned sensitive rows plus the labelled transfer rows (a public number, post-processing
+    of the labels); None (Opacus's own, from the row count) when no sensitive row is in
+    ``training``, whose size is then public."""
+    if not plan.student_touches_sensitive:
+        return None
+    n_transfer = int(training.is_transfer.sum())
+    return plan.schedule.sample_rate * (planned_sensitive_rows(plan) + n_transfer)
+
+
 def train_released_student(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                            labelled: Labelled, transfer: TransferSet, randomness: Randomness,
                            on_epoch=None) -> Student:
@@ -123,10 +140,11 @@ def train_released_student(config: PipelineConfig, prepared: Prepared, plan: Run
         config=plan.student or config.student, is_transfer=training.is_transfer,
         noise_multiplier=plan.student_noise, seed=config.seed, schedule=plan.schedule,
         alpha=plan.alpha, privacy_rng=randomness.privacy("student_dp_sgd"), on_epoch=on_epoch,
-        input_bounds=transfer_bounds(training))
+        input_bounds=transfer_bounds(training),
+        expected_batch_size=expected_batch_size(plan, training))
     if plan.student_touches_sensitive:
-        done = DpSgdSchedule(len(training.inputs), plan.schedule.batch_size, record.sample_rate,
-                             record.steps)
+        done = DpSgdSchedule(plan.schedule.n_examples, plan.schedule.batch_size,
+                             record.sample_rate, record.steps)
         prepared.ledger.record(
             "student_dp_sgd", done.event(record.noise_multiplier),
             "DP-SGD on one row of each sensitive training patient"
@@ -148,12 +166,23 @@ def sensitive_inputs(prepared: Prepared, preprocessor) -> tuple[np.ndarray, np.n
     return inputs, prepared.train_y[prepared.dp_rows]
 
 
-def anchor_rows(transfer_inputs: np.ndarray, transfer_targets: np.ndarray, n_sensitive: int,
-                ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-    """``ratio`` labelled transfer rows per sensitive row (the plan's
-    ``fine_tune_anchor_ratio``), drawn without replacement by ``rng`` (seeded: nothing
-    relies on it), with the teacher's probabilities; None when there are none to draw."""
-    n = min(len(transfer_inputs), round(ratio * n_sensitive))
+def anchor_count(n_planned: int, ratio: float, available: int) -> int:
+    """How many anchors the fine-tuning mixes in: ``ratio`` per *planned* patient (the
+    plan's ``fine_tune_schedule.n_examples``, from the charged count), at most the
+    ``available`` labelled transfer rows. Never the exact patient count: the anchors share
+    the patients' DP-SGD batches, so a count read from the data would make neighbouring
+    datasets differ in more than one row."""
+    return min(available, round(ratio * n_planned))
+
+
+def anchor_rows(transfer_inputs: np.ndarray, transfer_targets: np.ndarray, *, n_planned: int,
+                ratio: float, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`anchor_count` labelled transfer rows (synthetic rows the DP teacher labelled:
+    post-processing of its release), drawn without replacement by ``rng`` (seeded), with
+    the teacher's probabilities; None when there are none to draw. Nothing here reads the
+    sensitive rows, so the set is the same for any two neighbouring datasets."""
+    n = anchor_count(n_planned, ratio, len(transfer_inputs))
     if n == 0:
         return None
     chosen = np.sort(rng.choice(len(transfer_inputs), size=n, replace=False))
@@ -168,19 +197,21 @@ def labelled_transfer(training: StudentData) -> tuple[np.ndarray, np.ndarray]:
 def fine_tune_released(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                        student: Student, randomness: Randomness) -> Student:
     """DP-SGD fine-tuning of the distilled student on the sensitive training patients (with
-    teacher-labelled anchor rows in the same batches) at the plan's noise and schedule
-    (noise and sampling from a privacy generator), recorded in the ledger as stage
+    teacher-labelled anchor rows in the same batches: a planned number of them, drawn by a
+    seeded generator, see :func:`anchor_rows`) at the plan's noise and schedule (noise and
+    sampling from a privacy generator), recorded in the ledger as stage
     ``student_dp_sgd``."""
     inputs, labels = sensitive_inputs(prepared, student.preprocessor)
     noise = plan.noise("student_dp_sgd")
+    schedule = plan.fine_tune_schedule
     network, record = fine_tune(
         student.network, inputs, labels, n_classes=prepared.data.schema.n_classes,
         config=plan.student or config.student, noise_multiplier=noise, seed=config.seed + 1,
-        schedule=plan.fine_tune_schedule, privacy_rng=randomness.privacy("student_fine_tune"),
+        schedule=schedule, privacy_rng=randomness.privacy("student_fine_tune"),
         input_bounds=transfer_bounds(student.training),
-        anchor=anchor_rows(*labelled_transfer(student.training), len(inputs),
-                           plan.fine_tune_anchor_ratio, randomness.seeded("anchor")))
-    done = DpSgdSchedule(len(inputs), plan.fine_tune_schedule.batch_size, record.sample_rate,
+        anchor=anchor_rows(*labelled_transfer(student.training), n_planned=schedule.n_examples,
+                           ratio=plan.fine_tune_anchor_ratio, rng=randomness.seeded("anchor")))
+    done = DpSgdSchedule(schedule.n_examples, schedule.batch_size, record.sample_rate,
                          record.steps)
     prepared.ledger.record(
         "student_dp_sgd", done.event(record.noise_multiplier),
@@ -189,16 +220,6 @@ def fine_tune_released(config: PipelineConfig, prepared: Prepared, plan: RunPlan
                      if plan.fine_tune_anchor_ratio else ""))
     return replace(student, network=network, record=record,
                    distillation_record=student.record)
-
-
-def export(config: PipelineConfig, prepared: Prepared, student: Student, path: Path) -> None:
-    """Write ``student.onnx`` with the guarantee in its metadata."""
-    ledger = prepared.ledger
-    metadata = {"medistill_version": __version__, "epsilon": f"{ledger.epsilon():.6g}",
-                "delta": f"{ledger.total_delta:.6g}", "accountant": ledger.accountant,
-                "formal_guarantee": str(ledger.formal_guarantee).lower(),
-                "pipeline_sha256": config.sha256()}
-    export_student(path, student.preprocessor, student.network, prepared.data.schema, metadata)
 
 
 def student_test_metrics(network, preprocessor, prepared: Prepared) -> dict:
@@ -278,7 +299,7 @@ def recalibrate(config: PipelineConfig, prepared: Prepared, plan: RunPlan, stude
         recalibration=(fit.slope, fit.intercept))
 
 
-__all__ = ["Student", "StudentData", "anchor_rows", "export",
+__all__ = ["Student", "StudentData", "anchor_count", "anchor_rows", "expected_batch_size",
            "fine_tune_released", "fit_preprocessor", "labelled_transfer",
-           "recalibrate", "sensitive_inputs", "student_data", "student_test_metrics",
-           "transfer_bounds", "train_released_student"]
+           "planned_sensitive_rows", "recalibrate", "sensitive_inputs", "student_data",
+           "student_test_metrics", "transfer_bounds", "train_released_student"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 
 from medistill.config import PipelineConfig
 from medistill.plan import RunPlan
@@ -90,11 +91,12 @@ def train_dp_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
     if plan.dp_teacher != "select":
         ebm = _fit_ebm(config, prepared, plan, rows, labels, bounds)
         return {"dp_teacher": ebm, "dp_bounds": bounds}
-    # Seeded: the guarantee does not rest on which patients validate (every event is
-    # composed over all training patients; parallel composition is not claimed).
-    order = randomness.seeded("teacher_selection").permutation(len(rows))
-    n_validation = int(round(plan.selection_validation_share * len(rows)))
-    validate, fit = order[:n_validation], order[n_validation:]
+    # Which patients validate is a keyed hash of each one's own id with a fresh secret key
+    # (as the split): adding a patient moves no one else between the candidates' fits and
+    # the selection, so each DP stage still sees neighbouring datasets.
+    validate, fit = selection_split(prepared.train_ids[prepared.dp_rows],
+                                    plan.selection_validation_share,
+                                    key=randomness.secret_key("teacher_selection"))
     fit_rows = rows.iloc[fit].reset_index(drop=True)
     candidates = {"dp_ebm": _fit_ebm(config, prepared, plan, fit_rows, labels[fit], bounds),
                   "dp_linear": _fit_linear(prepared, plan, fit_rows, labels[fit], bounds,
@@ -110,6 +112,16 @@ def train_dp_teachers(config: PipelineConfig, prepared: Prepared, plan: RunPlan,
                   "training patients (bounded Brier scores)")
     return {"dp_teacher": candidates[selection.chosen], "dp_bounds": bounds,
             "histogram_teacher": candidates["dp_ebm"], "dp_selection": selection}
+
+
+def selection_split(patient_ids: np.ndarray, share: float, *,
+                    key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the validating and of the fitting patients: a patient validates when
+    the keyed hash of their own id falls under ``share``, whoever else is in the data."""
+    from medistill.data.splits import keyed_uniform
+
+    validates = keyed_uniform(patient_ids, key=key, salt="teacher_selection") < share
+    return np.flatnonzero(validates), np.flatnonzero(~validates)
 
 
 def _planned_epsilon(plan: RunPlan, ledger, name: str) -> float:
@@ -128,6 +140,7 @@ def _fit_ebm(config: PipelineConfig, prepared: Prepared, plan: RunPlan, rows, la
     teacher = fit_dp_ebm(rows, labels, prepared.data.schema,
                          epsilon=_planned_epsilon(plan, ledger, "dp_teacher"), delta=ledger.delta,
                          bounds=bounds, settings=DPEBMSettings(max_bins=plan.dp_ebm_max_bins),
+                         public_rows=plan.dp_ebm_rows,
                          accountant=ledger.accountant,
                          n_jobs=config.teachers.n_jobs)
     ledger.record("dp_teacher", teacher.event,
@@ -153,4 +166,4 @@ def _fit_linear(prepared: Prepared, plan: RunPlan, rows, labels, bounds, randomn
     return teacher
 
 
-__all__ = ["Teachers", "train_teachers"]
+__all__ = ["Teachers", "selection_split", "train_teachers"]

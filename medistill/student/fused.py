@@ -121,9 +121,11 @@ def verify_against_opacus(model: StudentMLP, x: torch.Tensor, y: torch.Tensor,
         for p in reference.parameters():
             p.grad = None
         wrapped = GradSampleModule(reference, batch_first=True, loss_reduction="sum")
+        # only clip_and_accumulate runs (no noise, no scaling, no step); with "sum" Opacus
+        # ignores expected_batch_size anyway
         clipper = DPOptimizer(torch.optim.SGD(wrapped.parameters(), lr=0.0),
                               noise_multiplier=0.0, max_grad_norm=max_grad_norm,
-                              expected_batch_size=max(len(x), 1), loss_reduction="sum")
+                              expected_batch_size=1, loss_reduction="sum")
         losses = per_example_loss(wrapped(x), y, transfer, temperature=temperature)
         if weights is not None:
             losses = losses * weights

@@ -12,7 +12,7 @@ import dp_accounting as dpa
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 
 from medistill.config import StudentConfig
@@ -52,6 +52,15 @@ class DpSgdSchedule:
         # Opacus's DPDataLoader samples each example with probability 1/len(data_loader).
         return cls(n_examples, batch_size, 1.0 / batches_per_epoch, epochs * batches_per_epoch)
 
+    def expected_batch_size(self, public_rows: int = 0) -> float:
+        """The expected Poisson batch over the ``n_examples`` planned rows plus
+        ``public_rows`` rows whose number is public (transfer rows): the divisor of the noisy
+        gradient sum (Opacus's ``expected_batch_size``), so the update reads no exact count of
+        sensitive rows."""
+        if public_rows < 0:
+            raise ValueError(f"public_rows must be >= 0. Got {public_rows!r} instead.")
+        return self.sample_rate * (self.n_examples + public_rows)
+
     def event(self, noise_multiplier: float) -> dpa.DpEvent:
         return dpa.SelfComposedDpEvent(
             dpa.PoissonSampledDpEvent(self.sample_rate, dpa.GaussianDpEvent(noise_multiplier)),
@@ -73,6 +82,8 @@ class DpSgdRecord:
     # "fused" only: max |fused − Opacus| / max |Opacus| of the clipped gradient sum on the
     # probe batch checked before training (verify_against_opacus); None in Opacus's modes.
     clipping_check: float | None = None
+    # what Opacus divided the noisy gradient sum by (its optimizer's expected_batch_size)
+    expected_batch_size: float = 0.0
 
 
 # Rows of the training data (evenly spaced, so both transfer and sensitive rows are met when
@@ -138,18 +149,36 @@ def check_fused_clipping(model: StudentMLP, x: torch.Tensor, y: torch.Tensor,
     return relative
 
 
+def set_expected_batch_size(optimizer: DPOptimizer, expected_batch_size: float) -> None:
+    """Make Opacus's ``optimizer`` divide its noisy gradient sum by ``expected_batch_size``.
+
+    ``PrivacyEngine.make_private`` has no argument for it: it computes
+    ``int(len(data_loader.dataset) * sample_rate)``, the exact row count, and passes that to
+    the optimizer it builds, whose ``scale_grad`` divides by the attribute set here."""
+    if not (isinstance(optimizer, DPOptimizer) and math.isfinite(expected_batch_size)
+            and expected_batch_size > 0):
+        raise ValueError(f"expected a DPOptimizer and a positive finite expected batch size; "
+                         f"got {type(optimizer).__name__} and {expected_batch_size!r}.")
+    optimizer.expected_batch_size = float(expected_batch_size)
+
+
 def _make_fused_private(engine: PrivacyEngine, model: StudentMLP, optimizer: torch.optim.Optimizer,
                         loader, *, noise_multiplier: float, max_grad_norm: float,
-                        noise_generator: torch.Generator):
+                        noise_generator: torch.Generator,
+                        expected_batch_size: float | None = None):
     """What ``make_private`` does, for ``grad_sample_mode: fused`` (``medistill.student.fused``):
     the model stays unwrapped (its clipped sums are computed directly), the optimizer is
-    Opacus's ``DPOptimizerFastGradientClipping`` (noise, scaling, accumulation over physical
-    batches) with the accountant's hook at ``1 / len(loader)``."""
+    Opacus's ``DPOptimizerFastGradientClipping`` (noise, scaling by ``expected_batch_size``,
+    accumulation over physical batches) with the accountant's hook at ``1 / len(loader)``.
+    Without ``expected_batch_size`` the divisor is ``make_private``'s,
+    ``int(len(dataset) · sample rate)``."""
     check_fusable(model)
     sample_rate = 1 / len(loader)
+    if expected_batch_size is None:
+        expected_batch_size = int(len(loader.dataset) * sample_rate)
     dp_optimizer = DPOptimizerFastGradientClipping(
         optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-        expected_batch_size=int(len(loader.dataset) * sample_rate), loss_reduction="mean",
+        expected_batch_size=expected_batch_size, loss_reduction="mean",
         generator=noise_generator, secure_mode=False)
     dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     return model, dp_optimizer, loader
@@ -171,6 +200,7 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
                   schedule: DpSgdSchedule | None = None,
                   input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
                   init_state: dict | None = None,
+                  expected_batch_size: float | None = None,
                   ) -> tuple[StudentMLP, DpSgdRecord]:
     """Train a fresh student on preprocessed ``inputs`` with DP-SGD at ``noise_multiplier``.
 
@@ -199,6 +229,13 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
 
     ``init_state`` (a state dict of a network of the same shape) replaces the seeded
     initial weights: :func:`fine_tune` starts from the distilled student.
+
+    ``expected_batch_size`` is what the noisy gradient sum is divided by at every step
+    (Opacus's divisor). Trainings on sensitive rows that are released pass the planned one
+    (``DpSgdSchedule.expected_batch_size``: from the charged count, plus the public number
+    of transfer rows), so the weights read no exact count. Without it the divisor is
+    Opacus's own, ``int(len(inputs) · sample rate)``: only for trainings whose row count is
+    public (transfer rows only) or that are never released.
 
     Randomness: with ``privacy_rng`` (a privacy generator from
     ``medistill.privacy.randomness``: fresh OS entropy through ChaCha20) the Poisson sampling
@@ -247,7 +284,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
         if mode == "fused":
             model, optimizer, loader = _make_fused_private(
                 engine, model, optimizer, loader, noise_multiplier=noise_multiplier,
-                max_grad_norm=config.max_grad_norm, noise_generator=noise_generator)
+                max_grad_norm=config.max_grad_norm, noise_generator=noise_generator,
+                expected_batch_size=expected_batch_size)
         else:
             made = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
@@ -260,6 +298,9 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
             else:
                 model, optimizer, loader = made
             model.forbid_grad_accumulation()   # what make_private does with poisson_sampling
+            if expected_batch_size is not None:
+                # make_private set int(len(dataset) · sample rate), the exact row count
+                set_expected_batch_size(optimizer, expected_batch_size)
         if privacy_rng is not None:
             use_noise_generator(optimizer, privacy_rng)
     model.train()
@@ -307,7 +348,8 @@ def train_student(inputs: np.ndarray, targets: np.ndarray, *, n_classes: int,
     network.eval()
     return network, DpSgdRecord(float(sigma), float(rate), int(steps),
                                 privacy_noise=privacy_rng is not None, grad_sample_mode=mode,
-                                physical_batches=physical, clipping_check=clipping_check)
+                                physical_batches=physical, clipping_check=clipping_check,
+                                expected_batch_size=float(optimizer.expected_batch_size))
 
 
 def fine_tune(network: StudentMLP, inputs: np.ndarray, labels: np.ndarray, *, n_classes: int,
@@ -320,33 +362,44 @@ def fine_tune(network: StudentMLP, inputs: np.ndarray, labels: np.ndarray, *, n_
     """DP-SGD on sensitive rows (``inputs``, class codes ``labels``) starting from the
     distilled ``network``'s weights, for ``config.fine_tune_epochs`` epochs at
     ``config.fine_tune_learning_rate`` with the plan's ``schedule`` (its sample rate and
-    steps). The starting weights are post-processing of the DP teacher, so they cost
-    nothing; only this training is charged (stage ``student_dp_sgd``). The network given
-    is not changed. Randomness as in :func:`train_student`.
+    steps; its ``n_examples`` is the planned number of patients, from the charged count).
+    The starting weights are post-processing of the DP teacher, so they cost nothing; only
+    this training is charged (stage ``student_dp_sgd``). The network given is not changed.
+    Randomness as in :func:`train_student`.
 
     ``anchor`` (preprocessed transfer rows and the teacher's probabilities on them) are
     mixed into the same Poisson batches with the distillation loss, as the PATE path mixes
     its labelled rows: they hold the student to its teacher where the patients' noisy
-    gradients say little. They are post-processing, so the sensitive rows' accounting (the
-    schedule's sample rate, steps and noise) is unchanged."""
+    gradients say little. The caller must choose them without reading the sensitive rows
+    (``medistill.steps.student.anchor_rows``: a planned number of them, drawn by a seeded
+    generator). Then DP-SGD runs over (sensitive rows) ∪ (a fixed set of public rows):
+    neighbouring patient sets give datasets that differ in one row, and the schedule's
+    sample rate, steps and noise are its whole accounting.
+
+    The noisy gradient sum is divided by the planned expected batch,
+    ``schedule.expected_batch_size(number of anchors)``, never by one read from ``inputs``.
+    """
     tuned = config.model_copy(update={"epochs": config.fine_tune_epochs,
                                       "learning_rate": config.fine_tune_learning_rate,
                                       "alpha_schedule": "constant"})
     targets = np.eye(n_classes, dtype=np.float32)[labels]
     flags = np.zeros(len(inputs), dtype=bool)
-    alpha = 0.0
+    n_anchors = 0
     if anchor is not None and len(anchor[0]):
+        n_anchors = len(anchor[0])
         inputs = np.vstack([inputs, anchor[0]]).astype(np.float32)
         targets = np.vstack([targets, anchor[1].astype(np.float32)])
-        flags = np.r_[flags, np.ones(len(anchor[0]), dtype=bool)]
-        alpha = float(flags.mean())
+        flags = np.r_[flags, np.ones(n_anchors, dtype=bool)]
+    # the planned share of anchors (a constant schedule never reweights by it)
+    alpha = n_anchors / (schedule.n_examples + n_anchors)
     return train_student(inputs, targets, n_classes=n_classes, config=tuned,
                          is_transfer=flags, alpha=alpha,
                          noise_multiplier=noise_multiplier, seed=seed, schedule=schedule,
                          privacy_rng=privacy_rng, input_bounds=input_bounds,
-                         init_state=network.state_dict())
+                         init_state=network.state_dict(),
+                         expected_batch_size=schedule.expected_batch_size(n_anchors))
 
 
 __all__ = ["CLIPPING_CHECK_ROWS", "DpSgdRecord", "DpSgdSchedule",
            "check_fused_clipping", "epoch_weights", "fine_tune", "resolve_grad_sample_mode",
-           "train_student"]
+           "set_expected_batch_size", "train_student"]

@@ -25,9 +25,9 @@ interpret a nominal ε a little above the target and the recorded event still me
 Two data dependences the event does not cover, both handled here: interpret reads the
 data's min/max when a numeric feature has no bound (we refuse to fit without declared
 bounds) and only noises categories *seen* in the data (we add one public "phantom" row per
-category, weight 1e-9, so the histogram's domain is the declared one). A third is
-documented, not fixed: the bin-merging threshold is the exact row count / max_bins, i.e.
-the training-set size is treated as public (see ``docs/teachers.md``).
+category, weight 1e-9, so the histogram's domain is the declared one). A third, the
+bin-merging threshold (the exact row count / max_bins), is moved onto a public row count
+(:mod:`medistill.teachers.dp_ebm_binning`).
 
 **Randomness:** interpret draws its noise from ``std::random_device`` (RDRAND / the OS) with
 Google's secure Gaussian sampler whenever ``random_state`` is None; this module always
@@ -50,6 +50,7 @@ from interpret.utils._privacy import calc_gdp_noise_multi
 from medistill.data.schema import NUMERIC, TableSchema
 from medistill.errors import TrainingError
 from medistill.privacy.ledger import AccountantName, epsilon_of, make_accountant
+from medistill.teachers.dp_ebm_binning import public_merge_target
 from medistill.teachers.dp_inputs import DEFAULT_MAX_BINS, PublicEncoding
 
 PHANTOM_WEIGHT = 1e-9
@@ -236,13 +237,15 @@ def _check_labels(labels: np.ndarray, schema: TableSchema) -> np.ndarray:
 
 def fit_dp_ebm(features: pd.DataFrame, labels: np.ndarray, schema: TableSchema, *,
                epsilon: float, delta: float, bounds: Mapping[str, tuple[float, float]],
-               settings: DPEBMSettings = DPEBMSettings(), accountant: AccountantName = "pld",
-               n_jobs: int = 1) -> DPEBMTeacher:
+               public_rows: int, settings: DPEBMSettings = DPEBMSettings(),
+               accountant: AccountantName = "pld", n_jobs: int = 1) -> DPEBMTeacher:
     """Fit a DP-EBM on one row per patient (the caller guarantees it) within (ε, δ).
 
     ``bounds`` are public ranges of every numeric feature (declared, or post-processed from
-    charged marginals); values are clipped to them. The returned teacher's ``event`` costs
-    at most ``epsilon`` at ``delta`` under ``accountant``.
+    charged marginals); values are clipped to them. ``public_rows`` is a public estimate of
+    the number of rows (e.g. from the charged patient count): interpret's bin merging reads
+    it instead of the exact count. The returned teacher's ``event`` costs at most
+    ``epsilon`` at ``delta`` under ``accountant``.
     """
     encoding = PublicEncoding.build(schema, bounds, max_bins=settings.max_bins)
     labels = _check_labels(labels, schema)
@@ -267,7 +270,9 @@ def fit_dp_ebm(features: pd.DataFrame, labels: np.ndarray, schema: TableSchema, 
                         for name, (_lo, hi) in encoding.bounds.items()})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(X, labels, sample_weight=weights)
+        public_total = max(1, int(public_rows)) + len(phantom) * PHANTOM_WEIGHT
+        with public_merge_target(public_total, n_features=n_features):
+            model.fit(X, labels, sample_weight=weights)
     leaks = [str(w.message) for w in caught if "privacy" in str(w.message).lower()]
     if leaks:  # interpret read something off the data: a bug here, never a user error
         raise RuntimeError(f"interpret reported a privacy violation: {leaks[0]}")

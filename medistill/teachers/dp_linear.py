@@ -41,7 +41,7 @@ from medistill.privacy.randomness import (
     use_noise_generator,
 )
 from medistill.student.sampling import BatchTensors, passthrough
-from medistill.student.train import DpSgdSchedule
+from medistill.student.train import DpSgdSchedule, set_expected_batch_size
 from medistill.teachers.dp_inputs import PublicEncoding
 from medistill.teachers.models import _torch_threads
 
@@ -139,7 +139,9 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
     ``rng`` drives the Poisson sampling and the noise (default: a fresh secure generator).
     ``planned`` — a (schedule, noise multiplier) pair decided from public or charged counts
     — replaces the schedule and noise calibrated here from the exact row count (which the
-    recorded event would otherwise carry); ``epsilon`` is then not used.
+    recorded event would otherwise carry); ``epsilon`` is then not used. The noisy gradient
+    sum is divided by the schedule's expected batch (``schedule.expected_batch_size()``), so
+    with a planned schedule the weights read no exact count either.
     """
     encoding = PublicEncoding.build(schema, bounds)
     labels = np.asarray(labels)
@@ -169,6 +171,8 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
         model, optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
             max_grad_norm=settings.max_grad_norm, poisson_sampling=False)
+    # make_private divides by int(len(x) · q), the exact count: use the schedule's instead
+    set_expected_batch_size(optimizer, schedule.expected_batch_size())
     use_noise_generator(optimizer, rng)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -188,7 +192,8 @@ def fit_dp_linear(features: pd.DataFrame, labels: np.ndarray, schema: TableSchem
     clean = torch.nn.Linear(trained.in_features, trained.out_features)
     clean.load_state_dict(trained.state_dict())
     clean.eval()
-    event = DpSgdSchedule(len(x), settings.batch_size, float(rate), int(steps)).event(float(sigma))
+    event = DpSgdSchedule(schedule.n_examples, schedule.batch_size, float(rate),
+                          int(steps)).event(float(sigma))
     return DPLinearTeacher(clean, encoding, settings, event, float(sigma), float(rate), int(steps))
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -232,7 +232,7 @@ def _one_hot_encoder(schema: TableSchema, *, scale: bool) -> ColumnTransformer:
     """Median imputation with missing indicators (scaled if asked) and one-hot categories."""
     numeric, categorical = _columns(schema)
     cats = [list(schema.feature(c).categories) for c in categorical]
-    steps = [SimpleImputer(strategy="median", add_indicator=True)]
+    steps = [SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)]
     if scale:
         steps.append(StandardScaler())
     return ColumnTransformer(
@@ -240,6 +240,24 @@ def _one_hot_encoder(schema: TableSchema, *, scale: bool) -> ColumnTransformer:
          ("cat", OneHotEncoder(categories=cats, handle_unknown="ignore",
                                sparse_output=False), categorical)],
         verbose_feature_names_out=False)
+
+
+class _EmptyAsZero(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Numeric columns passed through, except those missing in every training row, which
+    read as 0: a constant the trees ignore. (scikit-learn 1.9's histogram gradient
+    boosting fails to bin a column without any value; an empty column stays a feature,
+    see ``docs/input_checks.md``.)"""
+
+    def fit(self, X, y=None) -> _EmptyAsZero:
+        values = check_array(X, dtype=float, ensure_all_finite="allow-nan")
+        self.empty_ = np.isnan(values).all(axis=0)
+        self.n_features_in_ = values.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        values = check_array(X, dtype=float, ensure_all_finite="allow-nan", copy=True)
+        values[:, self.empty_] = 0.0
+        return values
 
 
 def make_teacher(kind: str, schema: TableSchema, *, random_state: int, **params) -> Pipeline:
@@ -252,7 +270,7 @@ def make_teacher(kind: str, schema: TableSchema, *, random_state: int, **params)
     cats = [list(schema.feature(c).categories) for c in categorical]
     if kind == "hist_gradient_boosting":
         encode = ColumnTransformer(
-            [("num", "passthrough", numeric),
+            [("num", _EmptyAsZero(), numeric),
              ("cat", OrdinalEncoder(categories=cats, handle_unknown="use_encoded_value",
                                     unknown_value=np.nan, encoded_missing_value=np.nan),
               categorical)],

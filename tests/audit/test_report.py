@@ -537,11 +537,11 @@ def test_16_4_input_check_notes_and_leakage_warning_are_rendered(policy) -> None
     report = example_report()
     notes = [InputNote("label_leakage", "x_code", "Possible label leakage: column 'x_code'.",
                        "warning"),
-             InputNote("dropped_empty", "blank", "Column 'blank' was dropped.")]
+             InputNote("kept_empty", "blank", "Column 'blank' is empty in every record.")]
     report["input_checks"] = [n.to_dict() for n in notes]
     report = rejudge(report, policy)
     html, markdown = render_html(report), render_markdown(report)
     assert "<li class=\"fail\">Possible label leakage: column &#39;x_code&#39;.</li>" in html
-    assert "Column &#39;blank&#39; was dropped." in html
+    assert "Column &#39;blank&#39; is empty in every record." in html
     assert "- **Warning:** Possible label leakage: column 'x_code'." in markdown
     assert "Input checks" not in render_markdown(rejudge(example_report(), policy))

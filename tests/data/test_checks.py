@@ -154,8 +154,18 @@ def test_16_4_too_few_rows(tmp_path: Path) -> None:
 def test_16_4_tiny_class_refused(tmp_path: Path) -> None:
     frame = _frame().assign(y=0)
     frame.loc[:4, "y"] = 1
-    with pytest.raises(DataError, match="class\\(es\\) '1' of 'y' have fewer than 10 records"):
+    with pytest.raises(DataError, match="class\\(es\\) '1' of 'y' have fewer than 10 patients"):
         _load(tmp_path, frame)
+
+
+def test_one_patients_many_records_never_make_a_class(tmp_path: Path) -> None:
+    """A label value held by one patient's twelve records is still one patient: refused, so
+    no single patient decides whether a class exists (privacy channel 21)."""
+    frame = _frame().assign(y="no")
+    frame.loc[:19, "y"] = "yes"
+    extra = pd.concat([frame.iloc[[20]]] * 12, ignore_index=True).assign(y="transferred")
+    with pytest.raises(DataError, match="'transferred' of 'y' have fewer than 10 patients"):
+        _load(tmp_path, pd.concat([frame, extra], ignore_index=True))
 
 
 def test_16_4_free_text_declared_categorical(tmp_path: Path) -> None:
@@ -175,21 +185,36 @@ def test_16_4_free_text_inferred_categorical(tmp_path: Path) -> None:
         _load(tmp_path, frame, features=("age", "comment"))
 
 
-def test_16_4_constant_and_all_nan_columns_dropped_with_note(tmp_path: Path) -> None:
-    frame = _frame().assign(empty=np.nan, site="north", flag=1.0)
+def test_17_empty_and_constant_columns_stay_features_with_a_note(tmp_path: Path) -> None:
+    frame = _frame().assign(empty=np.nan, site="north", flag=1.0, memo=" ")
     frame.loc[::2, "flag"] = np.nan     # one value plus missing cells: constant once imputed
     data = _load(tmp_path, frame)
-    assert data.schema.feature_names == ["age", "sbp", "ward"]
+    assert data.schema.feature_names == ["age", "sbp", "ward", "empty", "site", "flag", "memo"]
     kinds = {n.column: n.kind for n in data.notes}
-    assert kinds == {"empty": "dropped_empty", "site": "dropped_constant",
-                     "flag": "dropped_constant"}
-    assert all("north" not in n.message for n in data.notes)
-    assert any("dropped as empty, constant or dates" in c for c in data.caveats)
+    assert kinds == {"empty": "kept_empty", "site": "kept_constant", "flag": "kept_constant",
+                     "memo": "kept_empty"}
+    for note in data.notes:
+        assert "kept as a feature" in note.message and "north" not in note.message
+        assert "data.features" in note.message and "data.identifiers" in note.message
+    assert data.features["memo"].isna().all()      # cells of spaces are missing, not ''
+    assert not any("dropped" in c for c in data.caveats)
 
 
-def test_16_4_uninformative() -> None:
-    assert uninformative(pd.Series([" ", None, ""], dtype=object)) == "dropped_empty"
-    assert uninformative(pd.Series([2.0, 2.0, np.nan])) == "dropped_constant"
+def test_17_the_note_of_a_listed_column_says_how_to_unlist_it(tmp_path: Path) -> None:
+    frame = _frame().assign(empty=np.nan, site="north")
+    data = _load(tmp_path, frame, features=("age", "empty"))
+    assert data.schema.feature_names == ["age", "empty"]
+    (note,) = data.notes
+    assert note.column == "empty" and "remove it from data.features" in note.message
+    left_out = _load(tmp_path, frame, features=("age", "ward"))
+    assert left_out.schema.feature_names == ["age", "ward"] and left_out.notes == ()
+
+
+def test_17_uninformative() -> None:
+    assert uninformative(pd.Series([" ", None, ""], dtype=object)) == "empty"
+    assert uninformative(pd.Series([np.nan, np.nan])) == "empty"
+    assert uninformative(pd.Series([2.0, 2.0, np.nan])) == "constant"
+    assert uninformative(pd.Series(["a ", "a", None], dtype=object)) == "constant"
     assert uninformative(pd.Series([1.0, 2.0])) is None
 
 

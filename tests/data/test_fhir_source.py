@@ -41,3 +41,29 @@ def test_ingest_fhir_summary_reports_unresolved_references_and_notes(tmp_path) -
         "columns are 0 or missing for every patient; check their codes and code systems "
         "against the export (see docs/fhir.md, Codes)."]
     assert "PT-SECRET" not in json.dumps(summary) and "absent" not in json.dumps(summary)
+
+
+def test_17_mapping_features_that_match_nothing_stay_features(tmp_path) -> None:
+    """A mapping feature no resource matched is 0 (a condition flag) or missing (an
+    observation) for every patient; like any empty or constant column it stays a feature,
+    with the operator's note (docs/input_checks.md)."""
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    import medistill.data.fhir as fhir
+    from medistill.data.fhir import write_synthetic_fhir_export
+
+    mapping = yaml.safe_load((Path(fhir.__file__).parent / "demo_mapping.yaml").read_text())
+    mapping["conditions"].append({"name": "porphyria", "codes": ["snomed:999999999"]})
+    mapping["observations"].append({"name": "troponin", "codes": ["loinc:99999-9"],
+                                    "unit": "mg/dL"})
+    path = tmp_path / "mapping.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    folder = write_synthetic_fhir_export(tmp_path / "export", 400,
+                                         rng=np.random.default_rng(2))
+    data = load_sensitive(DataConfig(source="fhir", path=folder, mapping=path), seed=0)
+    assert {"porphyria", "troponin"} <= set(data.schema.feature_names)
+    notes = {n.column: n.kind for n in data.notes}
+    assert notes["porphyria"] == "kept_constant" and notes["troponin"] == "kept_empty"

@@ -29,6 +29,15 @@ def test_value_based_detection_without_telling_names() -> None:
     assert _columns(frame) == {"contact", "tel", "notes", "record_no"}
 
 
+def test_an_empty_column_named_like_an_id_is_not_a_record_number() -> None:
+    """An id-like name with a unique value per row is a record number; with no value at
+    all it holds none (it stays a feature, docs/input_checks.md)."""
+    n = 200
+    frame = pd.DataFrame({"sample_no": [f"S{i}" for i in range(n)],
+                          "visit_no": np.full(n, np.nan), "batch_id": [None] * n})
+    assert _columns(frame) == {"sample_no"}
+
+
 def test_row_index_is_an_identifier_under_any_name() -> None:
     """R's ``rownames`` and pandas' ``Unnamed: 0`` (consecutive whole numbers, one per row,
     in any order or as floats) are found; unique non-consecutive counts and a short table

@@ -121,3 +121,36 @@ def test_nested_parquet_columns_are_refused_by_name_unless_left_out(tmp_path) ->
         load_sensitive(config, seed=0)
     kept = load_sensitive(config.model_copy(update={"features": ("age", "sbp")}), seed=0)
     assert kept.schema.feature_names == ["age", "sbp"]
+
+
+def _features_of(path, frame: pd.DataFrame) -> list[tuple[str, str]]:
+    frame.to_csv(path, index=False)
+    schema = load_sensitive(DataConfig(source="csv", path=path, label="y", id_column="pid"),
+                            seed=0).schema
+    return [(f.name, f.kind) for f in schema.features]
+
+
+@pytest.mark.parametrize(("column", "everyone", "one_patient"), [
+    ("flag", 0, 1),              # a 0/1 column that is 0 for all but one patient
+    ("dose", 7.5, 8.0),          # a constant measurement
+    ("site", "north", "south"),  # a constant category
+    ("lab", np.nan, 1.0),        # empty but for one patient
+])
+def test_17_one_patient_does_not_change_the_feature_columns(tmp_path, column, everyone,
+                                                            one_patient) -> None:
+    """Channel 17: which columns are features (and so the exported model's inputs) must not
+    depend on the sensitive values. A neighbouring table (one patient's value changed, or
+    one patient added) has the same feature columns, of the same kinds, as the table where
+    the column is empty or constant. (Category lists are only candidates here: the charged
+    selection picks them, tests/data/test_categories.py.)"""
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"pid": [f"P{i}" for i in range(n)], "age": rng.normal(60, 9, n),
+                          column: [everyone] * n, "y": rng.integers(0, 2, n)})
+    changed = frame.copy()
+    changed.loc[17, column] = one_patient
+    added = pd.concat([frame, changed.iloc[[17]].assign(pid="P-new")], ignore_index=True)
+    features = _features_of(tmp_path / "t.csv", frame)
+    assert [name for name, _ in features] == ["age", column]
+    assert _features_of(tmp_path / "changed.csv", changed) == features
+    assert _features_of(tmp_path / "added.csv", added) == features

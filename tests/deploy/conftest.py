@@ -79,13 +79,15 @@ def build_run_folder(folder: Path, table: pd.DataFrame, labels: np.ndarray,
     pipeline_text = yaml.safe_dump(pipeline, sort_keys=False)
     pipeline_sha = hashlib.sha256(pipeline_text.encode()).hexdigest()
     (folder / "pipeline.yaml").write_text(pipeline_text)
+    # what medistill.steps.export.model_metadata writes: no pipeline hash
     metadata = {"medistill_version": "0.1.0", "epsilon": "2.5", "delta": "1e-05",
-                "accountant": "pld", "formal_guarantee": "true", "pipeline_sha256": pipeline_sha}
+                "accountant": "pld", "formal_guarantee": "true"}
     export_student(folder / "student.onnx", preprocessor, net, schema, metadata)
     report = {
         "schema_version": "1", "verdict": "release", "passed": True, "gates": [],
         "run": {"medistill_version": "0.1.0", "created_at": "2026-01-02T03:04:05Z",
-                "pipeline_sha256": pipeline_sha},
+                "pipeline_sha256": pipeline_sha, "plan": {"noisy_class_counts": [310, 95],
+                                                          "n_train_noisy": 405}},
         "utility": {"student": {"auroc": 0.8}, "teacher": {"auroc": 0.85},
                     "retention": {"auroc": 0.94}},
         "speed": {"threads": 1, "student": {"latency_ms_p50": 0.07}},

@@ -40,6 +40,7 @@ def test_members_hashes_and_reproducible(tmp_path, run_dir) -> None:
     assert f"{manifest['sha256']['student.onnx']}  student.onnx" in sums
     card = json.loads(contents["student/model_card.json"])
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
+    assert card["evaluation"]["training_patients_order_of_magnitude"] == "100–1,000"
     (tmp_path / "again").mkdir()
     again = package_run(run_dir, tmp_path / "again" / "student.tar.gz")
     assert again["sha256"] == result["sha256"]  # same run in, same bytes out
@@ -50,6 +51,23 @@ def test_15_7_package_holds_the_model_card_and_no_report(tmp_path, run_dir) -> N
     assert {"model_card.json", "model_card.md"} <= names
     assert not any(n.startswith("report") for n in names)
     assert "pipeline.yaml" not in names and "mia_scores.parquet" not in names
+
+
+def test_package_releases_no_pipeline_hash_and_no_audit_figure(tmp_path, run_dir) -> None:
+    """pipeline.yaml is withheld (local paths, seed), so neither its hash nor the audit's
+    figures on sensitive patients travel in the card or the model's metadata."""
+    import onnx
+
+    contents = _members(package_run(run_dir, tmp_path / "student.tar.gz")["out"])
+    pipeline_sha = hashlib.sha256((run_dir / "pipeline.yaml").read_bytes()).hexdigest()
+    for name in ("model_card.json", "model_card.md", "student.onnx"):
+        data = contents[f"student/{name}"]
+        assert pipeline_sha.encode() not in data and b"pipeline_sha256" not in data, name
+    model = onnx.load_from_string(contents["student/student.onnx"])
+    assert not [p.key for p in model.metadata_props if "pipeline" in p.key]
+    card = json.loads(contents["student/model_card.json"])
+    assert card["evaluation"]["figures"]["in_card"] is False
+    assert "student_auroc" not in json.dumps(card)
 
 
 def test_bundle_deploys_on_its_own(tmp_path, run_dir, cohort) -> None:

@@ -335,6 +335,27 @@ def test_15_7_model_card_is_the_releasable_card_never_the_report(tmp_path, run_d
     assert "another model" in card["card_note"]
 
 
+def test_deployed_card_never_echoes_an_old_models_pipeline_hash(tmp_path, run_dir) -> None:
+    """A model exported before the pipeline hash was withheld still carries it in its
+    metadata; the card that predict and serve build does not repeat it."""
+    import onnx
+
+    from medistill.integrity import seal
+    from medistill.runfolder import write_manifest
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    model = onnx.load(str(old / "student.onnx"))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "pipeline_sha256", "ab" * 32
+    (old / "student.onnx").write_bytes(seal(model))
+    write_manifest(old)
+    loaded = load_model(old)
+    assert loaded.metadata["pipeline_sha256"] == "ab" * 32
+    blob = json.dumps(loaded.card)
+    assert "pipeline_sha256" not in blob and "ab" * 32 not in blob
+
+
 def test_16_3_predict_refuses_tampered_model(tmp_path, run_dir, records_csv) -> None:
     other = tmp_path / "tampered"
     shutil.copytree(run_dir, other)

@@ -62,7 +62,8 @@ def test_model_card(client) -> None:
     assert card["privacy"]["unit"] == "patient"
     assert card["privacy"]["epsilon"] == pytest.approx(2.4987)
     assert card["privacy"]["source"] == "model_card.json"
-    assert "report" not in card and card["card"]["card_version"] == "1"
+    assert "report" not in card and card["card"]["card_version"] == "2"
+    assert "pipeline_sha256" not in json.dumps(card)
     assert card["model"]["label"] == "cv_event_1y"
     assert [f["name"] for f in card["model"]["features"]][:3] == ["sex", "age", "smoking"]
 

@@ -34,11 +34,13 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     seen: dict[str, set[float]] = {"dp_ebm": set(), "dp_linear": set(), "selection": set(),
                                    "ranges": set()}
     settings: list = []
+    public_rows: list = []   # the row count interpret's bin merging reads
 
     def spy(name, original, frame_arg: int = 0):
         def wrapped(*args, **kwargs):
             seen[name].update(args[frame_arg]["tag"].tolist())
             settings.append((name, kwargs.get("settings")))
+            public_rows.append((name, kwargs.get("public_rows")))
             return original(*args, **kwargs)
         return wrapped
 
@@ -103,6 +105,8 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     # the DP-EBM is fitted with the bins the plan chose, and the report says which
     plan = plan_of(keep)
     assert [s.max_bins for name, s in settings if name == "dp_ebm"] == [plan.dp_ebm_max_bins]
+    # ... and merges them towards the planned (charged) row count, not the exact one
+    assert [n for name, n in public_rows if name == "dp_ebm"] == [plan.dp_ebm_rows]
     assert section["dp_ebm_max_bins"] == plan.dp_ebm_max_bins in (16, 32)
     assert set(section["selection"]["noisy_score_sums"]) == {"dp_ebm", "dp_linear"}
     assert section["n_labelled"] == 3000
@@ -110,3 +114,24 @@ def test_dp_teachers_read_only_training_patients_and_selection_is_charged(
     # better than the non-private reference allows.
     dp, teacher = report["utility"]["dp_teacher"]["auroc"], report["utility"]["teacher"]["auroc"]
     assert 0.6 <= dp <= teacher + 0.03
+
+
+def test_selection_split_moves_no_one_when_a_patient_is_added() -> None:
+    """Who validates the candidate teachers depends on each patient's own id and the
+    secret key only: a neighbouring dataset (one patient more, anywhere in file order)
+    leaves every other patient on the same side. A permutation of the row count did not."""
+    from medistill.steps.teachers import selection_split
+
+    ids = np.array([f"p{i:04d}" for i in range(3000)])
+    key = b"k" * 32
+    validate, fit = selection_split(ids, 0.2, key=key)
+    assert 0.17 <= len(validate) / len(ids) <= 0.23
+    assert not set(validate) & set(fit) and len(validate) + len(fit) == len(ids)
+    plus = np.insert(ids, 1234, "new-patient")
+    v_plus, _ = selection_split(plus, 0.2, key=key)
+    before = set(ids[validate])
+    after = set(plus[v_plus]) - {"new-patient"}
+    assert before == after
+    # another key, another split: the key is what makes it unpredictable
+    other, _ = selection_split(ids, 0.2, key=b"j" * 32)
+    assert set(ids[other]) != before

@@ -33,7 +33,7 @@ def exported():
     torch.manual_seed(0)
     net = StudentMLP(pre.transform(as_model_input(train.head(2), SCHEMA)).shape[1], 2, (8, 4)).eval()
     model = build_student_onnx(pre, net, SCHEMA, {"epsilon": "2.5", "delta": "1e-06",
-                                                   "pipeline_sha256": "abc", "medistill_version": "0.1.0"})
+                                                   "accountant": "pld", "medistill_version": "0.1.0"})
     return pre, net, model
 
 
@@ -70,7 +70,7 @@ def test_metadata_records_privacy_and_version(exported) -> None:
     _, _, model = exported
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["epsilon"] == "2.5" and meta["delta"] == "1e-06"
-    assert meta["pipeline_sha256"] == "abc" and meta["medistill_version"] == "0.1.0"
+    assert meta["accountant"] == "pld" and meta["medistill_version"] == "0.1.0"
     assert '"classes": ["0", "1"]' in meta["schema"]
     assert model.ir_version == 8
     assert {o.domain: o.version for o in model.opset_import}[""] == 17
@@ -87,3 +87,36 @@ def test_schema_metadata_carries_missing_value_codes(exported) -> None:
     schema = json.loads({p.key: p.value for p in coded.metadata_props}["schema"])
     assert schema["missing_values"] == [".", "-99"]
     assert {k: v for k, v in schema.items() if k != "missing_values"} == plain
+
+
+def test_17_empty_and_constant_columns_export_to_finite_probabilities() -> None:
+    """Empty and constant columns stay features (docs/input_checks.md). The student's
+    preprocessing fitted on transfer rows in which one column never has a value and others
+    have one value (a zero spread: StandardScaler's scale is then 1, not 0) gives finite
+    inputs, and the exported graph finite probabilities that match torch + scikit-learn,
+    whatever later rows hold in those columns."""
+    schema = TableSchema(
+        features=(FeatureSpec("age", "numeric"), FeatureSpec("spare", "numeric"),
+                  FeatureSpec("unit", "numeric"), FeatureSpec("flag", "binary"),
+                  FeatureSpec("site", "categorical", ("north",))),
+        label="y", classes=("0", "1"))
+    rng = np.random.default_rng(2)
+    train = pd.DataFrame({"age": rng.uniform(18, 90, 400), "spare": np.nan, "unit": 7.5,
+                          "flag": 0.0, "site": "north"})
+    pre = make_preprocessor(schema).fit(as_model_input(train, schema))
+    z = pre.transform(as_model_input(train, schema))
+    assert np.isfinite(z).all() and np.allclose(z[:, 1:4], 0.0)
+    torch.manual_seed(0)
+    net = StudentMLP(z.shape[1], 2, (8, 4)).eval()
+    model = build_student_onnx(pre, net, schema, {"epsilon": "2.5", "delta": "1e-06",
+                                                  "pipeline_sha256": "abc",
+                                                  "medistill_version": "0.1.0"})
+    later = pd.DataFrame({"age": [40.0, np.nan, 70.0], "spare": [np.nan, 3.0, 1e6],
+                          "unit": [7.5, 9.0, np.nan], "flag": [0.0, 1.0, np.nan],
+                          "site": ["north", "south", None]})
+    got = ort.InferenceSession(model.SerializeToString()).run(
+        [OUTPUT_NAME], onnx_feeds(later, schema))[0]
+    assert np.isfinite(got).all()
+    x = torch.as_tensor(pre.transform(as_model_input(later, schema)), dtype=torch.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, torch.softmax(net(x), dim=1).numpy(), atol=1e-5)

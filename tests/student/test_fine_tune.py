@@ -95,16 +95,46 @@ def test_anchor_rows_leave_the_accounting_as_planned_and_hold_the_student_to_its
     assert np.mean(held) >= _auroc(start, xt, yt) - 0.02
 
 
-def test_anchor_rows_are_drawn_from_the_transfer_rows_per_sensitive_row() -> None:
+def test_anchor_rows_are_drawn_from_the_transfer_rows_per_planned_patient() -> None:
     from medistill.steps.student import anchor_rows
 
     inputs = np.arange(40, dtype=np.float32).reshape(20, 2)
     targets = np.tile(np.array([[0.3, 0.7]], dtype=np.float32), (20, 1))
-    x, t = anchor_rows(inputs, targets, 8, 1.0, np.random.default_rng(0))
+
+    def draw(n_planned: int, ratio: float, rows: np.ndarray = inputs, seed: int = 0):
+        return anchor_rows(rows, targets[:len(rows)], n_planned=n_planned, ratio=ratio,
+                           rng=np.random.default_rng(seed))
+
+    x, t = draw(8, 1.0)
     assert len(x) == len(t) == 8
     assert len({tuple(r) for r in x}) == len(x)                 # without replacement
     assert {tuple(r) for r in x} <= {tuple(r) for r in inputs}
-    assert len(anchor_rows(inputs, targets, 8, 0.5, np.random.default_rng(0))[0]) == 4
-    assert len(anchor_rows(inputs, targets, 1000, 1.0, np.random.default_rng(0))[0]) == 20
-    assert anchor_rows(inputs[:0], targets[:0], 8, 1.0, np.random.default_rng(0)) is None
-    assert anchor_rows(inputs, targets, 8, 0.0, np.random.default_rng(0)) is None
+    assert len(draw(8, 0.5)[0]) == 4
+    assert len(draw(1000, 1.0)[0]) == 20
+    assert draw(8, 1.0, inputs[:0]) is None
+    assert draw(8, 0.0) is None
+    # the same planned count and seed: the same rows, whatever else there is
+    assert np.array_equal(draw(8, 1.0)[0], x)
+
+
+@pytest.mark.parametrize("mode", ["hooks", "fused"])
+def test_fine_tuning_divides_by_the_planned_expected_batch_not_the_row_count(
+        mode: str, divisors: list[float]) -> None:
+    """Two patient sets of 109 and 110 rows (and 30 anchors) under a schedule planned for
+    400 patients: every step divides by 0.1 · (400 + 30), Opacus's own int(n · q) would
+    have been 13 and 14."""
+    rng = np.random.default_rng(0)
+    config = StudentConfig(fine_tune_epochs=1, hidden_layers=(4,), grad_sample_mode=mode)
+    planned = DpSgdSchedule.for_data(400, 40, 1)             # q = 0.1, 10 steps
+    anchor = (rng.normal(size=(30, 5)).astype(np.float32),
+              np.full((30, 2), 0.5, dtype=np.float32))
+    for n in (109, 110):
+        x = rng.normal(size=(n, 5)).astype(np.float32)
+        y = (x[:, 0] > 0).astype(np.int64)
+        start, _ = train_student(x, y, n_classes=2, config=config, noise_multiplier=0.0, seed=0)
+        divisors.clear()
+        _, record = fine_tune(start, x, y, n_classes=2, config=config, noise_multiplier=1.0,
+                              seed=1, schedule=planned, anchor=anchor)
+        assert record.steps == planned.steps == len(divisors)
+        assert divisors == [pytest.approx(0.1 * 430)] * planned.steps
+        assert record.expected_batch_size == pytest.approx(planned.expected_batch_size(30))

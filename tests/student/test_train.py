@@ -320,3 +320,33 @@ def test_a_planned_schedule_fixes_sample_rate_and_steps_whatever_the_row_count()
                               schedule=planned)
     assert record.sample_rate == pytest.approx(planned.sample_rate)
     assert record.steps == planned.steps
+
+
+@pytest.mark.parametrize("mode", ["hooks", "fused", "ghost"])
+def test_a_given_expected_batch_size_is_what_every_step_divides_by(
+        mode: str, divisors: list[float]) -> None:
+    """Released trainings pass the plan's expected batch: rows 109 and 110 under a schedule
+    planned for 400 both divide by 40. Without it the divisor is Opacus's int(n · q)."""
+    planned = DpSgdSchedule.for_data(400, 40, 2)        # q = 0.1, 10 steps per epoch
+    config = StudentConfig(epochs=2, batch_size=40, hidden_layers=(4,), grad_sample_mode=mode)
+    for n in (109, 110):
+        x, y, t = _toy(n)
+        divisors.clear()
+        _, record = train_student(x, y, n_classes=2, is_transfer=t, config=config,
+                                  noise_multiplier=1.0, seed=0, schedule=planned,
+                                  expected_batch_size=planned.expected_batch_size())
+        assert divisors == [pytest.approx(40.0)] * planned.steps
+        assert record.expected_batch_size == pytest.approx(40.0)
+        divisors.clear()
+        _, record = train_student(x, y, n_classes=2, is_transfer=t, config=config,
+                                  noise_multiplier=1.0, seed=0, schedule=planned)
+        assert divisors == [int(n * 0.1)] * planned.steps
+        assert record.expected_batch_size == int(n * 0.1)
+
+
+def test_expected_batch_size_is_the_planned_rows_times_the_rate() -> None:
+    planned = DpSgdSchedule.for_data(400, 40, 3)
+    assert planned.expected_batch_size() == pytest.approx(40.0)
+    assert planned.expected_batch_size(30) == pytest.approx(43.0)
+    with pytest.raises(ValueError, match="public_rows"):
+        planned.expected_batch_size(-1)

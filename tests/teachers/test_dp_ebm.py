@@ -105,7 +105,7 @@ def test_settings_refuse_bad_values():
 
 def test_fit_records_an_event_within_budget(dp_table, dp_test_table, dp_schema, dp_bounds):
     frame, labels = dp_table
-    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, public_rows=len(frame),
                          bounds=dp_bounds, settings=SETTINGS)
     assert 0.95 <= teacher.epsilon(1e-6) <= 1.0
     test_frame, test_labels = dp_test_table
@@ -122,6 +122,7 @@ def test_tiny_budget_drowns_the_signal(dp_table, dp_test_table, dp_schema, dp_bo
     """The upper band: with the noise on, ε = 0.02 leaves (almost) nothing to learn."""
     frame, labels = dp_table
     teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=0.02, delta=1e-6,
+                         public_rows=len(frame),
                          bounds=dp_bounds, settings=SETTINGS)
     test_frame, test_labels = dp_test_table
     # 15 fresh draws gave 0.35-0.61 (noise-free: ~0.8); one CI draw passed 0.68.
@@ -131,9 +132,11 @@ def test_tiny_budget_drowns_the_signal(dp_table, dp_test_table, dp_schema, dp_bo
 def test_noise_is_fresh_each_fit(dp_table, dp_schema, dp_bounds):
     """No seed is recorded or passed: two fits on the same rows give different models."""
     frame, labels = dp_table
-    a = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+    a = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+                   public_rows=len(frame), bounds=dp_bounds,
                    settings=SETTINGS)
-    b = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+    b = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+                   public_rows=len(frame), bounds=dp_bounds,
                    settings=SETTINGS)
     assert a.model.random_state is None and b.model.random_state is None
     assert not np.allclose(a.decision_function(frame), b.decision_function(frame))
@@ -143,7 +146,8 @@ def test_bounds_come_from_the_declaration_not_the_data(dp_table, dp_schema, dp_b
     frame, labels = dp_table
     frame = frame.copy()
     frame.loc[0, "age"] = 1e6          # an extreme patient must not move the range
-    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+                         public_rows=len(frame), bounds=dp_bounds,
                          settings=SETTINGS)
     lows = [teacher.encoding.missing_slot(n)[0] for n in ("age", "sbp")]
     np.testing.assert_allclose(teacher.model.feature_bounds_[:2],
@@ -153,10 +157,10 @@ def test_bounds_come_from_the_declaration_not_the_data(dp_table, dp_schema, dp_b
 def test_missing_bounds_are_refused_before_fitting(dp_table, dp_schema):
     frame, labels = dp_table
     with pytest.raises(ConfigError, match="'sbp'"):
-        fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+        fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, public_rows=len(frame),
                    bounds={"age": (18.0, 100.0)})
     with pytest.raises(ConfigError, match="min < max"):
-        fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+        fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, public_rows=len(frame),
                    bounds={"age": (100.0, 18.0), "sbp": (60.0, 220.0)})
 
 
@@ -164,7 +168,7 @@ def test_labels_must_be_binary_with_both_classes(dp_table, dp_schema, dp_bounds)
     frame, labels = dp_table
     with pytest.raises(TrainingError, match="both classes"):
         fit_dp_ebm(frame, np.zeros_like(labels), dp_schema, epsilon=1.0, delta=1e-6,
-                   bounds=dp_bounds)
+                   public_rows=len(frame), bounds=dp_bounds)
 
 
 def test_phantom_rows_cover_the_declared_domains(dp_schema, dp_bounds):
@@ -179,7 +183,8 @@ def test_phantom_rows_cover_the_declared_domains(dp_schema, dp_bounds):
 def test_unseen_declared_category_is_accepted(dp_table, dp_schema, dp_bounds):
     frame, labels = dp_table
     assert "west" not in set(frame["site"].dropna())
-    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+                         public_rows=len(frame), bounds=dp_bounds,
                          settings=SETTINGS)
     probe = frame.iloc[:3].copy()
     probe["site"] = ["west", "mars", None]
@@ -192,16 +197,19 @@ def test_categorical_histograms_span_the_declared_domain(dp_table, dp_schema, dp
     the declared domain, so whether a rare category exists is never released."""
     import interpret.utils._preprocessor as preprocessor
 
+    from medistill.teachers.dp_ebm_binning import BALLAST_CODE
+
     seen = []
     original = preprocessor.private_categorical_binning
 
-    def spy(X_col, *args, **kwargs):
-        seen.append(len(np.unique(X_col)))
+    def spy(X_col, *args, **kwargs):  # the categories interpret noises, ballast aside
+        seen.append(len(np.unique(X_col[X_col != BALLAST_CODE])))
         return original(X_col, *args, **kwargs)
 
     monkeypatch.setattr(preprocessor, "private_categorical_binning", spy)
     frame, labels = dp_table
-    fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, bounds=dp_bounds,
+    fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6,
+               public_rows=len(frame), bounds=dp_bounds,
                settings=SETTINGS)
     # smoker: 0, 1, missing; site: 4 declared + other + missing ("west" never occurs)
     assert seen == [3, 6]
@@ -232,7 +240,8 @@ def test_bins_fall_to_16_exactly_where_32_would_hold_less_than_the_binning_noise
 def test_a_teacher_with_16_bins_releases_at_most_16_bins_per_numeric_feature(
         dp_table, dp_schema, dp_bounds) -> None:
     frame, labels = dp_table
-    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=3.0, delta=1e-6, bounds=dp_bounds,
+    teacher = fit_dp_ebm(frame, labels, dp_schema, epsilon=3.0, delta=1e-6,
+                         public_rows=len(frame), bounds=dp_bounds,
                          settings=replace(SETTINGS, max_bins=16))
     assert teacher.encoding.missing_width_bins == 30
     for name in ("age", "sbp"):

@@ -90,3 +90,30 @@ def test_sampling_and_noise_come_from_the_given_generator(dp_table, dp_schema, d
     a, b, c = fit(1), fit(1), fit(2)
     np.testing.assert_array_equal(a.logits(frame), b.logits(frame))
     assert not np.allclose(a.logits(frame), c.logits(frame))
+
+
+def test_a_planned_schedule_fixes_the_divisor_whatever_the_row_count(
+        dp_table, dp_schema, dp_bounds, monkeypatch):
+    """With the plan's schedule (from the charged count) every step divides the noisy
+    gradient sum by its expected batch, not by int(exact rows · q): 1,999 and 2,000 rows under
+    a schedule for 2,400 both divide by 2,400 · q."""
+    from opacus.optimizers.optimizer import DPOptimizer
+
+    seen: list[float] = []
+    original = DPOptimizer.scale_grad
+
+    def spy(self) -> None:
+        seen.append(float(self.expected_batch_size))
+        original(self)
+
+    monkeypatch.setattr(DPOptimizer, "scale_grad", spy)
+    frame, labels = dp_table
+    settings = DPLinearSettings(epochs=1, batch_size=256)
+    planned = DpSgdSchedule.for_data(2400, 256, 1)       # 10 steps, q = 0.1
+    for n in (1999, 2000):
+        seen.clear()
+        teacher = fit_dp_linear(frame.iloc[:n], labels[:n], dp_schema, epsilon=1.0, delta=1e-6,
+                                bounds=dp_bounds, settings=settings,
+                                rng=np.random.default_rng(0), planned=(planned, 1.0))
+        assert teacher.steps == planned.steps == len(seen)
+        assert seen == [pytest.approx(240.0)] * planned.steps

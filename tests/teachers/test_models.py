@@ -35,6 +35,27 @@ def test_every_kind_fits_and_predicts_probabilities(data, kind) -> None:
         assert np.allclose(again.predict_proba(Xt), proba)
 
 
+@pytest.mark.parametrize("kind", TEACHER_KINDS)
+def test_every_kind_takes_an_empty_and_a_constant_column(data, kind) -> None:
+    """Empty and constant columns stay features (docs/input_checks.md): every teacher fits
+    with them; in the trees and the linear model, values arriving later in the empty column
+    change nothing (the MLP's weights on it keep their random start)."""
+    from dataclasses import replace
+
+    from medistill.data.schema import FeatureSpec
+
+    d, (X, y), (Xt, _) = data
+    schema = replace(d.schema, features=(*d.schema.features, FeatureSpec("spare", "numeric"),
+                                         FeatureSpec("unit", "numeric")))
+    params = {"max_epochs": 3} if kind == "torch_mlp" else {}
+    model = make_teacher(kind, schema, random_state=0, **params).fit(
+        X.assign(spare=np.nan, unit=7.5), y)
+    proba = model.predict_proba(Xt.assign(spare=np.nan, unit=7.5))
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)
+    if kind != "torch_mlp":
+        assert np.allclose(model.predict_proba(Xt.assign(spare=3.0, unit=7.5)), proba)
+
+
 def test_make_teacher_overrides_and_unknown_kind(data) -> None:
     d = data[0]
     assert make_teacher("logistic_regression", d.schema, random_state=0, C=0.1)[-1].C == 0.1

@@ -39,7 +39,8 @@ def _table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def teachers():
     frame, labels = _table(4000, seed=1)
     settings = DPEBMSettings(max_rounds=50)
-    return {eps: fit_dp_ebm(frame, labels, SCHEMA, epsilon=eps, delta=1e-6, bounds=BOUNDS,
+    return {eps: fit_dp_ebm(frame, labels, SCHEMA, epsilon=eps, delta=1e-6,
+                            public_rows=len(frame), bounds=BOUNDS,
                             settings=settings) for eps in (1.0, 20.0)}
 
 
@@ -129,7 +130,8 @@ def test_free_labels_distil_the_teacher():
                   for c in [*kinds, *binary, *ranges])
     schema = TableSchema(specs, OUTCOME, ("0", "1"))
     train, test = table.iloc[:1500], table.iloc[1500:]
-    teacher = fit_dp_ebm(train, labels[:1500], schema, epsilon=3.0, delta=1e-6, bounds=ranges)
+    teacher = fit_dp_ebm(train, labels[:1500], schema, epsilon=3.0, delta=1e-6,
+                         public_rows=len(train), bounds=ranges)
     rows = TeacherHistogramSampler(teacher).sample(20_000, np.random.default_rng(0))
     student = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=60, random_state=0)
     student.fit(teacher.encoding.linear_matrix(rows), teacher.decision_function(rows))

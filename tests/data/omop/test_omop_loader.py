@@ -114,6 +114,22 @@ def test_load_sensitive_dispatches_omop(cdm_duckdb, monkeypatch):
     assert data.privacy_events == ()  # declared concepts cost nothing
 
 
+def test_17_a_covariate_no_one_has_stays_a_feature(cdm_duckdb, monkeypatch):
+    """The latest value of LAB 30 days before index is missing for every person; the
+    column stays a feature (which covariates reach the model follows from the declared or
+    charged concept list, never from their values), with the operator's note."""
+    monkeypatch.setattr("medistill.data.checks.MIN_PATIENTS", 1)
+    monkeypatch.setattr("medistill.data.checks.MIN_PER_CLASS", 1)
+    config = DataConfig.model_validate({"source": "omop", "label": "bleed",
+                                        "omop": _config(cdm_duckdb).model_dump()})
+    data = load_sensitive(config, seed=0)
+    table = read_omop(_config(cdm_duckdb)).table
+    assert data.schema.feature_names == [c for c in table.columns
+                                         if c not in ("person_key", "outcome")]
+    notes = {n.column: n.kind for n in data.notes}
+    assert notes["measurement_6000_30d_value"] == "kept_empty"
+
+
 def test_a_missing_table_names_it(cdm_tables, tmp_path):
     for name, frame in cdm_tables.items():
         if name != "observation_period":
