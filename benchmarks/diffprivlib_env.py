@@ -11,6 +11,7 @@ script run in a subprocess. If the environment cannot be made, :func:`ensure_env
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -63,7 +64,20 @@ def env_python(env_dir: Path = ENV_DIR) -> Path:
 
 
 def ensure_env(env_dir: Path = ENV_DIR, *, timeout: float = 900) -> tuple[Path | None, str]:
-    """(python of the environment, "") if diffprivlib imports there; else (None, reason)."""
+    """(python of the environment, "") if diffprivlib imports there; else (None, reason).
+
+    Benchmark processes started side by side share the environment: the first to arrive
+    builds it under a lock file beside it while the others wait, then find it ready."""
+    try:
+        env_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(env_dir.parent / f".{env_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _ensure_env(env_dir, timeout=timeout)
+    except OSError as exc:
+        return None, f"could not lock {env_dir}: {exc}"
+
+
+def _ensure_env(env_dir: Path, *, timeout: float) -> tuple[Path | None, str]:
     python = env_python(env_dir)
     check = [str(python), "-c",
              "import diffprivlib, sklearn; print(diffprivlib.__version__, sklearn.__version__)"]
