@@ -39,3 +39,19 @@ def _write_pipeline(folder: Path, csv: Path, **sections: str) -> Path:
     path = folder / "pipeline.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def divisors(monkeypatch) -> list[float]:
+    """Every divisor Opacus's optimizers scale a noisy gradient sum by (one per step)."""
+    from opacus.optimizers.optimizer import DPOptimizer
+
+    seen: list[float] = []
+    original = DPOptimizer.scale_grad
+
+    def spy(self) -> None:
+        seen.append(float(self.expected_batch_size))
+        original(self)
+
+    monkeypatch.setattr(DPOptimizer, "scale_grad", spy)
+    return seen

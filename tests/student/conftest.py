@@ -19,18 +19,3 @@ def arrays():
     to = lambda idx: pre.transform(X.iloc[idx]).astype(np.float32)  # noqa: E731
     return to(split.train), data.labels[split.train], to(split.test), data.labels[split.test]
 
-
-@pytest.fixture
-def divisors(monkeypatch) -> list[float]:
-    """Every divisor Opacus's optimizers scale a noisy gradient sum by (one per step)."""
-    from opacus.optimizers.optimizer import DPOptimizer
-
-    seen: list[float] = []
-    original = DPOptimizer.scale_grad
-
-    def spy(self) -> None:
-        seen.append(float(self.expected_batch_size))
-        original(self)
-
-    monkeypatch.setattr(DPOptimizer, "scale_grad", spy)
-    return seen

@@ -115,19 +115,24 @@ def test_every_feature_of_a_fit_goes_through_the_wrappers(dp_table, dp_schema, d
                                                           monkeypatch):
     """A DP-EBM fit bins each of its features through the public-target wrappers, with
     the total the caller gave (plus the phantom rows' negligible weights)."""
+    from contextlib import contextmanager
+
     import medistill.teachers.dp_ebm as dp_ebm
 
-    totals, calls = [], []
+    seen = []
     real = dp_ebm.public_merge_target
 
+    @contextmanager
     def watching(public_total, *, n_features):
-        totals.append(public_total)
-        manager = real(public_total, n_features=n_features)
-        calls.append(manager)
-        return manager
+        with real(public_total, n_features=n_features) as calls:
+            yield calls
+        seen.append((public_total, n_features, calls))
 
     monkeypatch.setattr(dp_ebm, "public_merge_target", watching)
     frame, labels = dp_table
     dp_ebm.fit_dp_ebm(frame, labels, dp_schema, epsilon=1.0, delta=1e-6, public_rows=777,
                       bounds=dp_bounds, settings=dp_ebm.DPEBMSettings(max_rounds=20))
-    assert len(totals) == 1 and totals[0] == pytest.approx(777, abs=1e-6)
+    [(total, n_features, calls)] = seen
+    assert total == pytest.approx(777, abs=1e-6)
+    assert n_features == len(dp_schema.features)
+    assert calls.total == n_features and calls.numeric and calls.categorical
